@@ -1,0 +1,168 @@
+"""Open the request's data sources and yield their records (the **read** step's I/O edge).
+
+- `local`: paths, directories and globs on this machine.
+- `s3`: `s3://bucket/key`, prefixes (`s3://bucket/output/`) and key globs, through boto3 and
+  smart_open, with the request's `credential` or the default AWS chain; boto3 honours
+  `AWS_ENDPOINT_URL` (moto server, MinIO).
+- `openAI`: `file-...` IDs through the openai SDK (`credential.openAI_key`, `OPENAI_BASE_URL`).
+Files ending in `.gz` are decompressed transparently; `.parquet` files yield one record per row.
+`expand_source` runs once at plan time; `read_records` runs on the workers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import pyarrow.parquet as pq
+import smart_open
+from botocore.exceptions import BotoCoreError, ClientError
+
+_GLOB_CHARS = frozenset("*?[")
+_PARQUET_BATCH_ROWS = 1024
+
+
+class SourceError(RuntimeError):
+    """A source cannot be listed or read; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class SourceAccess:
+    """How to reach the files of one request: its source type and credential."""
+
+    source_type: str
+    credential: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def s3_client(self) -> Any:
+        keys = {
+            "aws_access_key_id": self.credential.get("access_key"),
+            "aws_secret_access_key": self.credential.get("secret_key"),
+            "aws_session_token": self.credential.get("session_token"),
+            "region_name": self.credential.get("region")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+        }
+        return boto3.session.Session(**{k: v for k, v in keys.items() if v}).client("s3")
+
+    def openai_client(self) -> Any:
+        import openai
+
+        return openai.OpenAI(api_key=self.credential.get("openAI_key") or os.environ.get("OPENAI_API_KEY"))
+
+
+def _has_glob(text: str) -> bool:
+    return any(char in _GLOB_CHARS for char in text)
+
+
+def _expand_local(path: str) -> list[str]:
+    if _has_glob(path):
+        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise SourceError(f"{path}: no files match")
+        return files
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, name)
+            for name in os.listdir(path)
+            if not name.startswith(".") and os.path.isfile(os.path.join(path, name))
+        )
+        if not files:
+            raise SourceError(f"{path}: the directory has no files")
+        return files
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: no such file")
+    return [path]
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _expand_s3(uri: str, client: Any) -> list[str]:
+    bucket, key = _split_s3(uri)
+    if key and not key.endswith("/") and not _has_glob(key):
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise SourceError(f"{uri}: no such object") from None
+            raise SourceError(f"{uri}: {code or error}") from None
+        return [uri]
+    prefix = key
+    for position, char in enumerate(key):
+        if char in _GLOB_CHARS:
+            prefix = key[: key.rfind("/", 0, position) + 1]
+            break
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            name = item["Key"]
+            if name.endswith("/") or (_has_glob(key) and not fnmatch.fnmatchcase(name, key)):
+                continue
+            keys.append(name)
+    if not keys:
+        raise SourceError(f"{uri}: no objects under this prefix")
+    return [f"s3://{bucket}/{name}" for name in sorted(keys)]
+
+
+def expand_source(uri: str, access: SourceAccess) -> list[str]:
+    """The concrete file URIs one `data_source.source` entry stands for, in a stable order."""
+    try:
+        if access.source_type == "s3":
+            return _expand_s3(uri, access.s3_client())
+        if access.source_type == "openAI":
+            return [uri]
+        return _expand_local(uri)
+    except (ClientError, BotoCoreError) as error:
+        raise SourceError(f"{uri}: {error}") from None
+
+
+def _lines(stream: Any) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(stream, start=1):
+        stripped = line.rstrip(b"\r\n")
+        if stripped.strip():
+            yield number, stripped
+
+
+def _parquet_rows(stream: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    number = 0
+    for batch in pq.ParquetFile(stream).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def _read_openai(file_id: str, access: SourceAccess) -> Iterator[tuple[int, bytes]]:
+    import openai
+
+    try:
+        with access.openai_client().files.with_streaming_response.content(file_id) as response:
+            yield from _lines(line.encode() for line in response.iter_lines())
+    except openai.APIStatusError as error:
+        raise SourceError(f"{file_id}: OpenAI files API answered {error.status_code}") from None
+    except openai.APIConnectionError as error:
+        raise SourceError(f"{file_id}: cannot reach the OpenAI files API ({error})") from None
+
+
+def read_records(uri: str, access: SourceAccess) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """(1-based line or row number, raw JSONL line or Parquet row) for every record of one file."""
+    if access.source_type == "openAI":
+        yield from _read_openai(uri, access)
+        return
+    params = {"client": access.s3_client()} if uri.startswith("s3://") else {}
+    try:
+        with smart_open.open(uri, "rb", transport_params=params) as stream:
+            if uri.endswith(".parquet"):
+                yield from _parquet_rows(stream)
+            else:
+                yield from _lines(stream)
+    except (ClientError, BotoCoreError, OSError) as error:
+        raise SourceError(f"{uri}: {error}") from None

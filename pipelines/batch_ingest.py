@@ -1,0 +1,114 @@
+"""The batch ingestion Beam pipeline: read -> project + key -> join -> map -> batch -> write.
+
+`build_pipeline` wires the transforms for a compiled `IngestPlan`; `run_pipeline` runs it on
+the chosen runner and returns the job's counters. One source needs no shuffle; several are
+CoGroupByKey-joined on `_id`. Rejected records from every step go to the dead-letter queue.
+
+Runnable as a module with the same options as `mlbatch ingest`:
+
+    python -m pipelines.batch_ingest --request r.json --opensearch URL [Beam options]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from connectors.redact import Redactor
+from connectors.sources import SourceAccess
+from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
+from transforms.dead_letters import WriteDeadLetters
+from transforms.join import JoinSources
+from transforms.read import ReadSource
+from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, IngestPlan
+
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    """Everything one run needs: the plan, its files, and where things go."""
+
+    plan: IngestPlan
+    files_by_source: tuple[tuple[str, ...], ...]
+    access: SourceAccess
+    write: OpenSearchWriteConfig
+    dlq_dir: str
+    task_id: str
+    redactor: Redactor
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    """Pipeline options with the runner always chosen explicitly.
+
+    With no runner named, Beam 2.77 tries to download its Prism runner binary at run time;
+    we default to the DirectRunner in in_memory mode instead.
+    """
+    args = list(beam_args)
+    if not any(arg.startswith("--runner") for arg in args):
+        args.append(DEFAULT_BEAM_ARGS[0])
+    if not any(arg.startswith("--direct_running_mode") for arg in args):
+        args.append(DEFAULT_BEAM_ARGS[1])
+    return PipelineOptions(args)
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
+    """Add the ingestion transforms for `job` to `pipeline`."""
+    plan = job.plan
+    keyed = plan.needs_join
+    dead_letters = []
+    projected = {}
+    for source, files in zip(plan.sources, job.files_by_source, strict=True):
+        outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
+            source, list(files), job.access, keyed
+        )
+        projected[source.index] = outputs.records
+        dead_letters.append(outputs[DEAD_LETTERS])
+    if keyed:
+        joined = projected | "Join" >> JoinSources(plan)
+        documents = joined.documents
+        dead_letters.append(joined[DEAD_LETTERS])
+    else:
+        documents = projected[0]
+    dead_letters.append(documents | "Write" >> WriteToOpenSearch(job.write))
+    (
+        tuple(dead_letters)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetterQueue" >> WriteDeadLetters(job.dlq_dir, job.task_id, job.redactor)
+    )
+
+
+def run_pipeline(job: IngestJob, beam_args: list[str]) -> dict[str, int]:
+    """Run the pipeline to completion; return its counters by name."""
+    pipeline = beam.Pipeline(options=beam_options(beam_args))
+    build_pipeline(pipeline, job)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (value or 0)
+    return counters
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.batch_ingest --request r.json ...`: the same job as `mlbatch ingest`."""
+    from pipelines.cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--request" in args:
+        position = args.index("--request")
+        request = args[position + 1 : position + 2]
+        args = request + args[:position] + args[position + 2 :]
+    else:
+        args = [arg.removeprefix("--request=") if arg.startswith("--request=") else arg for arg in args]
+    return cli_main(["ingest", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The `mlbatch` command line: runs ingestion jobs and shows their task records.
+
+    mlbatch ingest REQUEST.json [--opensearch URL] [options] [Beam options]
+    mlbatch task get TASK_ID
+    mlbatch task list [--limit N]
+
+`ingest` checks the request and the cluster before anything runs, records a BATCH_INGEST
+task, runs the Beam pipeline in the foreground with progress on stderr, and prints the
+final task record as JSON on stdout. Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or
+usage, 3 COMPLETED_WITH_ERROR (some records went to the dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.opensearch import ClusterError, OpenSearchConfig
+from connectors.redact import RedactingFilter, Redactor, redact_credential
+from connectors.sources import SourceAccess, SourceError
+from connectors.task_store import TaskNotFound, TaskStore, mlbatch_home
+from pipelines.plan import compile_plan
+from pipelines.request import RequestError, parse_request
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS = 0, 1, 2, 3
+log = logging.getLogger("mlbatch")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files; printed as one line, exit 2."""
+
+
+def _configure_logging(quiet: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mlbatch: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.ERROR)
+    return handler
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except orjson.JSONDecodeError as error:
+        raise UsageError(f"{what} {path}: not valid JSON ({error})") from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _summarize(counters: dict[str, int]) -> dict[str, Any]:
+    counts: dict[str, Any] = {
+        name: counters.get(name, 0)
+        for name in (
+            "read",
+            "projected",
+            "keys",
+            "incomplete",
+            "duplicates",
+            "join_dropped",
+            "merged_records",
+            "indexed",
+            "created",
+            "updated",
+            "bulk_requests",
+            "dlq",
+        )
+    }
+    for prefix, key in (
+        ("read.", "read_by_source"),
+        ("dlq.", "rejected_by_stage"),
+        ("unmatched.", "unmatched_paths"),
+    ):
+        counts[key] = {
+            name[len(prefix) :]: value for name, value in sorted(counters.items()) if name.startswith(prefix)
+        }
+    return counts
+
+
+def _root_cause(error: BaseException) -> str:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ClusterError | SourceError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        for known in ("ClusterError: ", "SourceError: "):
+            if known in line:
+                return line.split(known, 1)[1]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
+    body = _read_json(args.request, "request")
+    try:
+        request = parse_request(body)
+        plan = compile_plan(request, join=args.join)
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    create_body = _read_json(args.create_index, "--create-index") if args.create_index else None
+
+    cluster = OpenSearchConfig.from_env(
+        args.opensearch, args.user, verify_certs=not args.insecure, ca_certs=args.ca_certs
+    )
+    redactor = Redactor.of([*request.credential.values(), cluster.password])
+    for handler in log.handlers:
+        handler.addFilter(RedactingFilter(redactor))
+
+    store = TaskStore()
+    task = store.create(
+        "BATCH_INGEST",
+        index_name=request.index_name,
+        data_source={"type": request.source_type, "source": list(request.sources)},
+        credential=redact_credential(request.credential),
+    )
+    task_id = task["task_id"]
+    dlq_dir = args.dlq or str(mlbatch_home() / "dlq" / task_id)
+    log.info(
+        "task %s: %d source(s) into index %r at %s", task_id, len(plan.sources), plan.index_name, cluster.url
+    )
+    if request.connector_id:
+        log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
+
+    def finish(state: str, **fields: Any) -> int:
+        record = store.update(task_id, state=state, **redactor.value(fields))
+        _print_json(record)
+        return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
+
+    from connectors.opensearch import prepare_index
+    from connectors.sources import expand_source
+    from pipelines.batch_ingest import IngestJob, run_pipeline
+    from transforms.bulk import OpenSearchWriteConfig
+
+    access = SourceAccess(request.source_type, request.credential)
+    try:
+        files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
+        if prepare_index(cluster, plan.index_name, create_body):
+            log.info("created index %r", plan.index_name)
+    except (SourceError, ClusterError) as error:
+        log.error("%s", error)
+        return finish("FAILED", error=str(error))
+    for source, names in zip(plan.sources, files, strict=True):
+        log.info("source[%d]: %d file(s) from %s", source.index, len(names), source.uri)
+
+    job = IngestJob(
+        plan=plan,
+        files_by_source=files,
+        access=access,
+        write=OpenSearchWriteConfig(cluster, plan.index_name, args.bulk_size, args.bulk_bytes),
+        dlq_dir=dlq_dir,
+        task_id=task_id,
+        redactor=redactor,
+    )
+    store.update(task_id, state="RUNNING")
+    try:
+        counters = run_pipeline(job, beam_args)
+    except Exception as error:  # the runner wraps worker errors; report the cause in one line
+        cause = redactor.text(_root_cause(error))
+        log.error("ingestion failed: %s", cause)
+        if args.debug:
+            raise
+        return finish("FAILED", error=cause)
+    counts = _summarize(counters)
+    log.info(
+        "read %d record(s), indexed %d document(s), rejected %d",
+        counts["read"],
+        counts["indexed"],
+        counts["dlq"],
+    )
+    if counts["dlq"]:
+        log.warning("%d rejected record(s) written to %s", counts["dlq"], dlq_dir)
+        return finish(
+            "COMPLETED_WITH_ERROR",
+            counts=counts,
+            dlq=dlq_dir,
+            error=f"{counts['dlq']} record(s) rejected; see {dlq_dir}",
+        )
+    return finish("COMPLETED", counts=counts)
+
+
+def _task(args: argparse.Namespace) -> int:
+    store = TaskStore()
+    if args.task_command == "get":
+        try:
+            _print_json(store.get(args.task_id))
+        except TaskNotFound as error:
+            raise UsageError(str(error)) from None
+    else:
+        _print_json(store.list(args.limit))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlbatch", description="Offline ML batch ingestion into OpenSearch k-NN indexes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="run an ML Commons _batch_ingestion request as a Beam pipeline",
+        description="Unknown options are passed to Apache Beam (e.g. --runner, --direct_running_mode).",
+    )
+    ingest.add_argument("request", help="the _batch_ingestion request body (JSON file)")
+    ingest.add_argument(
+        "--opensearch", help="cluster URL (default: $OPENSEARCH_URL, else http://localhost:9200)"
+    )
+    ingest.add_argument("--user", help="basic-auth user; the password comes from $OPENSEARCH_PASSWORD")
+    ingest.add_argument("--insecure", action="store_true", help="do not verify the cluster's TLS certificate")
+    ingest.add_argument("--ca-certs", help="CA bundle for the cluster's TLS certificate")
+    ingest.add_argument(
+        "--create-index", metavar="MAPPING.json", help="create the index with this body if missing"
+    )
+    ingest.add_argument(
+        "--bulk-size", type=int, default=500, help="documents per _bulk request (default 500)"
+    )
+    ingest.add_argument(
+        "--bulk-bytes", type=int, default=10 * 1024 * 1024, help="bytes per _bulk request (default 10 MiB)"
+    )
+    ingest.add_argument(
+        "--join",
+        choices=("outer", "inner"),
+        default="outer",
+        help="several sources: write every key (outer, default) or only keys in all sources (inner)",
+    )
+    ingest.add_argument(
+        "--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)"
+    )
+    ingest.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ingest.add_argument("--debug", action="store_true", help="show tracebacks of failed runs")
+
+    task = commands.add_parser("task", help="show task records")
+    task_commands = task.add_subparsers(dest="task_command", required=True)
+    get = task_commands.add_parser("get", help="print one task record")
+    get.add_argument("task_id")
+    listing = task_commands.add_parser("list", help="print the most recent task records")
+    listing.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    _configure_logging(getattr(args, "quiet", False))
+    if extra and args.command != "ingest":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "ingest" and (args.bulk_size < 1 or args.bulk_bytes < 1):
+        parser.error("--bulk-size and --bulk-bytes must be positive")
+    try:
+        return _ingest(args, extra) if args.command == "ingest" else _task(args)
+    except UsageError as error:
+        print(f"mlbatch: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Compile a checked request into an `IngestPlan` (the **plan** step, pure).
+
+The plan says, per `source[N]`, which JSONPaths to evaluate on its records, which document
+field each lands in, and which path yields the `_id`. It is built once, before the pipeline
+runs, so every field-map mistake is reported up front with the field's name.
+
+Semantics, following ML Commons:
+- `"$.path"` reads from the only source; `"source[N].$.path"` from source N (the index is
+  parsed, so `source[1]` never matches `source[10]`).
+- `_id` is one path or a list with one path per source. When every path it lists is the
+  same, sources it does not name use that path too (the seed's 3-file OpenAI request).
+- `ingest_fields` copy a value as-is under the path's last segment (`$.id` -> `id`).
+- `_id` becomes the document id and is not stored as a field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipelines.request import IngestRequest, RequestError
+from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
+from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
+
+_SOURCE_PREFIX = re.compile(r"^source\[(\d+)\]\.(.*)$", re.DOTALL)
+
+
+def _split_source(value: Any, where: str, source_count: int) -> tuple[int | None, str]:
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"{where}: must be a JSONPath string ('$.path' or 'source[N].$.path')")
+    match = _SOURCE_PREFIX.match(value)
+    if match is None:
+        if value.startswith("source"):
+            raise RequestError(f"{where}: {value!r} is not of the form 'source[N].$.path'")
+        return None, value
+    index = int(match[1])
+    if index >= source_count:
+        raise RequestError(
+            f"{where}: source[{index}] is out of range; data_source.source has {source_count} "
+            f"entr{'y' if source_count == 1 else 'ies'} (source[0]..source[{source_count - 1}])"
+        )
+    return index, match[2]
+
+
+def _compile(expression: str, where: str) -> CompiledPath:
+    try:
+        return compile_path(expression)
+    except JsonPathError as error:
+        raise RequestError(f"{where}: {error}") from None
+
+
+def _resolve_source(index: int | None, where: str, source_count: int) -> int:
+    if index is not None:
+        return index
+    if source_count > 1:
+        raise RequestError(f"{where}: with {source_count} sources, name the source: 'source[N].$.path'")
+    return 0
+
+
+def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
+    """The `_id` path of each source, or {} when the request has none."""
+    if value is None:
+        return {}
+    entries = value if isinstance(value, list) else [value]
+    if not entries:
+        raise RequestError("field_map._id: is an empty list")
+    named: dict[int, CompiledPath] = {}
+    shared: CompiledPath | None = None
+    for position, entry in enumerate(entries):
+        where = "field_map._id" + (f"[{position}]" if isinstance(value, list) else "")
+        index, expression = _split_source(entry, where, source_count)
+        path = _compile(expression, where)
+        if index is None:
+            shared = path
+            continue
+        if index in named and named[index] != path:
+            raise RequestError(f"{where}: source[{index}] already has _id path {named[index].expression!r}")
+        named[index] = path
+    distinct = set(named.values()) | ({shared} if shared else set())
+    if len(distinct) == 1:
+        only = distinct.pop()
+        return {index: only for index in range(source_count)}
+    if shared is not None:
+        raise RequestError("field_map._id: mixes an unprefixed path with different per-source paths")
+    return named
+
+
+def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPlan:
+    """Compile `request` into an IngestPlan; raise RequestError naming the field on any mistake."""
+    source_count = len(request.sources)
+    id_paths = _id_paths(request.field_map.get("_id"), source_count)
+    if source_count > 1:
+        for index in range(source_count):
+            if index not in id_paths:
+                raise RequestError(
+                    f"field_map._id: source[{index}] has no _id path; with {source_count} sources every "
+                    "source needs one to join its records (one path for all, or one per source)"
+                )
+
+    fields_by_source: dict[int, list[FieldSpec]] = {index: [] for index in range(source_count)}
+    produced_by: dict[str, str] = {}
+
+    def add(name: str, raw: Any, where: str) -> None:
+        if name in produced_by:
+            raise RequestError(f"{where}: field {name!r} is already produced by {produced_by[name]}")
+        index, expression = _split_source(raw, where, source_count)
+        path = _compile(expression, where)
+        fields_by_source[_resolve_source(index, where, source_count)].append(FieldSpec(name, path))
+        produced_by[name] = where
+
+    for name, raw in request.field_map.items():
+        if name == "_id":
+            continue
+        if not name.strip():
+            raise RequestError("field_map: field names must be non-empty")
+        add(name, raw, f"field_map.{name}")
+    for position, raw in enumerate(request.ingest_fields):
+        _, expression = _split_source(raw, f"ingest_fields[{position}]", source_count)
+        add(field_name_of(expression), raw, f"ingest_fields[{position}]")
+
+    sources = tuple(
+        SourcePlan(index, uri, id_paths.get(index), tuple(fields_by_source[index]))
+        for index, uri in enumerate(request.sources)
+    )
+    return IngestPlan(request.index_name, request.source_type, sources, tuple(produced_by), join)

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the OpenAI files server.
+
+osmem-server's pytest plugin provides `osmem_url`: a fresh clone of an OpenSearch-compatible
+server per test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import MotoS3, OpenAIFilesServer
+
+OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def mlbatch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "mlbatch-home"
+    monkeypatch.setenv("MLBATCH_HOME", str(home))
+    monkeypatch.delenv("OPENSEARCH_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    server = MotoS3()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch):
+    """A boto3 S3 client on a clean moto server; AWS_ENDPOINT_URL points everything at it."""
+    import boto3
+
+    moto_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+@pytest.fixture
+def openai_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIFilesServer]:
+    server = OpenAIFilesServer(OPENAI_TEST_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    yield server
+    server.close()

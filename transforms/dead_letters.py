@@ -1,0 +1,56 @@
+"""Write rejected records to the dead-letter queue (the side exit of every step).
+
+One JSONL file per bundle under the DLQ directory (local path or `s3://`, through
+smart_open), one entry per record: task_id, stage, reason, source, line and the raw line
+or document. Known secrets are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import apache_beam as beam
+import orjson
+import smart_open
+from apache_beam.metrics import Metrics
+
+from connectors.redact import Redactor
+from transforms.types import METRICS_NAMESPACE, DeadLetter
+
+
+class _WriteDeadLettersFn(beam.DoFn):
+    def __init__(self, directory: str, task_id: str, redactor: Redactor) -> None:
+        self._directory = directory.rstrip("/")
+        self._task_id = task_id
+        self._redactor = redactor
+
+    def start_bundle(self) -> None:
+        self._stream = None
+
+    def process(self, dead: DeadLetter) -> None:
+        if self._stream is None:
+            if "://" not in self._directory:
+                os.makedirs(self._directory, exist_ok=True)
+            path = f"{self._directory}/rejected-{uuid.uuid4().hex}.jsonl"
+            self._stream = smart_open.open(path, "wb")
+        entry = self._redactor.value(dead.to_json(self._task_id))
+        self._stream.write(orjson.dumps(entry) + b"\n")
+        Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
+        Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
+
+    def finish_bundle(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetters in; JSONL files under `directory` out."""
+
+    def __init__(self, directory: str, task_id: str, redactor: Redactor) -> None:
+        super().__init__()
+        self._fn = _WriteDeadLettersFn(directory, task_id, redactor)
+
+    def expand(self, dead_letters: beam.PCollection) -> beam.PCollection:
+        return dead_letters | "WriteDLQ" >> beam.ParDo(self._fn)

@@ -1,0 +1,69 @@
+"""Join the projected records of several sources by `_id` (the **join** step).
+
+`JoinSources` CoGroupByKey-groups the keyed records of every `source[N]` and merges each
+key with `transforms.merge.merge_key`. Incomplete keys (missing from some source) and
+keys dropped by an inner join are counted; duplicates within one source go to the
+dead-letter queue with the locator of the record that was kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from transforms.merge import merge_key
+from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, IngestPlan
+
+
+class _MergeFn(beam.DoFn):
+    def __init__(self, plan: IngestPlan) -> None:
+        self._plan = plan
+        self._keys = Metrics.counter(METRICS_NAMESPACE, "keys")
+        self._incomplete = Metrics.counter(METRICS_NAMESPACE, "incomplete")
+        self._dropped = Metrics.counter(METRICS_NAMESPACE, "join_dropped")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
+        self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_records")
+
+    def process(self, element: tuple[str, dict[int, Any]]) -> Iterator[Any]:
+        doc_id, grouped = element
+        outcome = merge_key(doc_id, grouped, len(self._plan.sources), self._plan.field_order, self._plan.join)
+        self._keys.inc()
+        if outcome.missing_sources:
+            self._incomplete.inc()
+        for duplicate in outcome.duplicates:
+            self._duplicates.inc()
+            yield TaggedOutput(
+                DEAD_LETTERS,
+                DeadLetter(
+                    "map",
+                    f"duplicate _id {doc_id!r} in source[{duplicate.source}]; the record at "
+                    f"{min(r.locator for r in grouped[duplicate.source])} was kept",
+                    duplicate.locator.uri,
+                    duplicate.locator.line,
+                    duplicate.fields,
+                ),
+            )
+        if outcome.document is None:
+            self._dropped.inc()
+            return
+        self._merged.inc(len(outcome.document.origins))
+        yield outcome.document
+
+
+class JoinSources(beam.PTransform):
+    """{source index: keyed projected records} -> merged Documents + dead letters."""
+
+    def __init__(self, plan: IngestPlan) -> None:
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, keyed_by_source: dict[int, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
+        return (
+            keyed_by_source
+            | "GroupById" >> beam.CoGroupByKey()
+            | "Merge" >> beam.ParDo(_MergeFn(self._plan)).with_outputs(DEAD_LETTERS, main="documents")
+        )

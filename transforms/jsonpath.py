@@ -1,0 +1,139 @@
+"""JSONPath evaluation for the project step (read -> **project** -> join -> map -> write).
+
+`compile_path` turns one JSONPath expression into a `CompiledPath` once, at plan time.
+Simple definite paths (`$.a.b[0]`, `$['a.b']`) become a tuple of dict keys and list
+indexes walked directly; everything else goes through jsonpath-ng's extended parser.
+Both give the same answers (tests compare them): a definite path yields its single
+match, an indefinite one (wildcard, slice, filter, `..`, union) yields the list of its
+matches, as Jayway JsonPath does in ML Commons. A path that matches nothing yields
+`MISSING`, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonpath_ng import Child, Fields, Index, Root
+from jsonpath_ng.ext import parse as parse_extended
+
+
+class _Missing:
+    """The value of a path that matches nothing (distinct from a JSON null)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+_STEP = re.compile(
+    r"""\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)
+      | \[(?P<index>\d+)\]
+      | \['(?P<squoted>[^'\\]*)'\]
+      | \["(?P<dquoted>[^"\\]*)"\]""",
+    re.VERBOSE,
+)
+_RESERVED_NAMES = frozenset({"where", "wherenot"})
+
+
+class JsonPathError(ValueError):
+    """The expression is not valid JSONPath."""
+
+
+def simple_steps(expression: str) -> tuple[str | int, ...] | None:
+    """The key/index steps of a simple definite path, or None if the path needs jsonpath-ng."""
+    if not expression.startswith("$"):
+        return None
+    steps: list[str | int] = []
+    position = 1
+    while position < len(expression):
+        match = _STEP.match(expression, position)
+        if match is None:
+            return None
+        if match["name"] is not None:
+            if match["name"] in _RESERVED_NAMES:
+                return None
+            steps.append(match["name"])
+        elif match["index"] is not None:
+            steps.append(int(match["index"]))
+        else:
+            steps.append(match["squoted"] if match["squoted"] is not None else match["dquoted"])
+        position = match.end()
+    return tuple(steps)
+
+
+def _walk(record: Any, steps: tuple[str | int, ...]) -> Any:
+    value = record
+    for step in steps:
+        if isinstance(step, int):
+            if not isinstance(value, list) or step >= len(value):
+                return MISSING
+        elif not isinstance(value, dict) or step not in value:
+            return MISSING
+        value = value[step]
+    return value
+
+
+def _is_definite(node: Any) -> bool:
+    if isinstance(node, Root):
+        return True
+    if isinstance(node, Child):
+        return _is_definite(node.left) and _is_definite(node.right)
+    if isinstance(node, Fields):
+        return len(node.fields) == 1 and node.fields[0] != "*"
+    if isinstance(node, Index):
+        return len(node.indices) == 1
+    return False
+
+
+@dataclass(frozen=True)
+class CompiledPath:
+    """One JSONPath, ready to evaluate against parsed JSON records."""
+
+    expression: str
+    steps: tuple[str | int, ...] | None = field(default=None, compare=False)
+    _parsed: Any = field(default=None, compare=False, repr=False)
+    _definite: bool = field(default=True, compare=False, repr=False)
+
+    def evaluate(self, record: Any) -> Any:
+        """The value at this path in `record`, or MISSING."""
+        if self.steps is not None:
+            return _walk(record, self.steps)
+        return self.evaluate_with_jsonpath_ng(record)
+
+    def evaluate_with_jsonpath_ng(self, record: Any) -> Any:
+        """The same answer as `evaluate`, always through jsonpath-ng (used to cross-check)."""
+        parsed = self._parsed if self._parsed is not None else parse_extended(self.expression)
+        values = [match.value for match in parsed.find(record)]
+        if not self._definite:
+            return values if values else MISSING
+        return values[0] if values else MISSING
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return compile_path, (self.expression,)
+
+
+def compile_path(expression: str) -> CompiledPath:
+    """Compile `expression`; raise JsonPathError naming what is wrong."""
+    if not isinstance(expression, str) or not expression.startswith("$"):
+        raise JsonPathError(f"{expression!r} is not a JSONPath (it must start with '$')")
+    try:
+        parsed = parse_extended(expression)
+    except Exception as error:  # jsonpath-ng raises bare Exception subclasses for syntax errors
+        raise JsonPathError(f"invalid JSONPath {expression!r}: {error}") from None
+    steps = simple_steps(expression)
+    return CompiledPath(expression, steps, parsed, steps is not None or _is_definite(parsed))
+
+
+def field_name_of(expression: str) -> str:
+    """The document field an `ingest_fields` path is stored under: its last dotted segment.
+
+    ML Commons splits the JSONPath on '.' and keeps the last part (`$.id` -> `id`,
+    `$.meta.lang` -> `lang`); we do the same so indexes look identical.
+    """
+    return expression.split(".")[-1]

@@ -1,0 +1,69 @@
+"""Parse one source record and keep only what its source contributes (the **project** step, pure).
+
+Each line is parsed with orjson, the source's paths are evaluated right away and the raw
+record is dropped, so only the fields to be written travel through the join. Problems a
+record can have (not JSON, not an object, no usable `_id`) raise `RecordError` with the
+stage and a reason for the dead-letter queue; paths that match nothing are reported back
+so they can be counted, but do not reject the record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from transforms.jsonpath import MISSING
+from transforms.types import SourcePlan
+
+
+class RecordError(ValueError):
+    """A record cannot be used; `stage` is where it failed (parse / map)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def parse_record(payload: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A JSON object from a JSONL line (Parquet rows arrive as dicts already)."""
+    if isinstance(payload, dict):
+        return payload
+    try:
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise RecordError("parse", f"malformed JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise RecordError("parse", f"a record must be a JSON object, got {type(record).__name__}")
+    return record
+
+
+def document_id(value: Any, expression: str) -> str:
+    """The `_id` value as the document id string (numbers are stringified, as OpenSearch does)."""
+    if value is MISSING or value is None:
+        raise RecordError("map", f"missing _id: {expression} matched nothing")
+    if isinstance(value, bool | dict | list):
+        raise RecordError("map", f"invalid _id: {expression} is {orjson.dumps(value).decode()[:80]}")
+    text = value if isinstance(value, str) else str(value)
+    if not text:
+        raise RecordError("map", f"invalid _id: {expression} is an empty string")
+    return text
+
+
+def project(source: SourcePlan, record: dict[str, Any]) -> tuple[str | None, dict[str, Any], list[str]]:
+    """(document id or None, fields this source contributes, names of fields whose path matched nothing)."""
+    doc_id = (
+        None
+        if source.id_path is None
+        else document_id(source.id_path.evaluate(record), source.id_path.expression)
+    )
+    fields: dict[str, Any] = {}
+    unmatched: list[str] = []
+    for spec in source.fields:
+        value = spec.path.evaluate(record)
+        if value is MISSING:
+            unmatched.append(spec.name)
+        else:
+            fields[spec.name] = value
+    return doc_id, fields, unmatched

@@ -1,0 +1,96 @@
+"""Plain types every stage speaks (plan -> read -> project -> join -> map -> write).
+
+The plan types are compiled once from the request (`pipelines.plan`); the record types
+travel through the pipeline. They hold data only; the logic lives in pure modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from transforms.jsonpath import CompiledPath
+
+JoinPolicy = Literal["outer", "inner"]
+STAGES = ("read", "parse", "map", "validate", "bulk")
+METRICS_NAMESPACE = "mlbatch"
+DEAD_LETTERS = "dead_letters"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One document field and the path that fills it."""
+
+    name: str
+    path: CompiledPath
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """What the project step does with the records of one `source[N]`."""
+
+    index: int
+    uri: str
+    id_path: CompiledPath | None
+    fields: tuple[FieldSpec, ...]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """Everything the pipeline needs to know about the request, compiled."""
+
+    index_name: str
+    source_type: str
+    sources: tuple[SourcePlan, ...]
+    field_order: tuple[str, ...]
+    join: JoinPolicy = "outer"
+
+    @property
+    def needs_join(self) -> bool:
+        return len(self.sources) > 1
+
+
+class Locator(NamedTuple):
+    """Where a record came from: the file URI and its 1-based line (or Parquet row)."""
+
+    uri: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.uri}:{self.line}"
+
+
+class Projected(NamedTuple):
+    """One source record after the project step: only the fields its source contributes."""
+
+    source: int
+    locator: Locator
+    fields: dict[str, Any]
+
+
+class Document(NamedTuple):
+    """A document ready to write: its id (None for auto ids), fields and the records it came from."""
+
+    doc_id: str | None
+    fields: dict[str, Any]
+    origins: tuple[Locator, ...]
+
+
+class DeadLetter(NamedTuple):
+    """A record that could not be indexed, with the stage and reason, for the dead-letter queue."""
+
+    stage: str
+    reason: str
+    source: str
+    line: int
+    raw: Any
+
+    def to_json(self, task_id: str) -> dict[str, Any]:
+        return {
+            "task_id": task_id,
+            "stage": self.stage,
+            "reason": self.reason,
+            "source": self.source,
+            "line": self.line,
+            "raw": self.raw,
+        }
