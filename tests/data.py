@@ -80,7 +80,9 @@ def sagemaker_lines(count: int, dimension: int, seed: int = 1) -> list[dict[str,
     ]
 
 
-def openai_files(count: int, dimension: int, seed: int = 2) -> tuple[list[dict], list[dict], list[dict]]:
+def openai_batch_files(
+    count: int, dimension: int, seed: int = 2
+) -> tuple[list[dict], list[dict], list[dict]]:
     """(batch output, batch input, metadata) records: output shuffled, metadata for every other key."""
     rng = random.Random(seed)
     inputs = [

@@ -1,0 +1,247 @@
+"""Local sources through the real DirectRunner into osmem-server: formats, dead letters, runner modes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.cli import main
+from tests.data import jsonl, knn_index_body, openai_batch_files, sagemaker_lines
+from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
+
+REPO = Path(__file__).resolve().parents[1]
+SINGLE = {
+    "index_name": "local-index",
+    "field_map": {"chapter": "$.content[0]", "embedding": "$.SageMakerOutput[0]", "_id": "$.id"},
+    "ingest_fields": ["$.id"],
+    "data_source": {"type": "local", "source": []},
+}
+
+
+def single(source: str, **changes) -> dict:
+    return {**SINGLE, **changes, "data_source": {"type": "local", "source": [source]}}
+
+
+def write_join_files(tmp_path: Path, count: int, dimension: int) -> dict:
+    outputs, inputs, metadata = openai_batch_files(count, dimension)
+    for name, records in (("output", outputs), ("input", inputs), ("meta", metadata)):
+        (tmp_path / f"{name}.jsonl").write_bytes(jsonl(records))
+    return {
+        "index_name": "joined",
+        "field_map": {
+            "question": "source[1].$.body.input[0]",
+            "question_embedding": "source[0].$.response.body.data[0].embedding",
+            "_id": ["source[0].$.custom_id", "source[1].$.custom_id"],
+        },
+        "ingest_fields": ["source[2].$.custom_field1"],
+        "data_source": {
+            "type": "local",
+            "source": [str(tmp_path / f"{n}.jsonl") for n in ("output", "input", "meta")],
+        },
+    }
+
+
+def test_glob_gzip_and_parquet_sources(osmem_url, capsys, tmp_path):
+    lines = sagemaker_lines(9, 4)
+    (tmp_path / "part-0.jsonl").write_bytes(jsonl(lines[:3]))
+    (tmp_path / "part-1.jsonl.gz").write_bytes(gzip.compress(jsonl(lines[3:6])))
+    pq.write_table(pa.Table.from_pylist(lines[6:]), tmp_path / "part-2.parquet")
+
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        single(str(tmp_path / "part-*")),
+        osmem_url,
+        index_body=knn_index_body(["embedding"], 4),
+    )
+
+    assert code == 0, record
+    docs = indexed_documents(osmem_url, "local-index")
+    assert set(docs) == {str(i) for i in range(1, 10)}
+    assert docs["8"] == {"chapter": "this is chapter 8", "embedding": lines[7]["SageMakerOutput"][0], "id": 8}
+
+
+def test_bad_records_go_to_the_dead_letter_queue_with_file_and_line(osmem_url, capsys, tmp_path):
+    good = sagemaker_lines(4, 4)
+    wrong_dimension = {"SageMakerOutput": [[1.0, 2.0]], "content": ["short vector"], "id": 50}
+    body = (
+        jsonl(good[:2])
+        + b"{not json\n"
+        + jsonl([{"content": ["no id"]}, wrong_dimension])
+        + b"\n"
+        + jsonl(good[2:])
+    )
+    (tmp_path / "mixed.jsonl").write_bytes(body)
+
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        single(str(tmp_path / "mixed.jsonl")),
+        osmem_url,
+        index_body=knn_index_body(["embedding"], 4),
+    )
+
+    assert code == 3 and record["state"] == "COMPLETED_WITH_ERROR"
+    assert record["counts"]["read"] == 7 and record["counts"]["indexed"] == 4
+    assert record["counts"]["rejected_by_stage"] == {"bulk": 1, "map": 1, "parse": 1}
+    entries = sorted(dead_letters(record), key=lambda entry: entry["line"])
+    assert [(e["stage"], e["line"]) for e in entries] == [("parse", 3), ("map", 4), ("bulk", 5)]
+    assert all(
+        e["source"] == str(tmp_path / "mixed.jsonl") and e["task_id"] == record["task_id"] for e in entries
+    )
+    assert entries[0]["raw"] == "{not json" and entries[0]["reason"].startswith("malformed JSON")
+    assert entries[1]["reason"] == "missing _id: $.id matched nothing"
+    assert "dimension" in entries[2]["reason"].lower() and entries[2]["raw"]["_id"] == "50"
+    assert set(indexed_documents(osmem_url, "local-index")) == {"1", "2", "3", "4"}
+
+
+def test_unmatched_paths_are_counted_not_fatal(osmem_url, capsys, tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl([{"id": 1, "content": ["x"]}, {"id": 2}]))
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        single(str(tmp_path / "a.jsonl")),
+        osmem_url,
+        index_body=knn_index_body(["embedding"], 4),
+    )
+    assert code == 0, record
+    assert record["counts"]["unmatched_paths"] == {"chapter": 1, "embedding": 2}
+    assert indexed_documents(osmem_url, "local-index")["2"] == {"id": 2}
+
+
+def test_single_source_without_id_gets_auto_ids(osmem_url, capsys, tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl([{"text": "one"}, {"text": "two"}]))
+    request = {
+        "index_name": "auto",
+        "field_map": {"text": "$.text"},
+        "data_source": {"type": "local", "source": [str(tmp_path / "a.jsonl")]},
+    }
+    code, record = run_ingest(capsys, tmp_path, request, osmem_url, index_body={})
+    assert code == 0, record
+    assert sorted(doc["text"] for doc in indexed_documents(osmem_url, "auto").values()) == ["one", "two"]
+
+
+def test_three_source_join_is_correct_in_multi_processing_mode(osmem_url, capsys, tmp_path):
+    request = write_join_files(tmp_path, 40, 8)
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        request,
+        osmem_url,
+        "--bulk-size",
+        "7",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+        index_body=knn_index_body(["question_embedding"], 8),
+    )
+    assert code == 0, record
+    docs = indexed_documents(osmem_url, "joined")
+    assert len(docs) == 40
+    assert docs["request-40"]["custom_field1"] == "value 40" and "custom_field1" not in docs["request-39"]
+    assert docs["request-7"]["question"] == "question 7?"
+
+
+def test_duplicate_keys_keep_the_first_record_and_dead_letter_the_rest(osmem_url, capsys, tmp_path):
+    request = write_join_files(tmp_path, 3, 4)
+    with (tmp_path / "input.jsonl").open("ab") as extra:
+        extra.write(jsonl([{"custom_id": "request-1", "body": {"input": ["late duplicate"]}}]))
+    code, record = run_ingest(capsys, tmp_path, request, osmem_url, index_body=knn_index_body([], 4))
+    assert code == 3
+    assert record["counts"]["duplicates"] == 1
+    (entry,) = dead_letters(record)
+    assert entry["stage"] == "map" and entry["line"] == 4 and "duplicate _id 'request-1'" in entry["reason"]
+    assert indexed_documents(osmem_url, "joined")["request-1"]["question"] == "question 1?"
+
+
+def test_rerun_is_idempotent(osmem_url, capsys, tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(5, 4)))
+    request = single(str(tmp_path / "a.jsonl"))
+    run_ingest(capsys, tmp_path, request, osmem_url, index_body=knn_index_body(["embedding"], 4))
+    code, record = run_ingest(capsys, tmp_path, request, osmem_url)
+    assert code == 0 and record["counts"]["updated"] == 5
+    assert len(indexed_documents(osmem_url, "local-index")) == 5
+
+
+def test_missing_index_without_create_index_fails_fast(osmem_url, capsys, tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(1, 4)))
+    code, record = run_ingest(capsys, tmp_path, single(str(tmp_path / "a.jsonl")), osmem_url)
+    assert code == 1 and record["state"] == "FAILED"
+    assert record["error"].startswith("index 'local-index' does not exist")
+
+
+def test_unreachable_cluster_fails_with_one_line(capsys, tmp_path):
+    from tests.servers import free_port
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(1, 4)))
+    url = f"http://127.0.0.1:{free_port()}"
+    code, record = run_ingest(capsys, tmp_path, single(str(tmp_path / "a.jsonl")), url)
+    assert code == 1 and record["error"].startswith(f"cannot reach OpenSearch at {url}")
+
+
+def test_task_get_and_list_show_the_stored_record(osmem_url, capsys, tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(2, 4)))
+    _, record = run_ingest(
+        capsys,
+        tmp_path,
+        single(str(tmp_path / "a.jsonl")),
+        osmem_url,
+        index_body=knn_index_body(["embedding"], 4),
+    )
+    assert main(["task", "get", record["task_id"]]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored == record
+    assert main(["task", "list"]) == 0
+    assert [task["task_id"] for task in json.loads(capsys.readouterr().out)] == [record["task_id"]]
+    assert main(["task", "get", "nope"]) == 2
+
+
+def run_cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
+    env = {"MLBATCH_HOME": str(env_home), "PATH": str(Path(sys.executable).parent)}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+
+
+def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_home):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                **SINGLE,
+                "field_map": {"a": "source[3].$.a"},
+                "data_source": {"type": "local", "source": ["x.jsonl"]},
+            }
+        )
+    )
+    result = run_cli("-m", "pipelines.cli", "ingest", str(bad), env_home=mlbatch_home)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mlbatch: error: field_map.a: source[3] is out of range; data_source.source has 1 entry (source[0]..source[0])"
+    ]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_module_entry_point_runs_the_same_job(osmem_url, tmp_path, mlbatch_home):
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(3, 4)))
+    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    (tmp_path / "m.json").write_text(json.dumps(knn_index_body(["embedding"], 4)))
+    result = run_cli(
+        "-m",
+        "pipelines.batch_ingest",
+        "--request",
+        str(tmp_path / "r.json"),
+        "--opensearch",
+        osmem_url,
+        "--create-index",
+        str(tmp_path / "m.json"),
+        env_home=mlbatch_home,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["indexed"] == 3
+    assert "indexed 3 document(s)" in result.stderr
