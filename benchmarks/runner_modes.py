@@ -1,0 +1,155 @@
+"""Do DirectRunner's running modes give complete joins? A bounded, repeatable experiment.
+
+For each mode (in_memory, multi_processing) and each run, this writes a 2-source join
+input (an OpenAI-batch-output-shaped file with `--dim`-float vectors, ~3 KB per line, and
+an input file in another order), runs `mlbatch ingest` on it against the null `_bulk` sink,
+and checks that every key arrived exactly once. It also runs a bare-Beam CoGroupByKey of
+the same element sizes, with no mlbatch code, to tell a runner problem from ours.
+
+    python -m benchmarks.runner_modes --keys 200000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.null_sink import NullSink
+
+
+def write_inputs(directory: Path, keys: int, dim: int) -> Path:
+    rng = random.Random(7)
+    order = list(range(keys))
+    rng.shuffle(order)
+    with (directory / "output.jsonl").open("w") as out:
+        for i in order:
+            vector = [round(rng.uniform(-1, 1), 6) for _ in range(dim)]
+            data = [{"object": "embedding", "index": 0, "embedding": vector}]
+            out.write(json.dumps({"custom_id": f"k{i}", "response": {"body": {"data": data}}}) + "\n")
+    with (directory / "input.jsonl").open("w") as inp:
+        for i in range(keys):
+            inp.write(json.dumps({"custom_id": f"k{i}", "body": {"input": [f"text {i}"]}}) + "\n")
+    request = {
+        "index_name": "modes",
+        "field_map": {
+            "text": "source[1].$.body.input[0]",
+            "embedding": "source[0].$.response.body.data[0].embedding",
+            "_id": ["source[0].$.custom_id", "source[1].$.custom_id"],
+        },
+        "data_source": {
+            "type": "local",
+            "source": [str(directory / "output.jsonl"), str(directory / "input.jsonl")],
+        },
+    }
+    path = directory / "request.json"
+    path.write_text(json.dumps(request))
+    return path
+
+
+def run_mlbatch(request: Path, mode: str, home: Path) -> dict:
+    sink = NullSink().start()
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "ingest",
+                str(request),
+                "--opensearch",
+                sink.url,
+                "--quiet",
+                f"--direct_running_mode={mode}",
+                "--direct_num_workers=2",
+            ],
+            capture_output=True,
+            text=True,
+            env={"MLBATCH_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
+            timeout=1800,
+        )
+        record = (
+            json.loads(result.stdout)
+            if result.stdout.strip()
+            else {"state": "no output", "error": result.stderr}
+        )
+        return {
+            "seconds": round(time.monotonic() - started, 1),
+            "state": record.get("state"),
+            "indexed": record.get("counts", {}).get("indexed"),
+            "sink_actions": sink.documents,
+            "sink_distinct_ids": len(sink.ids),
+        }
+    finally:
+        sink.close()
+
+
+def bare_beam_join(keys: int, dim: int, mode: str) -> int:
+    """Keys joined by a plain Beam CoGroupByKey of ~3 KB elements; no mlbatch code involved."""
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    counter = Metrics.counter("repro", "joined")
+
+    def count(element: object) -> None:
+        counter.inc()
+
+    options = PipelineOptions(
+        ["--runner=DirectRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+    )
+    with beam.Pipeline(options=options) as pipeline:
+        left = pipeline | "L" >> beam.Create(range(keys)) | "LV" >> beam.Map(lambda i: (f"k{i}", [0.5] * dim))
+        right = (
+            pipeline | "R" >> beam.Create(range(keys)) | "RV" >> beam.Map(lambda i: (f"k{i}", f"text {i}"))
+        )
+        ({"l": left, "r": right} | beam.CoGroupByKey() | beam.Map(count))
+    result = pipeline.result
+    counters = result.metrics().query(MetricsFilter().with_name("joined"))["counters"]
+    return sum(c.committed or 0 for c in counters)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="DirectRunner mode completeness experiment")
+    parser.add_argument("--keys", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", default="in_memory,multi_processing")
+    parser.add_argument("--bare-beam", action="store_true", help="also run the bare-Beam CoGroupByKey")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        request = write_inputs(Path(tmp), args.keys, args.dim)
+        for mode in args.modes.split(","):
+            for run in range(args.runs):
+                row = {
+                    "mode": mode,
+                    "run": run + 1,
+                    "keys": args.keys,
+                    **run_mlbatch(request, mode, Path(tmp) / "home"),
+                }
+                row["complete"] = row["indexed"] == row["sink_distinct_ids"] == args.keys
+                print(json.dumps(row), flush=True)
+                if args.bare_beam:
+                    joined = bare_beam_join(args.keys, args.dim, mode)
+                    print(
+                        json.dumps(
+                            {
+                                "mode": mode,
+                                "run": run + 1,
+                                "bare_beam_joined": joined,
+                                "complete": joined == args.keys,
+                            }
+                        ),
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
