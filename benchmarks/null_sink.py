@@ -16,9 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class NullSink:
-    """The server; `documents` counts every action received, by `_id` when given."""
+    """The server; `documents` counts every action received. `bulk_status` other than 200
+    makes every `_bulk` call fail with that status (for failure-path tests)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, bulk_status: int = 200) -> None:
         self.documents = 0
         self.ids: set[str] = set()
         self.bodies = 0
@@ -55,6 +56,9 @@ class NullSink:
 
             def do_POST(self) -> None:  # noqa: N802
                 lines = self._body().splitlines()
+                if bulk_status != 200:
+                    error = {"type": "null_sink_exception", "reason": "configured to refuse _bulk"}
+                    return self._reply(bulk_status, {"error": error, "status": bulk_status})
                 actions = [json.loads(line) for line in lines[0::2] if line]
                 items = []
                 for action in actions:

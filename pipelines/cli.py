@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,14 @@ from pipelines.request import RequestError, parse_request
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS = 0, 1, 2, 3
 log = logging.getLogger("mlbatch")
+_BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '[^\]]*'\]")
 
 
 class UsageError(Exception):
     """A mistake in the command line or its files; printed as one line, exit 2."""
 
 
-def _configure_logging(quiet: bool) -> logging.Handler:
+def _configure_logging(quiet: bool, debug: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("mlbatch: %(message)s"))
     log.handlers[:] = [handler]
@@ -45,6 +47,7 @@ def _configure_logging(quiet: bool) -> logging.Handler:
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
     root.setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR if debug else logging.CRITICAL)
     return handler
 
 
@@ -91,16 +94,17 @@ def _summarize(counters: dict[str, int]) -> dict[str, Any]:
 
 
 def _root_cause(error: BaseException) -> str:
+    """One line for a failed run: our own error's message without Beam's step suffix."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, ClusterError | SourceError):
-            return str(seen)
+            return _BEAM_STEP_SUFFIX.sub("", str(seen))
         seen = seen.__cause__ or seen.__context__
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     for line in reversed(lines):
         for known in ("ClusterError: ", "SourceError: "):
             if known in line:
-                return line.split(known, 1)[1]
+                return _BEAM_STEP_SUFFIX.sub("", line.split(known, 1)[1])
     return lines[-1] if lines else type(error).__name__
 
 
@@ -255,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    _configure_logging(getattr(args, "quiet", False))
+    _configure_logging(getattr(args, "quiet", False), getattr(args, "debug", False))
     if extra and args.command != "ingest":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "ingest" and (args.bulk_size < 1 or args.bulk_bytes < 1):

@@ -35,9 +35,9 @@ def _split_source(value: Any, where: str, source_count: int) -> tuple[int | None
         return None, value
     index = int(match[1])
     if index >= source_count:
+        noun = "entry" if source_count == 1 else "entries"
         raise RequestError(
-            f"{where}: source[{index}] is out of range; data_source.source has {source_count} "
-            f"entr{'y' if source_count == 1 else 'ies'} (source[0]..source[{source_count - 1}])"
+            f"{where}: source[{index}] is out of range: data_source.source has {source_count} {noun}"
         )
     return index, match[2]
 

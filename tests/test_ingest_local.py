@@ -222,7 +222,7 @@ def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_ho
     result = run_cli("-m", "pipelines.cli", "ingest", str(bad), env_home=mlbatch_home)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "mlbatch: error: field_map.a: source[3] is out of range; data_source.source has 1 entry (source[0]..source[0])"
+        "mlbatch: error: field_map.a: source[3] is out of range: data_source.source has 1 entry"
     ]
     assert "Traceback" not in result.stderr and result.stdout == ""
 
@@ -245,3 +245,28 @@ def test_module_entry_point_runs_the_same_job(osmem_url, tmp_path, mlbatch_home)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["indexed"] == 3
     assert "indexed 3 document(s)" in result.stderr
+
+
+def test_bulk_refused_mid_run_fails_the_task_with_one_line_and_no_traceback(tmp_path, mlbatch_home):
+    from benchmarks.null_sink import NullSink
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(3, 4)))
+    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    sink = NullSink(bulk_status=500).start()
+    try:
+        result = run_cli(
+            "-m",
+            "pipelines.cli",
+            "ingest",
+            str(tmp_path / "r.json"),
+            "--opensearch",
+            sink.url,
+            env_home=mlbatch_home,
+        )
+    finally:
+        sink.close()
+    record = json.loads(result.stdout)
+    assert result.returncode == 1 and record["state"] == "FAILED"
+    assert record["error"] == "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk"
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"mlbatch: ingestion failed: {record['error']}"

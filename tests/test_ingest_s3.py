@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tests.data import SAGEMAKER_REQUEST, jsonl, knn_index_body, sagemaker_lines
 from tests.ingest_helpers import indexed_documents, run_ingest
@@ -31,11 +35,14 @@ def test_sagemaker_seed_request_ingests_every_line_from_s3(s3, osmem_url, capsys
     assert first["title_embedding"] == lines[0]["SageMakerOutput"][1]
 
 
-def test_s3_prefix_reads_every_object_including_gzip(s3, osmem_url, capsys, tmp_path):
-    lines = sagemaker_lines(6, 4)
+def test_s3_prefix_reads_every_object_including_gzip_and_parquet(s3, osmem_url, capsys, tmp_path):
+    lines = sagemaker_lines(8, 4)
     s3.create_bucket(Bucket="batch")
     s3.put_object(Bucket="batch", Key="out/part-0.jsonl", Body=jsonl(lines[:3]))
-    s3.put_object(Bucket="batch", Key="out/part-1.jsonl.gz", Body=gzip.compress(jsonl(lines[3:])))
+    s3.put_object(Bucket="batch", Key="out/part-1.jsonl.gz", Body=gzip.compress(jsonl(lines[3:6])))
+    parquet = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(lines[6:]), parquet)
+    s3.put_object(Bucket="batch", Key="out/part-2.parquet", Body=parquet.getvalue())
     s3.put_object(Bucket="batch", Key="other/ignored.jsonl", Body=b'{"id": 99}\n')
     request = {
         **SAGEMAKER_REQUEST,
@@ -46,7 +53,9 @@ def test_s3_prefix_reads_every_object_including_gzip(s3, osmem_url, capsys, tmp_
     code, record = run_ingest(capsys, tmp_path, request, osmem_url, index_body=knn_index_body([], 4))
 
     assert code == 0, record
-    assert set(indexed_documents(osmem_url, "prefix-index")) == {"1", "2", "3", "4", "5", "6"}
+    docs = indexed_documents(osmem_url, "prefix-index")
+    assert set(docs) == {str(i) for i in range(1, 9)}
+    assert docs["8"]["chapter_embedding"] == lines[7]["SageMakerOutput"][0]
 
 
 def test_missing_s3_object_fails_the_task_with_one_line(s3, osmem_url, capsys, tmp_path):

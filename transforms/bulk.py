@@ -8,9 +8,6 @@ item into a `DeadLetter` with the server's `error.type` and `error.reason`.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +19,12 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from connectors.opensearch import BulkClient, OpenSearchConfig
+from transforms import progress
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document
 
 DEFAULT_BULK_SIZE = 500
 DEFAULT_BULK_BYTES = 10 * 1024 * 1024
 _AUTO_ID_ACTION = b'{"index":{}}\n'
-log = logging.getLogger("mlbatch")
 
 
 def encode_index_action(document: Document) -> bytes:
@@ -84,29 +81,6 @@ def item_failure(item: dict[str, Any]) -> str | None:
             reason += f" (caused by {caused_by.get('type', 'error')}: {caused_by['reason']})"
         return f"HTTP {result.get('status')} {reason}"
     return f"HTTP {result.get('status')} {error}"
-
-
-class _Progress:
-    """Per-process progress line on stderr, at most every `interval` seconds."""
-
-    def __init__(self, interval: float = 2.0) -> None:
-        self.interval = interval
-        self.indexed = 0
-        self.started = time.monotonic()
-        self.last = self.started
-        self.lock = threading.Lock()
-
-    def add(self, count: int) -> None:
-        with self.lock:
-            self.indexed += count
-            now = time.monotonic()
-            if now - self.last >= self.interval:
-                self.last = now
-                rate = self.indexed / max(now - self.started, 1e-9)
-                log.info("indexed %d documents (%.0f docs/s)", self.indexed, rate)
-
-
-_PROGRESS = _Progress()
 
 
 @dataclass(frozen=True)
@@ -176,7 +150,7 @@ class _BulkWriteFn(beam.DoFn):
                 )
             )
         self._indexed.inc(succeeded)
-        _PROGRESS.add(succeeded)
+        progress.INDEXED.add(succeeded)
         return rejected
 
     def teardown(self) -> None:

@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.sources import SourceAccess, SourceError, read_records
+from transforms import progress
 from transforms.projection import RecordError, parse_record, project
 from transforms.types import (
     DEAD_LETTERS,
@@ -52,6 +53,7 @@ class _ReadAndProjectFn(beam.DoFn):
             for line, payload in read_records(uri, self._access):
                 self._read.inc()
                 self._read_by_source.inc()
+                progress.READ.add()
                 try:
                     doc_id, fields, unmatched = project(self._source, parse_record(payload))
                 except RecordError as error:
