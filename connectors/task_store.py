@@ -12,6 +12,8 @@ import secrets
 import sqlite3
 import string
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,15 @@ class TaskStore:
                 "CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, created INTEGER, record BLOB)"
             )
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose changes are committed on success, closed in every case."""
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def create(self, task_type: str, **fields: Any) -> dict[str, Any]:
         stamp = now_millis()

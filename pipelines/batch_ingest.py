@@ -11,6 +11,7 @@ Runnable as a module with the same options as `mlbatch ingest`:
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 
@@ -100,14 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.batch_ingest --request r.json ...`: the same job as `mlbatch ingest`."""
     from pipelines.cli import main as cli_main
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--request" in args:
-        position = args.index("--request")
-        request = args[position + 1 : position + 2]
-        args = request + args[:position] + args[position + 2 :]
-    else:
-        args = [arg.removeprefix("--request=") if arg.startswith("--request=") else arg for arg in args]
-    return cli_main(["ingest", *args])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.batch_ingest", add_help=False)
+    parser.add_argument("--request", required=True, help="the _batch_ingestion request body (JSON file)")
+    known, rest = parser.parse_known_args(argv)
+    return cli_main(["ingest", known.request, *rest])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import orjson
 
@@ -120,7 +121,7 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     cluster = OpenSearchConfig.from_env(
         args.opensearch, args.user, verify_certs=not args.insecure, ca_certs=args.ca_certs
     )
-    redactor = Redactor.of([*request.credential.values(), cluster.password])
+    redactor = Redactor.of([*request.credential.values(), cluster.password, urlparse(cluster.url).password])
     for handler in log.handlers:
         handler.addFilter(RedactingFilter(redactor))
 

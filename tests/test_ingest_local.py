@@ -270,3 +270,16 @@ def test_bulk_refused_mid_run_fails_the_task_with_one_line_and_no_traceback(tmp_
     assert record["error"] == "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk"
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"mlbatch: ingestion failed: {record['error']}"
+
+
+def test_password_in_the_cluster_url_is_never_printed(capsys, tmp_path):
+    from tests.servers import free_port
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(1, 4)))
+    url = f"http://admin:hunter2-secret@127.0.0.1:{free_port()}"
+    request_path = tmp_path / "request.json"
+    request_path.write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    assert main(["ingest", str(request_path), "--opensearch", url]) == 1
+    captured = capsys.readouterr()
+    assert "hunter2-secret" not in captured.out + captured.err
+    assert "cannot reach OpenSearch at http://admin:***@127.0.0.1" in captured.out
