@@ -6,17 +6,7 @@
 # The server is stopped on exit, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")"
-stamp=.venv/.mlbatch-local-installed
-if [ ! -x .venv/bin/python ]; then
-  echo "run_local: creating .venv" >&2
-  python3 -m venv .venv
-fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "run_local: installing mlbatch[local] into .venv (a minute or two the first time)" >&2
-  .venv/bin/python -m pip install -e '.[local]' > .venv/install-local.log 2>&1 \
-    || { tail -n 40 .venv/install-local.log >&2; echo "run_local: install failed (.venv/install-local.log)" >&2; exit 1; }
-  touch "$stamp"
-fi
+scripts/ensure-venv.sh local
 
 work=$(mktemp -d)
 server_pid=""
