@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import orjson
 from opensearchpy import OpenSearch
@@ -45,6 +46,14 @@ class OpenSearchConfig:
             password=os.environ.get("OPENSEARCH_PASSWORD") if user else None,
             **kwargs,
         )
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password in it masked, for messages and records."""
+        parsed = urlparse(self.url)
+        if parsed.password is None:
+            return self.url
+        return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
 
     def client(self) -> OpenSearch:
         options: dict[str, Any] = {
@@ -83,13 +92,13 @@ def prepare_index(config: OpenSearchConfig, index_name: str, create_body: dict[s
     try:
         client.info()
     except (OpenSearchConnectionError, TransportError) as error:
-        raise ClusterError(f"cannot reach OpenSearch at {config.url}: {_describe(error)}") from None
+        raise ClusterError(f"cannot reach OpenSearch at {config.display_url}: {_describe(error)}") from None
     try:
         if client.indices.exists(index=index_name):
             return False
         if create_body is None:
             raise ClusterError(
-                f"index {index_name!r} does not exist at {config.url}; create it first "
+                f"index {index_name!r} does not exist at {config.display_url}; create it first "
                 "or pass --create-index MAPPING.json"
             )
         client.indices.create(index=index_name, body=create_body)

@@ -16,9 +16,12 @@ MASK = "***"
 _MIN_SECRET_LENGTH = 4
 
 
+NOT_SECRET = frozenset({"region"})
+
+
 def redact_credential(credential: dict[str, Any] | None) -> dict[str, str]:
-    """The credential object with every value masked (keys kept, so users see what was set)."""
-    return {key: MASK for key in (credential or {})}
+    """The credential object with every secret masked (keys kept, so users see what was set)."""
+    return {key: value if key in NOT_SECRET else MASK for key, value in (credential or {}).items()}
 
 
 @dataclass(frozen=True)

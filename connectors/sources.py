@@ -14,12 +14,15 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+import pyarrow as pa
 import pyarrow.parquet as pq
 import smart_open
 from botocore.exceptions import BotoCoreError, ClientError
@@ -119,7 +122,7 @@ def expand_source(uri: str, access: SourceAccess) -> list[str]:
         if access.source_type == "s3":
             return _expand_s3(uri, access.s3_client())
         if access.source_type == "openAI":
-            return [uri]
+            return _check_openai_file(uri, access)
         return _expand_local(uri)
     except (ClientError, BotoCoreError) as error:
         raise SourceError(f"{uri}: {error}") from None
@@ -140,16 +143,44 @@ def _parquet_rows(stream: Any) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def _read_openai(file_id: str, access: SourceAccess) -> Iterator[tuple[int, bytes]]:
+def _split_on_newlines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines of a byte stream split on b"\\n" only (JSON strings may hold U+2028 and friends)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+@contextmanager
+def _openai_errors(file_id: str) -> Iterator[None]:
     import openai
 
     try:
-        with access.openai_client().files.with_streaming_response.content(file_id) as response:
-            yield from _lines(line.encode() for line in response.iter_lines())
+        yield
     except openai.APIStatusError as error:
-        raise SourceError(f"{file_id}: OpenAI files API answered {error.status_code}") from None
+        raise SourceError(
+            f"{file_id}: the OpenAI files API answered {error.status_code} ({error.message})"
+        ) from None
     except openai.APIConnectionError as error:
         raise SourceError(f"{file_id}: cannot reach the OpenAI files API ({error})") from None
+
+
+def _check_openai_file(file_id: str, access: SourceAccess) -> list[str]:
+    with _openai_errors(file_id):
+        access.openai_client().files.retrieve(file_id)
+    return [file_id]
+
+
+def _read_openai(file_id: str, access: SourceAccess) -> Iterator[tuple[int, bytes]]:
+    with (
+        _openai_errors(file_id),
+        access.openai_client().files.with_streaming_response.content(file_id) as response,
+    ):
+        yield from _lines(_split_on_newlines(response.iter_bytes()))
 
 
 def read_records(uri: str, access: SourceAccess) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
@@ -164,5 +195,5 @@ def read_records(uri: str, access: SourceAccess) -> Iterator[tuple[int, bytes | 
                 yield from _parquet_rows(stream)
             else:
                 yield from _lines(stream)
-    except (ClientError, BotoCoreError, OSError) as error:
-        raise SourceError(f"{uri}: {error}") from None
+    except (ClientError, BotoCoreError, OSError, EOFError, zlib.error, pa.ArrowException) as error:
+        raise SourceError(f"{uri}: cannot read ({type(error).__name__}: {error})") from None

@@ -12,12 +12,13 @@ Runnable as a module with the same options as `mlbatch ingest`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
@@ -55,6 +56,21 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     if not any(arg.startswith("--direct_running_mode") for arg in args):
         args.append(DEFAULT_BEAM_ARGS[1])
     return PipelineOptions(args)
+
+
+def unknown_beam_args(beam_args: list[str]) -> list[str]:
+    """The arguments no Beam pipeline option accepts (Beam would drop them with only a log line)."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    pending, seen = list(PipelineOptions.__subclasses__()), set()
+    while pending:
+        options_class = pending.pop()
+        if options_class in seen:
+            continue
+        seen.add(options_class)
+        pending.extend(options_class.__subclasses__())
+        with contextlib.suppress(argparse.ArgumentError):
+            options_class._add_argparse_args(parser)
+    return parser.parse_known_args(beam_args)[1]
 
 
 def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -23,15 +24,15 @@ from urllib.parse import urlparse
 import orjson
 
 from connectors.opensearch import ClusterError, OpenSearchConfig
-from connectors.redact import RedactingFilter, Redactor, redact_credential
+from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
 from connectors.sources import SourceAccess, SourceError
 from connectors.task_store import TaskNotFound, TaskStore, mlbatch_home
 from pipelines.plan import compile_plan
 from pipelines.request import RequestError, parse_request
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 log = logging.getLogger("mlbatch")
-_BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '[^\]]*'\]")
+_BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
 
 
 class UsageError(Exception):
@@ -57,6 +58,8 @@ def _read_json(path: str, what: str) -> Any:
         return orjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise UsageError(f"{what} {path}: no such file") from None
+    except OSError as error:
+        raise UsageError(f"{what} {path}: cannot read ({error.strerror or error})") from None
     except orjson.JSONDecodeError as error:
         raise UsageError(f"{what} {path}: not valid JSON ({error})") from None
 
@@ -121,7 +124,15 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     cluster = OpenSearchConfig.from_env(
         args.opensearch, args.user, verify_certs=not args.insecure, ca_certs=args.ca_certs
     )
-    redactor = Redactor.of([*request.credential.values(), cluster.password, urlparse(cluster.url).password])
+    redactor = Redactor.of(
+        [
+            *(value for key, value in request.credential.items() if key not in NOT_SECRET),
+            cluster.password,
+            urlparse(cluster.url).password,
+            os.environ.get("OPENAI_API_KEY"),
+            os.environ.get("OPENSEARCH_PASSWORD"),
+        ]
+    )
     for handler in log.handlers:
         handler.addFilter(RedactingFilter(redactor))
 
@@ -140,8 +151,8 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     if request.connector_id:
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
 
-    def finish(state: str, **fields: Any) -> int:
-        record = store.update(task_id, state=state, **redactor.value(fields))
+    def finish(state: str, counts: dict[str, Any] | None = None, **fields: Any) -> int:
+        record = store.update(task_id, state=state, counts=counts or _summarize({}), **redactor.value(fields))
         _print_json(record)
         return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
 
@@ -173,12 +184,17 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     store.update(task_id, state="RUNNING")
     try:
         counters = run_pipeline(job, beam_args)
+    except KeyboardInterrupt:
+        log.error("ingestion interrupted")
+        finish("FAILED", error="interrupted")
+        return EXIT_INTERRUPTED
     except Exception as error:  # the runner wraps worker errors; report the cause in one line
         cause = redactor.text(_root_cause(error))
         log.error("ingestion failed: %s", cause)
+        code = finish("FAILED", error=cause)
         if args.debug:
             raise
-        return finish("FAILED", error=cause)
+        return code
     counts = _summarize(counters)
     log.info(
         "read %d record(s), indexed %d document(s), rejected %d",
@@ -263,8 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(getattr(args, "quiet", False), getattr(args, "debug", False))
     if extra and args.command != "ingest":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "ingest" and (args.bulk_size < 1 or args.bulk_bytes < 1):
-        parser.error("--bulk-size and --bulk-bytes must be positive")
+    if args.command == "ingest":
+        if args.bulk_size < 1 or args.bulk_bytes < 1:
+            parser.error("--bulk-size and --bulk-bytes must be positive")
+        from pipelines.batch_ingest import unknown_beam_args
+
+        unknown = unknown_beam_args(extra)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither mlbatch nor Beam options)")
     try:
         return _ingest(args, extra) if args.command == "ingest" else _task(args)
     except UsageError as error:

@@ -22,6 +22,19 @@ from pipelines.request import IngestRequest, RequestError
 from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
 from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
 
+METADATA_FIELDS = frozenset(
+    {
+        "_id",
+        "_index",
+        "_source",
+        "_routing",
+        "_version",
+        "_seq_no",
+        "_primary_term",
+        "_field_names",
+        "_ignored",
+    }
+)
 _SOURCE_PREFIX = re.compile(r"^source\[(\d+)\]\.(.*)$", re.DOTALL)
 
 
@@ -71,6 +84,10 @@ def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
         index, expression = _split_source(entry, where, source_count)
         path = _compile(expression, where)
         if index is None:
+            if shared is not None and shared != path:
+                raise RequestError(
+                    f"{where}: a second unprefixed _id path; use 'source[N].$.path' per source"
+                )
             shared = path
             continue
         if index in named and named[index] != path:
@@ -101,6 +118,10 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
     produced_by: dict[str, str] = {}
 
     def add(name: str, raw: Any, where: str) -> None:
+        if name in METADATA_FIELDS:
+            raise RequestError(
+                f"{where}: {name!r} is an OpenSearch metadata field and cannot be stored in a document"
+            )
         if name in produced_by:
             raise RequestError(f"{where}: field {name!r} is already produced by {produced_by[name]}")
         index, expression = _split_source(raw, where, source_count)

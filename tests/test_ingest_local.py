@@ -283,3 +283,77 @@ def test_password_in_the_cluster_url_is_never_printed(capsys, tmp_path):
     captured = capsys.readouterr()
     assert "hunter2-secret" not in captured.out + captured.err
     assert "cannot reach OpenSearch at http://admin:***@127.0.0.1" in captured.out
+
+
+def test_unreadable_files_fail_the_task_naming_the_file(osmem_url, capsys, tmp_path):
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(jsonl(sagemaker_lines(20, 4)))[:200])
+    (tmp_path / "fake.parquet").write_bytes(b"not parquet at all")
+    for name in ("cut.jsonl.gz", "fake.parquet"):
+        code, record = run_ingest(capsys, tmp_path, single(str(tmp_path / name)), osmem_url, index_body={})
+        assert code == 1 and record["state"] == "FAILED"
+        assert record["error"].startswith(f"{tmp_path / name}: cannot read (")
+        assert "while running" not in record["error"]
+
+
+def test_parquet_decimals_are_numbers_and_binary_columns_are_dead_lettered(osmem_url, capsys, tmp_path):
+    from decimal import Decimal
+
+    rows = [
+        {"id": 1, "price": Decimal("1.50"), "blob": None},
+        {"id": 2, "price": Decimal("2.25"), "blob": b"\x00"},
+    ]
+    table = pa.Table.from_pylist(
+        rows, schema=pa.schema([("id", pa.int64()), ("price", pa.decimal128(5, 2)), ("blob", pa.binary())])
+    )
+    pq.write_table(table, tmp_path / "rows.parquet")
+    request = {
+        "index_name": "rows",
+        "field_map": {"price": "$.price", "blob": "$.blob", "_id": "$.id"},
+        "data_source": {"type": "local", "source": [str(tmp_path / "rows.parquet")]},
+    }
+
+    code, record = run_ingest(capsys, tmp_path, request, osmem_url, index_body={})
+
+    assert code == 3 and record["counts"]["rejected_by_stage"] == {"validate": 1}
+    (entry,) = dead_letters(record)
+    assert entry["line"] == 2 and entry["reason"].startswith("not JSON:") and "bytes" in entry["reason"]
+    assert indexed_documents(osmem_url, "rows") == {"1": {"price": 1.5, "blob": None}}
+
+
+def test_command_line_mistakes_exit_2_without_running(tmp_path, mlbatch_home):
+    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    cases = {
+        ("ingest", str(tmp_path)): "mlbatch: error: request "
+        + str(tmp_path)
+        + ": cannot read (Is a directory)",
+        ("ingest", str(tmp_path / "r.json"), "--bulk_size", "1"): "unrecognized arguments: --bulk_size 1",
+        ("ingest", str(tmp_path / "r.json"), "stray"): "unrecognized arguments: stray",
+    }
+    for args, expected in cases.items():
+        result = run_cli("-m", "pipelines.cli", *args, env_home=mlbatch_home)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (mlbatch_home / "tasks.db").exists()
+
+
+def test_debug_still_records_the_failure(tmp_path, mlbatch_home):
+    from benchmarks.null_sink import NullSink
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(2, 4)))
+    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    sink = NullSink(bulk_status=500).start()
+    try:
+        result = run_cli(
+            "-m",
+            "pipelines.cli",
+            "ingest",
+            str(tmp_path / "r.json"),
+            "--opensearch",
+            sink.url,
+            "--debug",
+            env_home=mlbatch_home,
+        )
+    finally:
+        sink.close()
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert json.loads(result.stdout)["state"] == "FAILED"

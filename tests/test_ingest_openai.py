@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import orjson
+
 from tests.conftest import OPENAI_TEST_KEY
 from tests.data import OPENAI_REQUEST, jsonl, knn_index_body, openai_batch_files
 from tests.ingest_helpers import indexed_documents, run_ingest
@@ -69,7 +71,37 @@ def test_wrong_openai_key_fails_with_one_line_and_no_secret(openai_files, osmem_
         capsys, tmp_path, request, osmem_url, index_body=knn_index_body(["question_embedding"], DIM)
     )
 
-    assert code == 3, record
-    assert record["state"] == "COMPLETED_WITH_ERROR"
-    assert record["counts"]["rejected_by_stage"] == {"read": 3}
+    assert code == 1, record
+    assert record["state"] == "FAILED"
+    assert record["error"].startswith("file-<your output file id>: the OpenAI files API answered 401")
+    assert "\n" not in record["error"]
     assert "sk-wrong-key-123456" not in str(record)
+
+
+def test_missing_openai_file_fails_before_the_run(openai_files, osmem_url, capsys, tmp_path):
+    outputs, inputs, _ = openai_batch_files(2, DIM)
+    output_id, input_id, other_id = OPENAI_REQUEST["data_source"]["source"]
+    openai_files.files.update({output_id: jsonl(outputs), input_id: jsonl(inputs)})
+
+    code, record = run_ingest(capsys, tmp_path, seed_request_with_test_key(), osmem_url)
+
+    assert code == 1 and record["counts"]["read"] == 0
+    assert record["error"].startswith(f"{other_id}: the OpenAI files API answered 404")
+
+
+def test_json_line_separators_inside_strings_do_not_split_records(openai_files, osmem_url, capsys, tmp_path):
+    outputs, inputs, metadata = openai_batch_files(2, DIM)
+    inputs[0]["body"]["input"][0] = "line\u2028separator\u2029and\x85more"
+    output_id, input_id, other_id = OPENAI_REQUEST["data_source"]["source"]
+    raw_inputs = b"".join(orjson.dumps(record) + b"\n" for record in inputs)
+    openai_files.files.update({output_id: jsonl(outputs), input_id: raw_inputs, other_id: jsonl(metadata)})
+    index = knn_index_body(["question_embedding", "answer_embedding"], DIM)
+
+    code, record = run_ingest(capsys, tmp_path, seed_request_with_test_key(), osmem_url, index_body=index)
+
+    assert code == 0, record
+    assert record["counts"]["read"] == 5
+    assert (
+        indexed_documents(osmem_url, "my-nlp-index-openai")["request-1"]["question"]
+        == inputs[0]["body"]["input"][0]
+    )

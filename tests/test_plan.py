@@ -104,3 +104,15 @@ def test_single_source_without_id_uses_auto_ids():
 def test_join_policy_is_carried():
     body = copy.deepcopy(OPENAI_REQUEST)
     assert plan_of(body, join="inner").join == "inner"
+
+
+def test_two_different_unprefixed_id_paths_are_refused():
+    assert plan_error(local({"_id": ["$.a", "$.b"], "x": "$.x"}, 1)).startswith(
+        "field_map._id[1]: a second unprefixed _id path"
+    )
+
+
+def test_metadata_fields_cannot_be_stored():
+    assert plan_error(local({"_id": "$.id", "x": "$.x"}, 1, ["$._id"])).startswith(
+        "ingest_fields[0]: '_id' is an OpenSearch metadata field"
+    )

@@ -25,3 +25,17 @@ def test_logging_filter_masks_formatted_messages(caplog):
     with caplog.at_level(logging.INFO, logger="test-redact"):
         logger.info("calling with %s", "sk-verysecret")
     assert "sk-verysecret" not in caplog.text and MASK in caplog.text
+
+
+def test_region_is_not_a_secret():
+    assert redact_credential({"region": "us-east-1", "secret_key": "x"}) == {
+        "region": "us-east-1",
+        "secret_key": MASK,
+    }
+
+
+def test_short_url_passwords_are_masked_in_the_display_url():
+    from connectors.opensearch import OpenSearchConfig
+
+    assert OpenSearchConfig(url="http://admin:pw@host:9200").display_url == "http://admin:***@host:9200"
+    assert OpenSearchConfig(url="http://host:9200").display_url == "http://host:9200"

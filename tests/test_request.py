@@ -115,3 +115,13 @@ def test_nothing_to_ingest():
 
 def test_body_must_be_an_object():
     assert error_of([1]) == "request body: must be a JSON object"
+
+
+def test_invalid_index_name_is_a_request_error():
+    body = copy.deepcopy(SAGEMAKER_REQUEST)
+    body["index_name"] = "Bad Index"
+    assert error_of(body) == "index_name: 'Bad Index' is not a valid index name: it must be lowercase"
+    body["index_name"] = "bad index"
+    assert error_of(body) == "index_name: 'bad index' is not a valid index name: it must not contain ' '"
+    body["index_name"] = "_hidden"
+    assert error_of(body).endswith("it must not start with '_', '-' or '+'")

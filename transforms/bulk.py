@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
@@ -27,13 +28,22 @@ DEFAULT_BULK_BYTES = 10 * 1024 * 1024
 _AUTO_ID_ACTION = b'{"index":{}}\n'
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
+
+
 def encode_index_action(document: Document) -> bytes:
-    """The two NDJSON lines of an `index` action for `document`."""
+    """The two NDJSON lines of an `index` action for `document`; TypeError if it is not JSON-able.
+
+    Parquet decimals become JSON numbers; other non-JSON values (e.g. binary columns) raise.
+    """
     if document.doc_id is None:
         action = _AUTO_ID_ACTION
     else:
         action = b'{"index":{"_id":' + orjson.dumps(document.doc_id) + b"}}\n"
-    return action + orjson.dumps(document.fields) + b"\n"
+    return action + orjson.dumps(document.fields, default=_json_default) + b"\n"
 
 
 class BulkBuffer:
@@ -93,6 +103,17 @@ class OpenSearchWriteConfig:
     bulk_bytes: int = DEFAULT_BULK_BYTES
 
 
+def _document_dead_letter(document: Document, stage: str, reason: str) -> DeadLetter:
+    origin = document.origins[0] if document.origins else None
+    return DeadLetter(
+        stage,
+        reason,
+        origin.uri if origin else "",
+        origin.line if origin else 0,
+        {"_id": document.doc_id, **document.fields},
+    )
+
+
 class _BulkWriteFn(beam.DoFn):
     def __init__(self, config: OpenSearchWriteConfig) -> None:
         self._config = config
@@ -109,7 +130,13 @@ class _BulkWriteFn(beam.DoFn):
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
 
     def process(self, document: Document) -> Iterator[Any]:
-        encoded = encode_index_action(document)
+        try:
+            encoded = encode_index_action(document)
+        except TypeError as error:
+            yield TaggedOutput(
+                DEAD_LETTERS, _document_dead_letter(document, "validate", f"not JSON: {error}")
+            )
+            return
         rejected: list[DeadLetter] = []
         if self._buffer.would_overflow(encoded):
             rejected = self._flush()
@@ -139,16 +166,7 @@ class _BulkWriteFn(beam.DoFn):
                 (self._updated if result == "updated" else self._created).inc()
                 continue
             self._rejected.inc()
-            origin = document.origins[0] if document.origins else None
-            rejected.append(
-                DeadLetter(
-                    "bulk",
-                    reason,
-                    origin.uri if origin else "",
-                    origin.line if origin else 0,
-                    {"_id": document.doc_id, **document.fields},
-                )
-            )
+            rejected.append(_document_dead_letter(document, "bulk", reason))
         self._indexed.inc(succeeded)
         progress.INDEXED.add(succeeded)
         return rejected

@@ -35,7 +35,7 @@ class _WriteDeadLettersFn(beam.DoFn):
             path = f"{self._directory}/rejected-{uuid.uuid4().hex}.jsonl"
             self._stream = smart_open.open(path, "wb")
         entry = self._redactor.value(dead.to_json(self._task_id))
-        self._stream.write(orjson.dumps(entry) + b"\n")
+        self._stream.write(orjson.dumps(entry, default=str) + b"\n")
         Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
         Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
 

@@ -4,7 +4,8 @@
 over workers, and for every record parses it, evaluates only that source's paths and drops
 the raw record. Output: `(doc_id, Projected)` pairs for a join, or finished `Document`s
 when the request has a single source (no shuffle). Records that cannot be used leave as
-`DeadLetter`s on the `dead_letters` output, never silently.
+`DeadLetter`s on the `dead_letters` output, never silently; a file that cannot be read
+fails the job with its URI (`SourceError`).
 """
 
 from __future__ import annotations
@@ -16,26 +17,18 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from connectors.sources import SourceAccess, SourceError, read_records
+from connectors.sources import SourceAccess, read_records
 from transforms import progress
 from transforms.projection import RecordError, parse_record, project
 from transforms.types import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
-    DeadLetter,
     Document,
     Locator,
     Projected,
     SourcePlan,
+    dead_letter,
 )
-
-_RAW_PREVIEW_BYTES = 64 * 1024
-
-
-def _raw_text(payload: bytes | dict[str, Any]) -> Any:
-    if isinstance(payload, dict):
-        return payload
-    return payload[:_RAW_PREVIEW_BYTES].decode("utf-8", errors="replace")
 
 
 class _ReadAndProjectFn(beam.DoFn):
@@ -48,29 +41,23 @@ class _ReadAndProjectFn(beam.DoFn):
         self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
 
     def process(self, uri: str) -> Iterator[Any]:
-        line = 0
-        try:
-            for line, payload in read_records(uri, self._access):
-                self._read.inc()
-                self._read_by_source.inc()
-                progress.READ.add()
-                try:
-                    doc_id, fields, unmatched = project(self._source, parse_record(payload))
-                except RecordError as error:
-                    yield TaggedOutput(
-                        DEAD_LETTERS, DeadLetter(error.stage, error.reason, uri, line, _raw_text(payload))
-                    )
-                    continue
-                for name in unmatched:
-                    Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
-                self._projected.inc()
-                locator = Locator(uri, line)
-                if self._keyed:
-                    yield doc_id, Projected(self._source.index, locator, fields)
-                else:
-                    yield Document(doc_id, fields, (locator,))
-        except SourceError as error:
-            yield TaggedOutput(DEAD_LETTERS, DeadLetter("read", str(error), uri, line + 1, None))
+        for line, payload in read_records(uri, self._access):
+            self._read.inc()
+            self._read_by_source.inc()
+            progress.READ.add()
+            try:
+                doc_id, fields, unmatched = project(self._source, parse_record(payload))
+            except RecordError as error:
+                yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, uri, line, payload))
+                continue
+            for name in unmatched:
+                Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
+            self._projected.inc()
+            locator = Locator(uri, line)
+            if self._keyed:
+                yield doc_id, Projected(self._source.index, locator, fields)
+            else:
+                yield Document(doc_id, fields, (locator,))
 
 
 class ReadSource(beam.PTransform):

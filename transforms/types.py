@@ -12,9 +12,9 @@ from typing import Any, Literal, NamedTuple
 from transforms.jsonpath import CompiledPath
 
 JoinPolicy = Literal["outer", "inner"]
-STAGES = ("read", "parse", "map", "validate", "bulk")
 METRICS_NAMESPACE = "mlbatch"
 DEAD_LETTERS = "dead_letters"
+RAW_LIMIT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,10 @@ class DeadLetter(NamedTuple):
     source: str
     line: int
     raw: Any
+    raw_truncated: bool = False
 
     def to_json(self, task_id: str) -> dict[str, Any]:
-        return {
+        entry = {
             "task_id": task_id,
             "stage": self.stage,
             "reason": self.reason,
@@ -94,3 +95,14 @@ class DeadLetter(NamedTuple):
             "line": self.line,
             "raw": self.raw,
         }
+        if self.raw_truncated:
+            entry["raw_truncated"] = True
+        return entry
+
+
+def dead_letter(stage: str, reason: str, uri: str, line: int, payload: bytes | dict[str, Any]) -> DeadLetter:
+    """A DeadLetter for a source record: the raw line as text (cut at RAW_LIMIT_BYTES) or the Parquet row."""
+    if isinstance(payload, dict):
+        return DeadLetter(stage, reason, uri, line, payload)
+    text = payload[:RAW_LIMIT_BYTES].decode("utf-8", errors="replace")
+    return DeadLetter(stage, reason, uri, line, text, len(payload) > RAW_LIMIT_BYTES)
