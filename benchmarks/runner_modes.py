@@ -52,7 +52,7 @@ def write_inputs(directory: Path, keys: int, dim: int) -> Path:
     return path
 
 
-def run_mlbatch(request: Path, mode: str, home: Path) -> dict:
+def run_mlbatch(request: Path, mode: str, workers: int, home: Path) -> dict:
     sink = NullSink().start()
     started = time.monotonic()
     try:
@@ -67,7 +67,7 @@ def run_mlbatch(request: Path, mode: str, home: Path) -> dict:
                 sink.url,
                 "--quiet",
                 f"--direct_running_mode={mode}",
-                "--direct_num_workers=2",
+                f"--direct_num_workers={workers}",
             ],
             capture_output=True,
             text=True,
@@ -90,7 +90,7 @@ def run_mlbatch(request: Path, mode: str, home: Path) -> dict:
         sink.close()
 
 
-def bare_beam_join(keys: int, dim: int, mode: str) -> int:
+def bare_beam_join(keys: int, dim: int, mode: str, workers: int) -> int:
     """Keys joined by a plain Beam CoGroupByKey of ~3 KB elements; no mlbatch code involved."""
     import apache_beam as beam
     from apache_beam.metrics import Metrics
@@ -103,7 +103,7 @@ def bare_beam_join(keys: int, dim: int, mode: str) -> int:
         counter.inc()
 
     options = PipelineOptions(
-        ["--runner=DirectRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+        ["--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     )
     with beam.Pipeline(options=options) as pipeline:
         left = pipeline | "L" >> beam.Create(range(keys)) | "LV" >> beam.Map(lambda i: (f"k{i}", [0.5] * dim))
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="in_memory,multi_processing")
+    parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers")
     parser.add_argument("--bare-beam", action="store_true", help="also run the bare-Beam CoGroupByKey")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +138,7 @@ def main() -> None:
                 row["complete"] = row["indexed"] == row["sink_distinct_ids"] == args.keys
                 print(json.dumps(row), flush=True)
                 if args.bare_beam:
-                    joined = bare_beam_join(args.keys, args.dim, mode)
+                    joined = bare_beam_join(args.keys, args.dim, mode, args.workers)
                     print(
                         json.dumps(
                             {
