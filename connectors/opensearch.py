@@ -1,14 +1,19 @@
 """The OpenSearch cluster at the **write** edge: connection settings, index checks and `_bulk` calls.
 
-`OpenSearchConfig` is what users set (URL, basic auth, TLS); `BulkClient` owns one
-opensearch-py client per worker and sends pre-serialized bulk bodies to `POST /{index}/_bulk`,
-returning the per-item results. Whole-request failures (429, 502-504, timeouts, connection
-errors) are retried by opensearch-py's transport.
+`OpenSearchConfig` is what users set (URL, basic auth or SigV4 for Amazon OpenSearch
+Service / Serverless, TLS, gzip bodies); `prepare_index` checks the cluster and the index
+before the run and returns the index's k-NN vector fields; `BulkClient` owns one
+opensearch-py client per worker and sends one pre-serialized body, raising
+`BulkRequestError` so that `connectors.bulk_retry` decides about retries;
+`bulk_tuning` sets and restores the bulk-time index settings.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -18,8 +23,12 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from opensearchpy.exceptions import TransportError
 
+from connectors.bulk_retry import BulkRequestError
+
 DEFAULT_URL = "http://localhost:9200"
-RETRY_STATUSES = (429, 502, 503, 504)
+SIGV4_SERVICES = ("es", "aoss")
+TUNED_SETTINGS = {"refresh_interval": "-1", "number_of_replicas": 0}
+log = logging.getLogger("mlbatch")
 
 
 class ClusterError(RuntimeError):
@@ -33,10 +42,12 @@ class OpenSearchConfig:
     url: str = DEFAULT_URL
     user: str | None = None
     password: str | None = field(default=None, repr=False)
+    aws_sigv4: str | None = None
+    region: str | None = None
     verify_certs: bool = True
     ca_certs: str | None = None
+    compress: bool = False
     timeout: float = 60.0
-    max_retries: int = 8
 
     @classmethod
     def from_env(cls, url: str | None = None, user: str | None = None, **kwargs: Any) -> OpenSearchConfig:
@@ -55,14 +66,29 @@ class OpenSearchConfig:
             return self.url
         return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
 
-    def client(self) -> OpenSearch:
+    def _sigv4_options(self) -> dict[str, Any]:
+        import boto3
+        from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
+
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ClusterError("--aws-sigv4 needs a region: pass --region or set AWS_REGION")
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise ClusterError("--aws-sigv4: no AWS credentials found in the default chain")
+        return {
+            "http_auth": AWSV4SignerAuth(credentials, region, self.aws_sigv4),
+            "connection_class": RequestsHttpConnection,
+        }
+
+    def client(self, max_retries: int = 3) -> OpenSearch:
+        """An opensearch-py client; `max_retries=0` leaves retries to the caller."""
         options: dict[str, Any] = {
             "hosts": [self.url],
             "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "retry_on_timeout": True,
-            "retry_on_status": RETRY_STATUSES,
-            "http_compress": False,
+            "max_retries": max_retries,
+            "retry_on_timeout": max_retries > 0,
+            "http_compress": self.compress,
         }
         if self.url.startswith("https://"):
             options["verify_certs"] = self.verify_certs
@@ -70,57 +96,127 @@ class OpenSearchConfig:
                 options["ca_certs"] = self.ca_certs
             if not self.verify_certs:
                 options["ssl_show_warn"] = False
-        if self.user:
+        if self.aws_sigv4:
+            options.update(self._sigv4_options())
+        elif self.user:
             options["http_auth"] = (self.user, self.password or "")
         return OpenSearch(**options)
 
 
-def _describe(error: Exception) -> str:
+def describe(error: Exception) -> str:
+    """One line for an opensearch-py error: `HTTP <status> <reason>` or the connection problem."""
     if isinstance(error, TransportError) and isinstance(error.status_code, int):
         info = error.info if isinstance(error.info, dict) else {}
-        reason = info.get("error", {}).get("reason") if isinstance(info.get("error"), dict) else None
+        detail = info.get("error")
+        reason = detail.get("reason") if isinstance(detail, dict) else detail
         return f"HTTP {error.status_code} {reason or error.error}"
     return str(error) or type(error).__name__
 
 
-def prepare_index(config: OpenSearchConfig, index_name: str, create_body: dict[str, Any] | None) -> bool:
-    """Check the cluster answers and the index exists, creating it from `create_body` if given.
+def _refused(error: TransportError) -> bool:
+    return isinstance(error.status_code, int) and error.status_code in (401, 403)
 
-    Returns True when the index was created. Raises ClusterError with a one-line cause.
+
+def knn_vector_fields(properties: dict[str, Any], prefix: str = "") -> dict[str, int | None]:
+    """`{field path: dimension}` of every `knn_vector` field in a mapping's properties."""
+    found: dict[str, int | None] = {}
+    for name, spec in properties.items():
+        path = f"{prefix}{name}"
+        if spec.get("type") == "knn_vector":
+            dimension = spec.get("dimension")
+            found[path] = int(dimension) if dimension is not None else None
+        if isinstance(spec.get("properties"), dict):
+            found.update(knn_vector_fields(spec["properties"], f"{path}."))
+    return found
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the run needs to know about the target index."""
+
+    created: bool
+    properties: dict[str, Any]
+
+    @property
+    def knn_fields(self) -> dict[str, int | None]:
+        return knn_vector_fields(self.properties)
+
+
+def prepare_index(config: OpenSearchConfig, index_name: str, create_body: dict[str, Any] | None) -> IndexInfo:
+    """Check the cluster answers and the index exists (creating it from `create_body` if given).
+
+    Returns the index's mapping properties. Raises ClusterError with a one-line cause.
     """
     client = config.client()
     try:
         client.info()
-    except (OpenSearchConnectionError, TransportError) as error:
-        raise ClusterError(f"cannot reach OpenSearch at {config.display_url}: {_describe(error)}") from None
-    try:
-        if client.indices.exists(index=index_name):
-            return False
-        if create_body is None:
-            raise ClusterError(
-                f"index {index_name!r} does not exist at {config.display_url}; create it first "
-                "or pass --create-index MAPPING.json"
-            )
-        client.indices.create(index=index_name, body=create_body)
+    except OpenSearchConnectionError as error:
+        raise ClusterError(f"cannot reach OpenSearch at {config.display_url}: {describe(error)}") from None
     except TransportError as error:
-        raise ClusterError(f"index {index_name!r}: {_describe(error)}") from None
-    return True
+        if _refused(error):
+            raise ClusterError(
+                f"OpenSearch at {config.display_url} refused the credentials: {describe(error)}"
+            ) from None
+        raise ClusterError(f"OpenSearch at {config.display_url}: {describe(error)}") from None
+    try:
+        created = False
+        if not client.indices.exists(index=index_name):
+            if create_body is None:
+                raise ClusterError(
+                    f"index {index_name!r} does not exist at {config.display_url}; create it first "
+                    "or pass --create-index MAPPING.json"
+                )
+            client.indices.create(index=index_name, body=create_body)
+            created = True
+        mapping = client.indices.get_mapping(index=index_name)
+    except TransportError as error:
+        raise ClusterError(f"index {index_name!r}: {describe(error)}") from None
+    properties = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+    return IndexInfo(created, properties)
+
+
+@contextmanager
+def bulk_tuning(config: OpenSearchConfig, index_name: str) -> Iterator[None]:
+    """`refresh_interval: -1` and `number_of_replicas: 0` for the run; restored after it, failed or not."""
+    client = config.client()
+    try:
+        current = client.indices.get_settings(index=index_name)
+        settings = next(iter(current.values()))["settings"]["index"]
+        previous = {name: settings.get(name) for name in TUNED_SETTINGS}
+        client.indices.put_settings(index=index_name, body={"index": TUNED_SETTINGS})
+    except TransportError as error:
+        raise ClusterError(f"index {index_name!r}: cannot apply --bulk-tuning: {describe(error)}") from None
+    log.info("bulk tuning on %r: %s (was %s)", index_name, TUNED_SETTINGS, previous)
+    try:
+        yield
+    finally:
+        try:
+            client.indices.put_settings(index=index_name, body={"index": previous})
+            log.info("restored %r settings: %s", index_name, previous)
+        except (TransportError, OpenSearchConnectionError) as error:
+            log.error("could not restore %r settings %s: %s", index_name, previous, describe(error))
 
 
 class BulkClient:
-    """Sends serialized `_bulk` bodies for one index; one per worker."""
+    """Sends serialized `_bulk` bodies for one index; one per worker, no retries of its own."""
 
     def __init__(self, config: OpenSearchConfig, index_name: str) -> None:
-        self._client = config.client()
+        self._client = config.client(max_retries=0)
         self._index_name = index_name
 
     def send(self, body: bytes) -> list[dict[str, Any]]:
-        """Per-item results (`{"index": {...}}` objects) in request order."""
+        """Per-item results in request order; BulkRequestError when the request as a whole failed."""
         try:
             response = self._client.bulk(body=body, index=self._index_name)
-        except (OpenSearchConnectionError, TransportError) as error:
-            raise ClusterError(f"_bulk to {self._index_name!r} failed: {_describe(error)}") from None
-        if isinstance(response, (bytes, str)):
+        except OpenSearchConnectionError as error:
+            raise BulkRequestError(None, f"_bulk to {self._index_name!r} failed: {describe(error)}") from None
+        except TransportError as error:
+            status = error.status_code if isinstance(error.status_code, int) else None
+            prefix = "refused the credentials" if _refused(error) else "failed"
+            raise BulkRequestError(
+                status, f"_bulk to {self._index_name!r} {prefix}: {describe(error)}"
+            ) from None
+        if isinstance(response, bytes | str):
             response = orjson.loads(response)
         return response["items"]
 

@@ -13,6 +13,7 @@ usage, 3 COMPLETED_WITH_ERROR (some records went to the dead-letter queue).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -23,7 +24,8 @@ from urllib.parse import urlparse
 
 import orjson
 
-from connectors.opensearch import ClusterError, OpenSearchConfig
+from connectors.bulk_retry import BulkFailed
+from connectors.opensearch import SIGV4_SERVICES, ClusterError, OpenSearchConfig
 from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
 from connectors.sources import SourceAccess, SourceError
 from connectors.task_store import TaskNotFound, TaskStore, mlbatch_home
@@ -79,15 +81,20 @@ def _summarize(counters: dict[str, int]) -> dict[str, Any]:
             "duplicates",
             "join_dropped",
             "merged_records",
+            "distinct_ids",
             "indexed",
             "created",
             "updated",
+            "skipped_existing",
+            "invalid_vectors",
             "bulk_requests",
+            "bulk_retries",
             "dlq",
         )
     }
     for prefix, key in (
         ("read.", "read_by_source"),
+        ("accounted.", "accounted_by_source"),
         ("dlq.", "rejected_by_stage"),
         ("unmatched.", "unmatched_paths"),
     ):
@@ -101,15 +108,41 @@ def _root_cause(error: BaseException) -> str:
     """One line for a failed run: our own error's message without Beam's step suffix."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ClusterError | SourceError):
+        if isinstance(seen, ClusterError | SourceError | BulkFailed):
             return _BEAM_STEP_SUFFIX.sub("", str(seen))
         seen = seen.__cause__ or seen.__context__
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     for line in reversed(lines):
-        for known in ("ClusterError: ", "SourceError: "):
+        for known in ("ClusterError: ", "SourceError: ", "BulkFailed: "):
             if known in line:
                 return _BEAM_STEP_SUFFIX.sub("", line.split(known, 1)[1])
     return lines[-1] if lines else type(error).__name__
+
+
+def _cluster_config(args: argparse.Namespace) -> OpenSearchConfig:
+    return OpenSearchConfig.from_env(
+        args.opensearch,
+        args.user,
+        aws_sigv4=args.aws_sigv4,
+        region=args.region,
+        verify_certs=not args.insecure,
+        ca_certs=args.ca_certs,
+        compress=args.compress,
+    )
+
+
+def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:
+    return Redactor.of(
+        [
+            *(value for key, value in credential.items() if key not in NOT_SECRET),
+            cluster.password,
+            urlparse(cluster.url).password,
+            os.environ.get("OPENAI_API_KEY"),
+            os.environ.get("OPENSEARCH_PASSWORD"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
+        ]
+    )
 
 
 def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -121,18 +154,8 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UsageError(str(error)) from None
     create_body = _read_json(args.create_index, "--create-index") if args.create_index else None
 
-    cluster = OpenSearchConfig.from_env(
-        args.opensearch, args.user, verify_certs=not args.insecure, ca_certs=args.ca_certs
-    )
-    redactor = Redactor.of(
-        [
-            *(value for key, value in request.credential.items() if key not in NOT_SECRET),
-            cluster.password,
-            urlparse(cluster.url).password,
-            os.environ.get("OPENAI_API_KEY"),
-            os.environ.get("OPENSEARCH_PASSWORD"),
-        ]
-    )
+    cluster = _cluster_config(args)
+    redactor = _redactor(request.credential, cluster)
     for handler in log.handlers:
         handler.addFilter(RedactingFilter(redactor))
 
@@ -146,7 +169,11 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     task_id = task["task_id"]
     dlq_dir = args.dlq or str(mlbatch_home() / "dlq" / task_id)
     log.info(
-        "task %s: %d source(s) into index %r at %s", task_id, len(plan.sources), plan.index_name, cluster.url
+        "task %s: %d source(s) into index %r at %s",
+        task_id,
+        len(plan.sources),
+        plan.index_name,
+        cluster.display_url,
     )
     if request.connector_id:
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
@@ -156,34 +183,60 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
         _print_json(record)
         return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
 
-    from connectors.opensearch import prepare_index
+    from connectors.bulk_retry import RetryPolicy
+    from connectors.opensearch import bulk_tuning, prepare_index
     from connectors.sources import expand_source
     from pipelines.batch_ingest import IngestJob, run_pipeline
+    from pipelines.outcome import decide_outcome
     from transforms.bulk import OpenSearchWriteConfig
 
     access = SourceAccess(request.source_type, request.credential)
     try:
         files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
-        if prepare_index(cluster, plan.index_name, create_body):
-            log.info("created index %r", plan.index_name)
+        index = prepare_index(cluster, plan.index_name, create_body)
     except (SourceError, ClusterError) as error:
         log.error("%s", error)
         return finish("FAILED", error=str(error))
+    if index.created:
+        log.info("created index %r", plan.index_name)
     for source, names in zip(plan.sources, files, strict=True):
         log.info("source[%d]: %d file(s) from %s", source.index, len(names), source.uri)
+    for name in plan.field_order:
+        if (
+            name in index.properties
+            and name not in index.knn_fields
+            and index.properties[name].get("type")
+            in (
+                "float",
+                "double",
+                "half_float",
+            )
+        ):
+            log.warning("field %r is mapped as %s, not knn_vector", name, index.properties[name]["type"])
 
     job = IngestJob(
         plan=plan,
         files_by_source=files,
         access=access,
-        write=OpenSearchWriteConfig(cluster, plan.index_name, args.bulk_size, args.bulk_bytes),
+        write=OpenSearchWriteConfig(
+            cluster,
+            plan.index_name,
+            bulk_size=args.bulk_size,
+            bulk_bytes=args.bulk_bytes,
+            bulk_concurrency=args.bulk_concurrency,
+            retry=RetryPolicy(args.max_retries, args.initial_backoff, args.max_backoff),
+            action=args.action,
+            knn_fields=index.knn_fields,
+            source_count=len(plan.sources),
+        ),
         dlq_dir=dlq_dir,
         task_id=task_id,
         redactor=redactor,
     )
     store.update(task_id, state="RUNNING")
     try:
-        counters = run_pipeline(job, beam_args)
+        with bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext():
+            counters = run_pipeline(job, beam_args)
     except KeyboardInterrupt:
         log.error("ingestion interrupted")
         finish("FAILED", error="interrupted")
@@ -202,15 +255,12 @@ def _ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
         counts["indexed"],
         counts["dlq"],
     )
-    if counts["dlq"]:
-        log.warning("%d rejected record(s) written to %s", counts["dlq"], dlq_dir)
-        return finish(
-            "COMPLETED_WITH_ERROR",
-            counts=counts,
-            dlq=dlq_dir,
-            error=f"{counts['dlq']} record(s) rejected; see {dlq_dir}",
-        )
-    return finish("COMPLETED", counts=counts)
+    outcome = decide_outcome(counters, len(plan.sources), plan.needs_join, args.max_error_ratio)
+    extra: dict[str, Any] = {"dlq": dlq_dir} if counts["dlq"] else {}
+    if outcome.error:
+        log.warning("%s", outcome.error + (f"; see {dlq_dir}" if counts["dlq"] else ""))
+        extra["error"] = outcome.error
+    return finish(outcome.state, counts=counts, **extra)
 
 
 def _task(args: argparse.Namespace) -> int:
@@ -261,6 +311,41 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)"
     )
+    ingest.add_argument(
+        "--aws-sigv4",
+        choices=SIGV4_SERVICES,
+        help="sign requests with SigV4 for Amazon OpenSearch "
+        "Service (es) or Serverless (aoss); credentials from the default AWS chain",
+    )
+    ingest.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
+    ingest.add_argument("--compress", action="store_true", help="gzip request bodies")
+    ingest.add_argument(
+        "--bulk-concurrency", type=int, default=2, help="_bulk requests in flight per worker (default 2)"
+    )
+    ingest.add_argument(
+        "--max-retries", type=int, default=8, help="retries of a failed _bulk request or item (default 8)"
+    )
+    ingest.add_argument(
+        "--initial-backoff", type=float, default=0.5, help="first retry delay ceiling, s (default 0.5)"
+    )
+    ingest.add_argument("--max-backoff", type=float, default=30.0, help="retry delay ceiling, s (default 30)")
+    ingest.add_argument(
+        "--action",
+        choices=("index", "create"),
+        default="index",
+        help="index (default: a re-run overwrites) or create (skip ids that exist)",
+    )
+    ingest.add_argument(
+        "--bulk-tuning",
+        action="store_true",
+        help="refresh_interval -1 and 0 replicas during the run, restored afterwards",
+    )
+    ingest.add_argument(
+        "--max-error-ratio",
+        type=float,
+        metavar="R",
+        help="FAILED instead of COMPLETED_WITH_ERROR when more than this share of records is rejected",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ingest.add_argument("--debug", action="store_true", help="show tracebacks of failed runs")
 
@@ -280,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "ingest":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "ingest":
-        if args.bulk_size < 1 or args.bulk_bytes < 1:
-            parser.error("--bulk-size and --bulk-bytes must be positive")
+        if min(args.bulk_size, args.bulk_bytes, args.bulk_concurrency) < 1:
+            parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
+        if args.max_retries < 0 or args.initial_backoff < 0 or args.max_backoff < 0:
+            parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
         from pipelines.batch_ingest import unknown_beam_args
 
         unknown = unknown_beam_args(extra)

@@ -1,8 +1,21 @@
 from __future__ import annotations
 
-import orjson
+import random
 
-from transforms.bulk import BulkBuffer, encode_index_action, item_failure
+import orjson
+import pytest
+
+from connectors.bulk_retry import (
+    BulkFailed,
+    BulkRequestError,
+    Decision,
+    RetryPolicy,
+    item_decision,
+    item_reason,
+    request_decision,
+    send_with_retries,
+)
+from transforms.bulk import BulkBuffer, encode_action
 from transforms.types import Document
 
 
@@ -11,21 +24,22 @@ def doc(doc_id, **fields) -> Document:
 
 
 def test_index_action_carries_the_id_and_the_document_once():
-    encoded = encode_index_action(doc('a"b', x=[1.5, 2.0]))
+    encoded = encode_action(doc('a"b', x=[1.5, 2.0]))
     action, source, tail = encoded.split(b"\n")
     assert orjson.loads(action) == {"index": {"_id": 'a"b'}}
     assert orjson.loads(source) == {"x": [1.5, 2.0]}
     assert tail == b""
 
 
-def test_auto_id_action_has_no_id():
-    assert encode_index_action(doc(None, x=1)).startswith(b'{"index":{}}\n')
+def test_auto_id_and_create_actions():
+    assert encode_action(doc(None, x=1)).startswith(b'{"index":{}}\n')
+    assert encode_action(doc("7", x=1), "create").startswith(b'{"create":{"_id":"7"}}\n')
 
 
 def fill(buffer: BulkBuffer, documents: list[Document]) -> list[int]:
     sizes = []
     for document in documents:
-        encoded = encode_index_action(document)
+        encoded = encode_action(document)
         if buffer.would_overflow(encoded):
             sizes.append(len(buffer.take()[1]))
         buffer.add(document, encoded)
@@ -42,7 +56,7 @@ def test_bodies_are_cut_by_document_count():
 
 def test_bodies_are_cut_by_bytes_before_overflowing():
     documents = [doc(str(i), text="x" * 100) for i in range(5)]
-    one = len(encode_index_action(documents[0]))
+    one = len(encode_action(documents[0]))
     assert fill(BulkBuffer(max_docs=100, max_bytes=2 * one + 10), documents) == [2, 2, 1]
 
 
@@ -50,8 +64,116 @@ def test_a_document_bigger_than_the_byte_limit_goes_alone():
     assert fill(BulkBuffer(max_docs=100, max_bytes=10), [doc("1", text="x" * 50), doc("2", y=1)]) == [1, 1]
 
 
-def test_item_failure_reports_type_reason_and_cause():
-    ok = {"index": {"_id": "1", "status": 201, "result": "created"}}
+@pytest.mark.parametrize(
+    ("status", "decision"),
+    [
+        (None, Decision.RETRY),
+        (429, Decision.RETRY),
+        (500, Decision.RETRY),
+        (502, Decision.RETRY),
+        (503, Decision.RETRY),
+        (504, Decision.RETRY),
+        (400, Decision.FAIL),
+        (401, Decision.FAIL),
+        (403, Decision.FAIL),
+        (404, Decision.FAIL),
+        (413, Decision.FAIL),
+    ],
+)
+def test_whole_request_decision_table(status, decision):
+    assert request_decision(status) is decision
+
+
+@pytest.mark.parametrize(
+    ("status", "decision"),
+    [
+        (429, Decision.RETRY),
+        (500, Decision.RETRY),
+        (503, Decision.RETRY),
+        (400, Decision.DEAD_LETTER),
+        (404, Decision.DEAD_LETTER),
+        (409, Decision.DEAD_LETTER),
+    ],
+)
+def test_item_decision_table(status, decision):
+    assert item_decision(status) is decision
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling():
+    policy = RetryPolicy(max_retries=8, initial_backoff=0.5, max_backoff=4.0)
+    rng = random.Random(1)
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (7, 4.0)]:
+        delays = [policy.delay(attempt, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays) and max(delays) > ceiling * 0.8
+
+
+def ok(doc_id: str) -> dict:
+    return {"index": {"_id": doc_id, "status": 201, "result": "created"}}
+
+
+def failed(doc_id: str, status: int, kind: str = "x_exception") -> dict:
+    return {"index": {"_id": doc_id, "status": status, "error": {"type": kind, "reason": "because"}}}
+
+
+class ScriptedCluster:
+    """Answers each _bulk body from a script; records what was sent."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.bodies: list[list[str]] = []
+
+    def send(self, body: bytes) -> list[dict]:
+        ids = [orjson.loads(line)["index"]["_id"] for line in body.splitlines()[0::2]]
+        self.bodies.append(ids)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return [answer(doc_id) for doc_id in ids]
+
+
+def encoded(*ids: str) -> list[bytes]:
+    return [encode_action(doc(i, v=1)) for i in ids]
+
+
+def test_partial_bulk_failure_resends_only_failed_items():
+    first = {
+        "a": ok,
+        "b": lambda i: failed(i, 429),
+        "c": lambda i: failed(i, 400, "mapper_parsing_exception"),
+    }
+    cluster = ScriptedCluster(lambda i: first[i](i), ok)
+    sleeps: list[float] = []
+    outcome = send_with_retries(encoded("a", "b", "c"), cluster.send, RetryPolicy(), sleeps.append)
+    assert cluster.bodies == [["a", "b", "c"], ["b"]]
+    assert [r is not None for r in outcome.results] == [True, True, False]
+    assert outcome.failures == [(2, 400, "HTTP 400 mapper_parsing_exception: because")]
+    assert outcome.retries == 1 and len(sleeps) == 1
+
+
+def test_whole_request_429_and_500_are_retried():
+    cluster = ScriptedCluster(
+        BulkRequestError(429, "busy"), BulkRequestError(500, "boom"), BulkRequestError(None, "t"), ok
+    )
+    outcome = send_with_retries(encoded("a"), cluster.send, RetryPolicy(), lambda _: None)
+    assert outcome.retries == 3 and outcome.results[0] is not None
+
+
+def test_auth_refused_fails_at_once():
+    cluster = ScriptedCluster(BulkRequestError(401, "_bulk refused the credentials"))
+    with pytest.raises(BulkFailed, match="refused the credentials"):
+        send_with_retries(encoded("a"), cluster.send, RetryPolicy(), lambda _: None)
+
+
+def test_retries_are_bounded():
+    cluster = ScriptedCluster(*[BulkRequestError(503, "unavailable")] * 3)
+    with pytest.raises(BulkFailed, match="gave up after 2 retries"):
+        send_with_retries(encoded("a"), cluster.send, RetryPolicy(max_retries=2), lambda _: None)
+    items = ScriptedCluster(*[lambda i: failed(i, 429)] * 3)
+    outcome = send_with_retries(encoded("a"), items.send, RetryPolicy(max_retries=2), lambda _: None)
+    assert outcome.failures == [(0, 429, "HTTP 429 x_exception: because (gave up after 2 retries)")]
+
+
+def test_item_reason_reports_type_reason_and_cause():
     bad = {
         "index": {
             "_id": "2",
@@ -63,8 +185,7 @@ def test_item_failure_reports_type_reason_and_cause():
             },
         }
     }
-    assert item_failure(ok) is None
-    assert item_failure(bad) == (
+    assert item_reason(bad) == (
         "HTTP 400 mapper_parsing_exception: failed to parse field [v] "
         "(caused by illegal_argument_exception: Vector dimension mismatch)"
     )

@@ -89,15 +89,16 @@ def test_bad_records_go_to_the_dead_letter_queue_with_file_and_line(osmem_url, c
 
     assert code == 3 and record["state"] == "COMPLETED_WITH_ERROR"
     assert record["counts"]["read"] == 7 and record["counts"]["indexed"] == 4
-    assert record["counts"]["rejected_by_stage"] == {"bulk": 1, "map": 1, "parse": 1}
+    assert record["counts"]["rejected_by_stage"] == {"validate": 1, "map": 1, "parse": 1}
     entries = sorted(dead_letters(record), key=lambda entry: entry["line"])
-    assert [(e["stage"], e["line"]) for e in entries] == [("parse", 3), ("map", 4), ("bulk", 5)]
+    assert [(e["stage"], e["line"]) for e in entries] == [("parse", 3), ("map", 4), ("validate", 5)]
     assert all(
         e["source"] == str(tmp_path / "mixed.jsonl") and e["task_id"] == record["task_id"] for e in entries
     )
     assert entries[0]["raw"] == "{not json" and entries[0]["reason"].startswith("malformed JSON")
     assert entries[1]["reason"] == "missing _id: $.id matched nothing"
-    assert "dimension" in entries[2]["reason"].lower() and entries[2]["raw"]["_id"] == "50"
+    assert entries[2]["reason"] == "vector field 'embedding' has 2 dimensions; the index mapping expects 4"
+    assert entries[2]["raw"]["_id"] == "50"
     assert set(indexed_documents(osmem_url, "local-index")) == {"1", "2", "3", "4"}
 
 
@@ -261,13 +262,17 @@ def test_bulk_refused_mid_run_fails_the_task_with_one_line_and_no_traceback(tmp_
             str(tmp_path / "r.json"),
             "--opensearch",
             sink.url,
+            "--max-retries=1",
+            "--initial-backoff=0.01",
             env_home=mlbatch_home,
         )
     finally:
         sink.close()
     record = json.loads(result.stdout)
     assert result.returncode == 1 and record["state"] == "FAILED"
-    assert record["error"] == "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk"
+    assert record["error"] == (
+        "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk (gave up after 1 retries)"
+    )
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"mlbatch: ingestion failed: {record['error']}"
 
@@ -351,6 +356,7 @@ def test_debug_still_records_the_failure(tmp_path, mlbatch_home):
             "--opensearch",
             sink.url,
             "--debug",
+            "--max-retries=0",
             env_home=mlbatch_home,
         )
     finally:

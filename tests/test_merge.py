@@ -7,7 +7,7 @@ ORDER = ("question", "answer", "question_embedding", "custom_field1")
 
 
 def rec(source: int, line: int, **fields) -> Projected:
-    return Projected(source, Locator(f"file{source}", line), fields)
+    return Projected(Locator(source, f"file{source}", line), fields)
 
 
 def test_outer_join_merges_fields_in_field_map_order():
@@ -20,7 +20,7 @@ def test_outer_join_merges_fields_in_field_map_order():
     assert list(outcome.document.fields) == ["question", "answer", "question_embedding"]
     assert outcome.document.doc_id == "k"
     assert outcome.missing_sources == (2,)
-    assert outcome.document.origins == (Locator("file0", 3), Locator("file1", 1))
+    assert outcome.document.origins == (Locator(0, "file0", 3), Locator(1, "file1", 1))
 
 
 def test_inner_join_drops_incomplete_keys():

@@ -1,17 +1,22 @@
-"""Batch documents into `_bulk` bodies and write them (the **batch + write** steps).
+"""Batch documents into `_bulk` bodies and write them (the **validate + batch + write** steps).
 
-Pure parts: `encode_index_action` serializes one document once (action line + source line)
-and `BulkBuffer` cuts bodies by document count and bytes. `WriteToOpenSearch` wraps them:
-`_BulkWriteFn` buffers in `process`, flushes in `finish_bundle`, and turns each rejected
-item into a `DeadLetter` with the server's `error.type` and `error.reason`.
+Pure parts: `encode_action` serializes one document once (action line + source line) and
+`BulkBuffer` cuts bodies by document count and bytes. `WriteToOpenSearch` wraps them:
+`_BulkWriteFn` checks vectors against the index mapping, buffers in `process`, sends full
+bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
+`connectors.bulk_retry.send_with_retries`, and turns every rejected document into a
+`DeadLetter` with its reason. Metrics are only touched on the bundle's own thread.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 import orjson
@@ -19,13 +24,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
+from connectors.bulk_retry import BulkOutcome, RetryPolicy, send_with_retries
 from connectors.opensearch import BulkClient, OpenSearchConfig
 from transforms import progress
-from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document
+from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
+from transforms.vectors import document_vector_problem, unmapped_vector_fields
 
 DEFAULT_BULK_SIZE = 500
 DEFAULT_BULK_BYTES = 10 * 1024 * 1024
-_AUTO_ID_ACTION = b'{"index":{}}\n'
+BulkAction = Literal["index", "create"]
+log = logging.getLogger("mlbatch")
 
 
 def _json_default(value: Any) -> Any:
@@ -34,16 +42,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON type")
 
 
-def encode_index_action(document: Document) -> bytes:
-    """The two NDJSON lines of an `index` action for `document`; TypeError if it is not JSON-able.
+def encode_action(document: Document, action: BulkAction = "index") -> bytes:
+    """The two NDJSON lines of an `index` (or `create`) action; TypeError if it is not JSON-able.
 
     Parquet decimals become JSON numbers; other non-JSON values (e.g. binary columns) raise.
     """
-    if document.doc_id is None:
-        action = _AUTO_ID_ACTION
-    else:
-        action = b'{"index":{"_id":' + orjson.dumps(document.doc_id) + b"}}\n"
-    return action + orjson.dumps(document.fields, default=_json_default) + b"\n"
+    meta = b"{}" if document.doc_id is None else b'{"_id":' + orjson.dumps(document.doc_id) + b"}"
+    return (
+        b'{"'
+        + action.encode()
+        + b'":'
+        + meta
+        + b"}\n"
+        + orjson.dumps(document.fields, default=_json_default)
+        + b"\n"
+    )
 
 
 class BulkBuffer:
@@ -69,28 +82,13 @@ class BulkBuffer:
     def full(self) -> bool:
         return len(self._chunks) >= self.max_docs or self._size >= self.max_bytes
 
-    def take(self) -> tuple[bytes, list[Document]]:
-        body, documents = b"".join(self._chunks), self.documents
+    def take(self) -> tuple[list[bytes], list[Document]]:
+        chunks, documents = self._chunks, self.documents
         self.documents, self._chunks, self._size = [], [], 0
-        return body, documents
+        return chunks, documents
 
     def __len__(self) -> int:
         return len(self._chunks)
-
-
-def item_failure(item: dict[str, Any]) -> str | None:
-    """The failure reason of one bulk item result, or None if it succeeded."""
-    result = next(iter(item.values()))
-    if 200 <= result.get("status", 500) < 300:
-        return None
-    error = result.get("error") or {}
-    if isinstance(error, dict):
-        reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
-        caused_by = error.get("caused_by")
-        if isinstance(caused_by, dict) and caused_by.get("reason"):
-            reason += f" (caused by {caused_by.get('type', 'error')}: {caused_by['reason']})"
-        return f"HTTP {result.get('status')} {reason}"
-    return f"HTTP {result.get('status')} {error}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,11 @@ class OpenSearchWriteConfig:
     index_name: str
     bulk_size: int = DEFAULT_BULK_SIZE
     bulk_bytes: int = DEFAULT_BULK_BYTES
+    bulk_concurrency: int = 2
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    action: BulkAction = "index"
+    knn_fields: dict[str, int | None] = field(default_factory=dict)
+    source_count: int = 1
 
 
 def _document_dead_letter(document: Document, stage: str, reason: str) -> DeadLetter:
@@ -111,27 +114,62 @@ def _document_dead_letter(document: Document, stage: str, reason: str) -> DeadLe
         origin.uri if origin else "",
         origin.line if origin else 0,
         {"_id": document.doc_id, **document.fields},
+        sources=tuple(locator.source for locator in document.origins),
     )
+
+
+def _already_exists(status: int, action: BulkAction) -> bool:
+    return action == "create" and status == 409
 
 
 class _BulkWriteFn(beam.DoFn):
     def __init__(self, config: OpenSearchWriteConfig) -> None:
         self._config = config
-        self._indexed = Metrics.counter(METRICS_NAMESPACE, "indexed")
-        self._created = Metrics.counter(METRICS_NAMESPACE, "created")
-        self._updated = Metrics.counter(METRICS_NAMESPACE, "updated")
-        self._rejected = Metrics.counter(METRICS_NAMESPACE, "bulk_rejected")
-        self._requests = Metrics.counter(METRICS_NAMESPACE, "bulk_requests")
+        self._counters = {
+            name: Metrics.counter(METRICS_NAMESPACE, name)
+            for name in (
+                "indexed",
+                "created",
+                "updated",
+                "skipped_existing",
+                "bulk_rejected",
+                "bulk_requests",
+                "bulk_retries",
+                "invalid_vectors",
+            )
+        }
+        self._accounted = [accounted_counter(source) for source in range(config.source_count)]
 
     def setup(self) -> None:
         self._client = BulkClient(self._config.cluster, self._config.index_name)
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._config.bulk_concurrency, thread_name_prefix="mlbatch-bulk"
+        )
+        self._warned_fields: set[str] = set()
 
     def start_bundle(self) -> None:
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
+        self._in_flight: deque[tuple[list[Document], Future[BulkOutcome]]] = deque()
+
+    def _account(self, document: Document) -> None:
+        for origin in document.origins:
+            self._accounted[origin.source].inc()
+
+    def _check(self, document: Document) -> str | None:
+        for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
+            if name not in self._warned_fields:
+                self._warned_fields.add(name)
+                log.warning("field %r holds vectors but is not a knn_vector field in the index mapping", name)
+        return document_vector_problem(document.fields, self._config.knn_fields)
 
     def process(self, document: Document) -> Iterator[Any]:
+        problem = self._check(document)
+        if problem:
+            self._counters["invalid_vectors"].inc()
+            yield TaggedOutput(DEAD_LETTERS, _document_dead_letter(document, "validate", problem))
+            return
         try:
-            encoded = encode_index_action(document)
+            encoded = encode_action(document, self._config.action)
         except TypeError as error:
             yield TaggedOutput(
                 DEAD_LETTERS, _document_dead_letter(document, "validate", f"not JSON: {error}")
@@ -139,46 +177,69 @@ class _BulkWriteFn(beam.DoFn):
             return
         rejected: list[DeadLetter] = []
         if self._buffer.would_overflow(encoded):
-            rejected = self._flush()
+            rejected += self._submit()
         self._buffer.add(document, encoded)
         if self._buffer.full:
-            rejected += self._flush()
+            rejected += self._submit()
         for dead in rejected:
             yield TaggedOutput(DEAD_LETTERS, dead)
 
     def finish_bundle(self) -> Iterator[Any]:
-        for dead in self._flush():
+        rejected = self._submit()
+        while self._in_flight:
+            rejected += self._collect_oldest()
+        for dead in rejected:
             yield TaggedOutput(DEAD_LETTERS, GlobalWindows.windowed_value(dead))
 
-    def _flush(self) -> list[DeadLetter]:
+    def _submit(self) -> list[DeadLetter]:
+        """Send the buffered body; first wait for the oldest send if the pool is busy."""
         rejected: list[DeadLetter] = []
         if not len(self._buffer):
             return rejected
-        body, documents = self._buffer.take()
-        items = self._client.send(body)
-        self._requests.inc()
-        succeeded = 0
-        for document, item in zip(documents, items, strict=True):
-            reason = item_failure(item)
-            if reason is None:
-                succeeded += 1
-                result = next(iter(item.values())).get("result")
-                (self._updated if result == "updated" else self._created).inc()
+        while len(self._in_flight) >= self._config.bulk_concurrency:
+            rejected += self._collect_oldest()
+        chunks, documents = self._buffer.take()
+        future = self._pool.submit(send_with_retries, chunks, self._client.send, self._config.retry)
+        self._in_flight.append((documents, future))
+        return rejected
+
+    def _collect_oldest(self) -> list[DeadLetter]:
+        documents, future = self._in_flight.popleft()
+        outcome = future.result()
+        self._counters["bulk_requests"].inc(1 + outcome.retries)
+        self._counters["bulk_retries"].inc(outcome.retries)
+        rejected: list[DeadLetter] = []
+        for position, status, reason in outcome.failures:
+            document = documents[position]
+            if _already_exists(status, self._config.action):
+                self._counters["skipped_existing"].inc()
+                self._account(document)
                 continue
-            self._rejected.inc()
+            self._counters["bulk_rejected"].inc()
             rejected.append(_document_dead_letter(document, "bulk", reason))
-        self._indexed.inc(succeeded)
+        succeeded = 0
+        for document, item in zip(documents, outcome.results, strict=True):
+            if item is None:
+                continue
+            succeeded += 1
+            self._account(document)
+            result = next(iter(item.values())).get("result")
+            self._counters["updated" if result == "updated" else "created"].inc()
+        self._counters["indexed"].inc(succeeded)
         progress.INDEXED.add(succeeded)
         return rejected
 
     def teardown(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
 
 
 class WriteToOpenSearch(beam.PTransform):
-    """Documents in, dead letters of rejected items out (tagged `dead_letters`)."""
+    """Documents in, dead letters of rejected documents out (tagged `dead_letters`)."""
 
     def __init__(self, config: OpenSearchWriteConfig) -> None:
         super().__init__()

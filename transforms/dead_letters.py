@@ -2,7 +2,8 @@
 
 One JSONL file per bundle under the DLQ directory (local path or `s3://`, through
 smart_open), one entry per record: task_id, stage, reason, source, line and the raw line
-or document. Known secrets are redacted before anything is written.
+or document. Known secrets are redacted before anything is written. A record counts as
+accounted for (see `pipelines.outcome`) only once its entry is written here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import smart_open
 from apache_beam.metrics import Metrics
 
 from connectors.redact import Redactor
-from transforms.types import METRICS_NAMESPACE, DeadLetter
+from transforms.types import METRICS_NAMESPACE, DeadLetter, accounted_counter
 
 
 class _WriteDeadLettersFn(beam.DoFn):
@@ -38,6 +39,8 @@ class _WriteDeadLettersFn(beam.DoFn):
         self._stream.write(orjson.dumps(entry, default=str) + b"\n")
         Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
         Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
+        for source in dead.sources:
+            accounted_counter(source).inc()
 
     def finish_bundle(self) -> None:
         if self._stream is not None:

@@ -3,7 +3,9 @@
 `JoinSources` CoGroupByKey-groups the keyed records of every `source[N]` and merges each
 key with `transforms.merge.merge_key`. Incomplete keys (missing from some source) and
 keys dropped by an inner join are counted; duplicates within one source go to the
-dead-letter queue with the locator of the record that was kept.
+dead-letter queue with the locator of the record that was kept. Beside the join, the
+distinct `_id`s are counted through their own shuffle, so a runner that splits one key's
+records over two groups is caught at the end of the run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.merge import merge_key
-from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, IngestPlan
+from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, IngestPlan, accounted_counter
 
 
 class _MergeFn(beam.DoFn):
@@ -27,6 +29,7 @@ class _MergeFn(beam.DoFn):
         self._dropped = Metrics.counter(METRICS_NAMESPACE, "join_dropped")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
         self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_records")
+        self._accounted = [accounted_counter(source.index) for source in plan.sources]
 
     def process(self, element: tuple[str, dict[int, Any]]) -> Iterator[Any]:
         doc_id, grouped = element
@@ -36,22 +39,35 @@ class _MergeFn(beam.DoFn):
             self._incomplete.inc()
         for duplicate in outcome.duplicates:
             self._duplicates.inc()
+            kept = min(record.locator for record in grouped[duplicate.locator.source])
             yield TaggedOutput(
                 DEAD_LETTERS,
                 DeadLetter(
                     "map",
-                    f"duplicate _id {doc_id!r} in source[{duplicate.source}]; the record at "
-                    f"{min(r.locator for r in grouped[duplicate.source])} was kept",
+                    f"duplicate _id {doc_id!r} in source[{duplicate.locator.source}]; "
+                    f"the record at {kept} was kept",
                     duplicate.locator.uri,
                     duplicate.locator.line,
                     duplicate.fields,
+                    sources=(duplicate.locator.source,),
                 ),
             )
         if outcome.document is None:
             self._dropped.inc()
+            for source, records in grouped.items():
+                if records:
+                    self._accounted[source].inc()
             return
         self._merged.inc(len(outcome.document.origins))
         yield outcome.document
+
+
+class _CountFn(beam.DoFn):
+    def __init__(self, name: str) -> None:
+        self._counter = Metrics.counter(METRICS_NAMESPACE, name)
+
+    def process(self, count: int) -> None:
+        self._counter.inc(count)
 
 
 class JoinSources(beam.PTransform):
@@ -62,6 +78,14 @@ class JoinSources(beam.PTransform):
         self._plan = plan
 
     def expand(self, keyed_by_source: dict[int, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
+        (
+            tuple(keyed_by_source.values())
+            | "AllKeys" >> beam.Flatten()
+            | "Ids" >> beam.Keys()
+            | "DistinctIds" >> beam.Distinct()
+            | "CountIds" >> beam.combiners.Count.Globally()
+            | "DistinctIdsCounter" >> beam.ParDo(_CountFn("distinct_ids"))
+        )
         return (
             keyed_by_source
             | "GroupById" >> beam.CoGroupByKey()

@@ -48,14 +48,15 @@ class _ReadAndProjectFn(beam.DoFn):
             try:
                 doc_id, fields, unmatched = project(self._source, parse_record(payload))
             except RecordError as error:
-                yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, uri, line, payload))
+                locator = Locator(self._source.index, uri, line)
+                yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, locator, payload))
                 continue
             for name in unmatched:
                 Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
             self._projected.inc()
-            locator = Locator(uri, line)
+            locator = Locator(self._source.index, uri, line)
             if self._keyed:
-                yield doc_id, Projected(self._source.index, locator, fields)
+                yield doc_id, Projected(locator, fields)
             else:
                 yield Document(doc_id, fields, (locator,))
 

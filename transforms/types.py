@@ -51,8 +51,9 @@ class IngestPlan:
 
 
 class Locator(NamedTuple):
-    """Where a record came from: the file URI and its 1-based line (or Parquet row)."""
+    """Where a record came from: its `source[N]`, file URI and 1-based line (or Parquet row)."""
 
+    source: int
     uri: str
     line: int
 
@@ -63,7 +64,6 @@ class Locator(NamedTuple):
 class Projected(NamedTuple):
     """One source record after the project step: only the fields its source contributes."""
 
-    source: int
     locator: Locator
     fields: dict[str, Any]
 
@@ -85,6 +85,7 @@ class DeadLetter(NamedTuple):
     line: int
     raw: Any
     raw_truncated: bool = False
+    sources: tuple[int, ...] = ()
 
     def to_json(self, task_id: str) -> dict[str, Any]:
         entry = {
@@ -100,9 +101,17 @@ class DeadLetter(NamedTuple):
         return entry
 
 
-def dead_letter(stage: str, reason: str, uri: str, line: int, payload: bytes | dict[str, Any]) -> DeadLetter:
+def dead_letter(stage: str, reason: str, locator: Locator, payload: bytes | dict[str, Any]) -> DeadLetter:
     """A DeadLetter for a source record: the raw line as text (cut at RAW_LIMIT_BYTES) or the Parquet row."""
     if isinstance(payload, dict):
-        return DeadLetter(stage, reason, uri, line, payload)
+        return DeadLetter(stage, reason, locator.uri, locator.line, payload, sources=(locator.source,))
     text = payload[:RAW_LIMIT_BYTES].decode("utf-8", errors="replace")
-    return DeadLetter(stage, reason, uri, line, text, len(payload) > RAW_LIMIT_BYTES)
+    truncated = len(payload) > RAW_LIMIT_BYTES
+    return DeadLetter(stage, reason, locator.uri, locator.line, text, truncated, (locator.source,))
+
+
+def accounted_counter(source: int) -> Any:
+    """Records of `source[N]` with a final fate: written, skipped, dropped by the join, or in the DLQ."""
+    from apache_beam.metrics import Metrics
+
+    return Metrics.counter(METRICS_NAMESPACE, f"accounted.source[{source}]")

@@ -1,0 +1,60 @@
+"""Turn a finished run's counters into the task's final state (the **report** step, pure).
+
+- Reconciliation: every record read from `source[N]` must be accounted for — indexed,
+  dead-lettered, merged into a document, skipped as existing, or dropped by an inner join.
+  A shortfall means the runner lost records: FAILED with "N records unaccounted for".
+- For joins, the number of groups must equal the number of distinct `_id`s (counted through
+  a shuffle of their own); more groups means a key's records were split into partial documents.
+- Otherwise COMPLETED, or COMPLETED_WITH_ERROR when records went to the dead-letter queue,
+  turned into FAILED when the share of rejected records passes `max_error_ratio`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str
+    error: str | None = None
+
+
+def unaccounted(counters: dict[str, int], source_count: int) -> dict[str, int]:
+    """`{"source[N]": missing}` for every source whose records are not all accounted for."""
+    missing = {}
+    for source in range(source_count):
+        name = f"source[{source}]"
+        gap = counters.get(f"read.{name}", 0) - counters.get(f"accounted.{name}", 0)
+        if gap:
+            missing[name] = gap
+    return missing
+
+
+def decide_outcome(
+    counters: dict[str, int], source_count: int, joined: bool, max_error_ratio: float | None = None
+) -> Outcome:
+    missing = unaccounted(counters, source_count)
+    if missing:
+        total = sum(missing.values())
+        detail = ", ".join(f"{name}: {gap}" for name, gap in missing.items())
+        return Outcome(
+            "FAILED", f"{total} records unaccounted for ({detail}); the runner lost or duplicated records"
+        )
+    if joined and counters.get("keys", 0) != counters.get("distinct_ids", 0):
+        distinct, groups = counters.get("distinct_ids", 0), counters.get("keys", 0)
+        return Outcome(
+            "FAILED",
+            f"{distinct} distinct _ids were joined into {groups} groups; the runner split or lost keys",
+        )
+    rejected = counters.get("dlq", 0)
+    if not rejected:
+        return Outcome("COMPLETED")
+    read = counters.get("read", 0)
+    ratio = rejected / read if read else 1.0
+    if max_error_ratio is not None and ratio > max_error_ratio:
+        return Outcome(
+            "FAILED",
+            f"{rejected} of {read} records rejected ({ratio:.2%}), over --max-error-ratio {max_error_ratio}",
+        )
+    return Outcome("COMPLETED_WITH_ERROR", f"{rejected} record(s) rejected")

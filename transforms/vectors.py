@@ -1,0 +1,54 @@
+"""Vector checks before a document is sent (the **map / validate** step, pure).
+
+The index mapping is read once; every `knn_vector` field of a document must hold a list of
+finite numbers of the mapping's `dimension`, so bad documents go to the dead-letter queue
+instead of failing inside the cluster. Fields that carry vectors but are not `knn_vector`
+in the mapping are reported so the user can fix the mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_SHOWN_VALUE_CHARS = 40
+
+
+def vector_problem(value: Any, dimension: int | None) -> str | None:
+    """Why `value` cannot be a k-NN vector of `dimension` (None: any length), or None if it can."""
+    if not isinstance(value, list):
+        return f"is not a list of numbers but {type(value).__name__}"
+    for position, number in enumerate(value):
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            return f"element {position} is not a number: {repr(number)[:_SHOWN_VALUE_CHARS]}"
+        if not math.isfinite(number):
+            return f"element {position} is not finite: {number}"
+    if dimension is not None and len(value) != dimension:
+        return f"has {len(value)} dimensions; the index mapping expects {dimension}"
+    if not value:
+        return "is empty"
+    return None
+
+
+def document_vector_problem(fields: dict[str, Any], knn_fields: dict[str, int | None]) -> str | None:
+    """The first bad vector of a document as `<field> <problem>`, or None."""
+    for name, dimension in knn_fields.items():
+        value = fields.get(name)
+        if value is None:
+            continue
+        problem = vector_problem(value, dimension)
+        if problem:
+            return f"vector field {name!r} {problem}"
+    return None
+
+
+def unmapped_vector_fields(fields: dict[str, Any], knn_fields: dict[str, int | None]) -> list[str]:
+    """Fields holding a list of 2+ numbers that the mapping does not declare as `knn_vector`."""
+    return [
+        name
+        for name, value in fields.items()
+        if name not in knn_fields
+        and isinstance(value, list)
+        and len(value) > 1
+        and isinstance(value[0], float)
+    ]
