@@ -1,8 +1,9 @@
 """A null OpenSearch `_bulk` sink on 127.0.0.1: accepts, counts and stores nothing.
 
-Answers just enough of the REST API for `mlbatch ingest` (`GET /`, index exists/create,
-`POST /{index}/_bulk` with one success item per action) so benchmarks and the
-runner-mode experiment measure our side of the wire only.
+Answers just enough of the REST API for `mlbatch ingest` (`GET /`, index exists / mapping /
+settings, `POST /{index}/_bulk` with one success item per action) so benchmarks and the
+runner-mode experiment measure our side of the wire only. `handle` is the one method a
+richer test server overrides (see `tests/fault_server.py`).
 
     python -m benchmarks.null_sink [--port N]   # prints its URL, serves until killed
 """
@@ -10,20 +11,38 @@ runner-mode experiment measure our side of the wire only.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import threading
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = tuple[int, Any]
+
+
+def bulk_actions(body: bytes) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """(action name, action metadata, document) for each action of an NDJSON `_bulk` body."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    actions = []
+    position = 0
+    while position < len(lines):
+        ((name, meta),) = json.loads(lines[position]).items()
+        document = None if name == "delete" else json.loads(lines[position + 1])
+        position += 1 if name == "delete" else 2
+        actions.append((name, meta, document))
+    return actions
 
 
 class NullSink:
-    """The server; `documents` counts every action received. `bulk_status` other than 200
-    makes every `_bulk` call fail with that status (for failure-path tests)."""
+    """The server. `bulk_status` other than 200 makes every `_bulk` call fail with that status."""
 
     def __init__(self, port: int = 0, bulk_status: int = 200) -> None:
+        self.bulk_status = bulk_status
         self.documents = 0
         self.ids: set[str] = set()
         self.bodies = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,49 +51,45 @@ class NullSink:
             def log_message(self, *args: object) -> None:
                 return
 
-            def _reply(self, status: int, payload: object) -> None:
-                body = json.dumps(payload).encode()
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                status, payload = sink.handle(self.command, self.path.split("?")[0], self.headers, body)
+                data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(body)
+                    self.wfile.write(data)
 
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def do_HEAD(self) -> None:  # noqa: N802
-                self._reply(200, {})
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._reply(200, {"version": {"number": "2.19.0", "distribution": "opensearch"}})
-
-            def do_PUT(self) -> None:  # noqa: N802
-                self._body()
-                self._reply(200, {"acknowledged": True})
-
-            def do_POST(self) -> None:  # noqa: N802
-                lines = self._body().splitlines()
-                if bulk_status != 200:
-                    error = {"type": "null_sink_exception", "reason": "configured to refuse _bulk"}
-                    return self._reply(bulk_status, {"error": error, "status": bulk_status})
-                actions = [json.loads(line) for line in lines[0::2] if line]
-                items = []
-                for action in actions:
-                    meta = action.get("index", {})
-                    items.append(
-                        {"index": {"_id": meta.get("_id", "auto"), "status": 201, "result": "created"}}
-                    )
-                with sink._lock:
-                    sink.documents += len(actions)
-                    sink.bodies += 1
-                    sink.ids.update(item["index"]["_id"] for item in items)
-                self._reply(200, {"took": 0, "errors": False, "items": items})
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        """Answer one request: (HTTP status, JSON payload)."""
+        if method == "POST" and path.endswith("/_bulk"):
+            if self.bulk_status != 200:
+                error = {"type": "null_sink_exception", "reason": "configured to refuse _bulk"}
+                return self.bulk_status, {"error": error, "status": self.bulk_status}
+            items = [
+                {name: {"_id": meta.get("_id", "auto"), "status": 201, "result": "created"}}
+                for name, meta, _ in bulk_actions(body)
+            ]
+            with self.lock:
+                self.documents += len(items)
+                self.bodies += 1
+                self.ids.update(next(iter(item.values()))["_id"] for item in items)
+            return 200, {"took": 0, "errors": False, "items": items}
+        if path.endswith("/_mapping"):
+            return 200, {path.strip("/").split("/")[0]: {"mappings": {"properties": {}}}}
+        if method == "PUT":
+            return 200, {"acknowledged": True}
+        return 200, {"version": {"number": "2.19.0", "distribution": "opensearch"}}
 
     def start(self) -> NullSink:
         self._thread.start()
