@@ -133,7 +133,8 @@ def main() -> None:
                     "mode": mode,
                     "run": run + 1,
                     "keys": args.keys,
-                    **run_mlbatch(request, mode, Path(tmp) / "home"),
+                    "workers": args.workers,
+                    **run_mlbatch(request, mode, args.workers, Path(tmp) / "home"),
                 }
                 row["complete"] = row["indexed"] == row["sink_distinct_ids"] == args.keys
                 print(json.dumps(row), flush=True)
