@@ -43,6 +43,9 @@ class SourceAccess:
     credential: dict[str, str] = field(default_factory=dict, repr=False)
 
     def s3_client(self) -> Any:
+        """An S3 client with the request's keys when it is an S3 request, else the default AWS chain."""
+        if self.source_type != "s3":
+            return boto3.session.Session().client("s3")
         keys = {
             "aws_access_key_id": self.credential.get("access_key"),
             "aws_secret_access_key": self.credential.get("secret_key"),

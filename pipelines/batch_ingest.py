@@ -95,7 +95,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
     (
         tuple(dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLetterQueue" >> WriteDeadLetters(job.dlq_dir, job.task_id, job.redactor)
+        | "DeadLetterQueue" >> WriteDeadLetters(job.dlq_dir, job.task_id, job.redactor, job.access)
     )
 
 

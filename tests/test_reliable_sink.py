@@ -277,3 +277,53 @@ def test_killed_mid_run_then_rerun_completes_the_index(server, tmp_path, mlbatch
     assert result.returncode == 0, result.stderr
     assert sink.docs("vectors").keys() == records.keys()
     assert sink.docs("vectors")["d7"] == {"embedding": records["d7"]["vec"], "rank": 7, "text": "doc 7"}
+
+
+def test_dead_letters_can_go_to_s3(server, capsys, tmp_path, s3):
+    s3.create_bucket(Bucket="batch")
+    s3.put_object(Bucket="batch", Key="in/records.jsonl", Body=b'{"id": "a", "vec": [1.0]}\n{not json\n')
+    request = {
+        **request_for(tmp_path),
+        "credential": {"access_key": "AKIAEXAMPLE", "secret_key": "example-secret"},
+        "data_source": {"type": "s3", "source": ["s3://batch/in/records.jsonl"]},
+    }
+    sink = server()
+    code, record = run_ingest(
+        capsys, tmp_path, request, sink.url, "--dlq", "s3://batch/dlq/run-1/", index_body=MAPPING
+    )
+    assert code == 3 and record["dlq"] == "s3://batch/dlq/run-1/"
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="batch", Prefix="dlq/run-1/")["Contents"]]
+    lines = [
+        json.loads(line)
+        for key in keys
+        for line in s3.get_object(Bucket="batch", Key=key)["Body"].read().splitlines()
+    ]
+    assert sorted((entry["stage"], entry["line"]) for entry in lines) == [("parse", 2), ("validate", 1)]
+
+
+def test_vectors_in_a_field_not_mapped_as_knn_vector_are_warned_about(server, capsys, tmp_path):
+    sink = server()
+    path = tmp_path / "records.jsonl"
+    write_records(path, 2)
+    mapping = {"mappings": {"properties": {"embedding": {"type": "float"}}}}
+    request_path = tmp_path / "r.json"
+    request_path.write_text(json.dumps(request_for(path)))
+    (tmp_path / "m.json").write_text(json.dumps(mapping))
+    from pipelines.cli import main
+
+    assert (
+        main(
+            [
+                "ingest",
+                str(request_path),
+                "--opensearch",
+                sink.url,
+                "--create-index",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "field 'embedding' is mapped as float, not knn_vector" in err
+    assert "field 'embedding' holds vectors but is not a knn_vector field" in err
