@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +45,29 @@ def dead_letters(record: dict) -> list[dict]:
         for path in sorted(directory.glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_request(directory: Path, request: dict, index_body: dict | None = None) -> tuple[Path, Path | None]:
+    """request.json (and mapping.json when `index_body` is given) in `directory`."""
+    request_path = directory / "request.json"
+    request_path.write_text(json.dumps(request))
+    if index_body is None:
+        return request_path, None
+    mapping_path = directory / "mapping.json"
+    mapping_path.write_text(json.dumps(index_body))
+    return request_path, mapping_path
+
+
+def mlbatch_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def run_mlbatch(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`mlbatch ARGS` in a subprocess with its own $MLBATCH_HOME, as a user would run it."""
+    environment = {**os.environ, **(env or {}), "MLBATCH_HOME": str(home)}
+    return subprocess.run(
+        mlbatch_command(*args), capture_output=True, text=True, env=environment, cwd=REPO, timeout=180
+    )

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines.cli import main
 from tests.data import jsonl, knn_index_body, openai_batch_files, sagemaker_lines
-from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
+from tests.ingest_helpers import REPO, dead_letters, indexed_documents, run_ingest, run_mlbatch, write_request
 
-REPO = Path(__file__).resolve().parents[1]
 SINGLE = {
     "index_name": "local-index",
     "field_map": {"chapter": "$.content[0]", "embedding": "$.SageMakerOutput[0]", "_id": "$.id"},
@@ -202,13 +203,6 @@ def test_task_get_and_list_show_the_stored_record(osmem_url, capsys, tmp_path):
     assert main(["task", "get", "nope"]) == 2
 
 
-def run_cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
-    env = {"MLBATCH_HOME": str(env_home), "PATH": str(Path(sys.executable).parent)}
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
-    )
-
-
 def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_home):
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -220,7 +214,7 @@ def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_ho
             }
         )
     )
-    result = run_cli("-m", "pipelines.cli", "ingest", str(bad), env_home=mlbatch_home)
+    result = run_mlbatch("ingest", str(bad), home=mlbatch_home)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "mlbatch: error: field_map.a: source[3] is out of range: data_source.source has 1 entry"
@@ -230,41 +224,43 @@ def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_ho
 
 def test_module_entry_point_runs_the_same_job(osmem_url, tmp_path, mlbatch_home):
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(3, 4)))
-    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
-    (tmp_path / "m.json").write_text(json.dumps(knn_index_body(["embedding"], 4)))
-    result = run_cli(
-        "-m",
-        "pipelines.batch_ingest",
-        "--request",
-        str(tmp_path / "r.json"),
-        "--opensearch",
-        osmem_url,
-        "--create-index",
-        str(tmp_path / "m.json"),
-        env_home=mlbatch_home,
+    request_path, mapping_path = write_request(
+        tmp_path, single(str(tmp_path / "a.jsonl")), knn_index_body(["embedding"], 4)
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.batch_ingest",
+            "--request",
+            str(request_path),
+            "--opensearch",
+            osmem_url,
+            "--create-index",
+            str(mapping_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLBATCH_HOME": str(mlbatch_home)},
+        cwd=REPO,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["indexed"] == 3
     assert "indexed 3 document(s)" in result.stderr
 
 
-def test_bulk_refused_mid_run_fails_the_task_with_one_line_and_no_traceback(tmp_path, mlbatch_home):
+@pytest.mark.parametrize("debug", [False, True])
+def test_bulk_refused_mid_run_fails_the_task_with_one_line(tmp_path, mlbatch_home, debug):
     from benchmarks.null_sink import NullSink
 
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(3, 4)))
-    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
+    request_path, _ = write_request(tmp_path, single(str(tmp_path / "a.jsonl")))
     sink = NullSink(bulk_status=500).start()
     try:
-        result = run_cli(
-            "-m",
-            "pipelines.cli",
-            "ingest",
-            str(tmp_path / "r.json"),
-            "--opensearch",
-            sink.url,
-            "--max-retries=1",
-            "--initial-backoff=0.01",
-            env_home=mlbatch_home,
+        options = ["--max-retries=1", "--initial-backoff=0.01", *(["--debug"] if debug else [])]
+        result = run_mlbatch(
+            "ingest", str(request_path), "--opensearch", sink.url, *options, home=mlbatch_home
         )
     finally:
         sink.close()
@@ -273,8 +269,11 @@ def test_bulk_refused_mid_run_fails_the_task_with_one_line_and_no_traceback(tmp_
     assert record["error"] == (
         "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk (gave up after 1 retries)"
     )
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"mlbatch: ingestion failed: {record['error']}"
+    if debug:
+        assert "Traceback" in result.stderr
+    else:
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"mlbatch: ingestion failed: {record['error']}"
 
 
 def test_password_in_the_cluster_url_is_never_printed(capsys, tmp_path):
@@ -335,31 +334,7 @@ def test_command_line_mistakes_exit_2_without_running(tmp_path, mlbatch_home):
         ("ingest", str(tmp_path / "r.json"), "stray"): "unrecognized arguments: stray",
     }
     for args, expected in cases.items():
-        result = run_cli("-m", "pipelines.cli", *args, env_home=mlbatch_home)
+        result = run_mlbatch(*args, home=mlbatch_home)
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (mlbatch_home / "tasks.db").exists()
-
-
-def test_debug_still_records_the_failure(tmp_path, mlbatch_home):
-    from benchmarks.null_sink import NullSink
-
-    (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(2, 4)))
-    (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
-    sink = NullSink(bulk_status=500).start()
-    try:
-        result = run_cli(
-            "-m",
-            "pipelines.cli",
-            "ingest",
-            str(tmp_path / "r.json"),
-            "--opensearch",
-            sink.url,
-            "--debug",
-            "--max-retries=0",
-            env_home=mlbatch_home,
-        )
-    finally:
-        sink.close()
-    assert result.returncode == 1 and "Traceback" in result.stderr
-    assert json.loads(result.stdout)["state"] == "FAILED"

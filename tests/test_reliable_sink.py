@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import pytest
 
 from tests.data import jsonl
 from tests.fault_server import FaultServer
-from tests.ingest_helpers import dead_letters, run_ingest
+from tests.ingest_helpers import REPO, dead_letters, mlbatch_command, run_ingest, run_mlbatch, write_request
 
-REPO = Path(__file__).resolve().parents[1]
 FAST_RETRIES = ("--initial-backoff=0.01", "--max-backoff=0.05")
 MAPPING = {
     "settings": {"index.knn": True},
@@ -211,29 +209,19 @@ def test_credentials_never_appear_in_any_output(server, tmp_path, mlbatch_home, 
         "data_source": {"type": "s3", "source": ["s3://bucket/out/records.jsonl"]},
     }
     request["field_map"]["note"] = "$.note"
-    (tmp_path / "r.json").write_text(json.dumps(request))
-    (tmp_path / "m.json").write_text(json.dumps(MAPPING))
-    env = {**os.environ, "MLBATCH_HOME": str(mlbatch_home), "OPENSEARCH_PASSWORD": secrets["password"]}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "ingest",
-            str(tmp_path / "r.json"),
-            "--opensearch",
-            sink.url,
-            "--user=admin",
-            "--create-index",
-            str(tmp_path / "m.json"),
-            "--dlq",
-            str(tmp_path / "dlq"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
+    request_path, mapping_path = write_request(tmp_path, request, MAPPING)
+    result = run_mlbatch(
+        "ingest",
+        str(request_path),
+        "--opensearch",
+        sink.url,
+        "--user=admin",
+        "--create-index",
+        str(mapping_path),
+        "--dlq",
+        str(tmp_path / "dlq"),
+        home=mlbatch_home,
+        env={"OPENSEARCH_PASSWORD": secrets["password"]},
     )
     assert result.returncode == 3, result.stderr
     written = [result.stdout, result.stderr, (mlbatch_home / "tasks.db").read_bytes().decode("latin-1")]
@@ -247,21 +235,16 @@ def test_killed_mid_run_then_rerun_completes_the_index(server, tmp_path, mlbatch
     sink = server(bulk_delay=0.3)
     path = tmp_path / "records.jsonl"
     records = write_records(path, 120)
-    (tmp_path / "r.json").write_text(json.dumps(request_for(path)))
-    (tmp_path / "m.json").write_text(json.dumps(MAPPING))
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "ingest",
-        str(tmp_path / "r.json"),
+    request_path, mapping_path = write_request(tmp_path, request_for(path), MAPPING)
+    options = [
         "--opensearch",
         sink.url,
         "--bulk-size=10",
         "--bulk-concurrency=1",
         "--create-index",
-        str(tmp_path / "m.json"),
+        str(mapping_path),
     ]
+    command = mlbatch_command("ingest", str(request_path), *options)
     env = {**os.environ, "MLBATCH_HOME": str(mlbatch_home)}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
     deadline = time.monotonic() + 60
@@ -273,7 +256,7 @@ def test_killed_mid_run_then_rerun_completes_the_index(server, tmp_path, mlbatch
     assert 0 < partial < 120
 
     sink.bulk_delay = 0.0
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    result = run_mlbatch("ingest", str(request_path), *options, home=mlbatch_home)
     assert result.returncode == 0, result.stderr
     assert sink.docs("vectors").keys() == records.keys()
     assert sink.docs("vectors")["d7"] == {"embedding": records["d7"]["vec"], "rank": 7, "text": "doc 7"}
