@@ -85,6 +85,7 @@ def run_mlbatch(request: Path, mode: str, workers: int, home: Path) -> dict:
             "indexed": record.get("counts", {}).get("indexed"),
             "sink_actions": sink.documents,
             "sink_distinct_ids": len(sink.ids),
+            "error": record.get("error"),
         }
     finally:
         sink.close()
