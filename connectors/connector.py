@@ -1,0 +1,124 @@
+"""ML Commons connector JSON, parsed and checked (the batch-predict **plan** step, pure).
+
+A connector names a protocol (`http` or `aws_sigv4`), default `parameters`, a `credential`
+and `actions`, each with `action_type`, `method`, `url`, `headers` and `request_body`
+templates. `parse_connector` returns a `Connector` or raises `ConnectorError` naming the
+field; secrets stay out of every repr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("http", "aws_sigv4")
+ACTION_TYPES = ("predict", "batch_predict", "batch_predict_status", "cancel_batch_predict")
+METHODS = ("GET", "POST", "PUT", "DELETE")
+KNOWN_FIELDS = (
+    "name",
+    "description",
+    "version",
+    "protocol",
+    "parameters",
+    "credential",
+    "actions",
+    "client_config",
+    "backend_roles",
+    "access",
+    "add_all_backend_roles",
+)
+
+
+class ConnectorError(ValueError):
+    """The connector JSON is wrong; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ConnectorAction:
+    action_type: str
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    request_body: str | None = None
+    pre_process_function: str | None = None
+    post_process_function: str | None = None
+
+
+@dataclass(frozen=True)
+class Connector:
+    name: str
+    protocol: str
+    parameters: dict[str, Any]
+    credential: dict[str, str] = field(repr=False)
+    actions: tuple[ConnectorAction, ...]
+    description: str = ""
+    version: str = "1"
+
+    def action(self, action_type: str) -> ConnectorAction | None:
+        return next((action for action in self.actions if action.action_type == action_type), None)
+
+
+def _parse_action(raw: Any, where: str) -> ConnectorAction:
+    if not isinstance(raw, dict):
+        raise ConnectorError(f"{where}: must be an object")
+    action_type = raw.get("action_type")
+    if not isinstance(action_type, str) or action_type.lower() not in ACTION_TYPES:
+        raise ConnectorError(f"{where}.action_type: {action_type!r} is not one of {', '.join(ACTION_TYPES)}")
+    method = raw.get("method")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ConnectorError(f"{where}.method: {method!r} is not one of {', '.join(METHODS)}")
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ConnectorError(f"{where}.url: missing")
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConnectorError(f"{where}.headers: must be an object of string values")
+    body = raw.get("request_body")
+    if body is not None and not isinstance(body, str):
+        raise ConnectorError(f"{where}.request_body: must be a string (a JSON template)")
+    return ConnectorAction(
+        action_type.lower(),
+        method.upper(),
+        url,
+        dict(headers),
+        body,
+        raw.get("pre_process_function"),
+        raw.get("post_process_function"),
+    )
+
+
+def parse_connector(body: Any) -> Connector:
+    """Check a decoded connector JSON and return it typed; raise ConnectorError on the first problem."""
+    if not isinstance(body, dict):
+        raise ConnectorError("connector: must be a JSON object")
+    unknown = sorted(set(body) - set(KNOWN_FIELDS))
+    if unknown:
+        raise ConnectorError(f"connector: unknown field {unknown[0]!r}")
+    protocol = body.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise ConnectorError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ConnectorError("parameters: must be an object")
+    credential = body.get("credential") or {}
+    if not isinstance(credential, dict) or not all(isinstance(v, str) for v in credential.values()):
+        raise ConnectorError("credential: must be an object of string values")
+    raw_actions = body.get("actions")
+    if not isinstance(raw_actions, list) or not raw_actions:
+        raise ConnectorError("actions: must be a non-empty list")
+    actions = tuple(_parse_action(raw, f"actions[{n}]") for n, raw in enumerate(raw_actions))
+    if not any(action.action_type == "batch_predict" for action in actions):
+        raise ConnectorError("actions: no batch_predict action; a batch connector needs one")
+    if protocol == "aws_sigv4":
+        for name in ("region", "service_name"):
+            if not isinstance(parameters.get(name), str):
+                raise ConnectorError(f"parameters.{name}: required for protocol aws_sigv4")
+    return Connector(
+        name=str(body.get("name") or "connector"),
+        protocol=protocol,
+        parameters=dict(parameters),
+        credential=dict(credential),
+        actions=actions,
+        description=str(body.get("description") or ""),
+        version=str(body.get("version") or "1"),
+    )

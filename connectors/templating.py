@@ -1,0 +1,106 @@
+"""Fill connector templates the way ML Commons does (the batch-predict **render** step, pure).
+
+- Parameters are strings: a non-string value (object, list, number, null) is inserted as its
+  JSON text, so `"TransformInput": ${parameters.TransformInput}` yields an object.
+- Request parameters overlay connector parameters and are JSON-escaped unless they already
+  are a JSON object or array, so a string can sit between quotes in a JSON body.
+- `${parameters.x}` and `${credential.x}` are filled in urls, headers and bodies;
+  `${parameters.x:-default}` falls back to `default`; a quoted `"${parameters.x:-null}"` becomes
+  a bare JSON `null`; values are filled recursively; `$${...}` is a literal `${...}`.
+- A body with a placeholder left over fails with ML Commons' message
+  "Some parameter placeholder not filled in payload: a, b".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from connectors.connector import ConnectorError
+
+_PLACEHOLDER = re.compile(r"(\$?)\$\{(parameters|credential)\.([^}:]+)(?::-([^}]*))?\}")
+_NULL_DEFAULT = re.compile(r"\"\$\{parameters\.(\w+):-null\}\"")
+_UNFILLED = re.compile(r"\$\{parameters\.([^}]+)\}")
+_MAX_DEPTH = 10
+
+
+def parameter_text(value: Any) -> str:
+    """A parameter value as the string that gets substituted (non-strings as JSON text)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def is_json_container(text: str) -> bool:
+    """True when `text` parses as a JSON object or array (those are inserted unescaped)."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+def escape_json_string(text: str) -> str:
+    """`text` escaped to sit between double quotes in JSON (quotes, backslashes, controls, non-ASCII)."""
+    return json.dumps(text, ensure_ascii=True)[1:-1]
+
+
+def merge_parameters(
+    connector_parameters: dict[str, Any], request_parameters: dict[str, Any]
+) -> dict[str, str]:
+    """Connector parameters overlaid by the request's; request strings escaped unless already JSON."""
+    merged = {name: parameter_text(value) for name, value in connector_parameters.items()}
+    for name, value in request_parameters.items():
+        text = parameter_text(value)
+        merged[name] = (
+            text if not isinstance(value, str) or is_json_container(text) else escape_json_string(text)
+        )
+    return merged
+
+
+def fill(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
+    """`template` with every known placeholder filled, defaults applied, values filled recursively."""
+    text = _NULL_DEFAULT.sub(lambda m: m.group(0) if m.group(1) in parameters else "null", template)
+    return _fill(text, parameters, credential, 0)
+
+
+def _fill(text: str, parameters: dict[str, str], credential: dict[str, str], depth: int) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(0)[1:]
+        source = parameters if match.group(2) == "parameters" else credential
+        value = source.get(match.group(3))
+        if value is None:
+            return match.group(4) if match.group(4) is not None else match.group(0)
+        return _fill(value, parameters, credential, depth + 1) if depth < _MAX_DEPTH else value
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
+def unfilled_parameters(text: str) -> list[str]:
+    """Names of `${parameters.x}` placeholders left in `text`, in order (duplicates kept)."""
+    return _UNFILLED.findall(text)
+
+
+def render_body(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
+    """The request body, checked: no placeholder left and valid JSON, else ConnectorError."""
+    payload = fill(template, parameters, credential)
+    missing = unfilled_parameters(payload)
+    if missing:
+        raise ConnectorError("Some parameter placeholder not filled in payload: " + ", ".join(missing))
+    try:
+        json.loads(payload)
+    except ValueError:
+        raise ConnectorError(f"Invalid payload: {payload[:200]}") from None
+    return payload
+
+
+def render_text(template: str, parameters: dict[str, str], credential: dict[str, str], where: str) -> str:
+    """A url or header value, with no placeholder left, else ConnectorError naming `where`."""
+    text = fill(template, parameters, credential)
+    missing = unfilled_parameters(text) + re.findall(r"\$\{credential\.([^}]+)\}", text)
+    if missing:
+        raise ConnectorError(f"{where}: placeholder not filled: {', '.join(missing)}")
+    return text

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connectors.batch_actions import job_action, remote_job_parameters, resolve_remote_job
+from connectors.connector import ConnectorError, parse_connector
+from connectors.job_status import PARTIAL_WARNING, map_status
+from connectors.templating import fill, merge_parameters, render_body, render_text
+
+CREDENTIAL = {"openAI_key": "sk-abc"}
+
+
+def test_non_string_parameters_are_inserted_as_json():
+    params = merge_parameters(
+        {"TransformInput": {"SplitType": "Line"}, "count": 3, "flag": True, "none": None}, {}
+    )
+    body = render_body(
+        '{"in": ${parameters.TransformInput}, "n": ${parameters.count}, "f": ${parameters.flag},'
+        ' "z": ${parameters.none}}',
+        params,
+        {},
+    )
+    assert json.loads(body) == {"in": {"SplitType": "Line"}, "n": 3, "f": True, "z": None}
+
+
+def test_request_strings_are_escaped_unless_already_json():
+    params = merge_parameters({"model": "m"}, {"text": 'say "hi"\n', "doc": '{"a": 1}', "model": "override"})
+    assert (
+        params["text"] == 'say \\"hi\\"\\n' and params["doc"] == '{"a": 1}' and params["model"] == "override"
+    )
+    body = render_body(
+        '{"t": "${parameters.text}", "d": ${parameters.doc}, "m": "${parameters.model}"}', params, {}
+    )
+    assert json.loads(body) == {"t": 'say "hi"\n', "d": {"a": 1}, "m": "override"}
+
+
+def test_connector_strings_are_not_escaped():
+    assert merge_parameters({"endpoint": "/v1/embeddings"}, {}) == {"endpoint": "/v1/embeddings"}
+
+
+def test_defaults_and_null_defaults():
+    params = {"present": "yes"}
+    assert fill("${parameters.missing:-fallback} ${parameters.present:-no}", params, {}) == "fallback yes"
+    assert json.loads(
+        render_body('{"a": "${parameters.x:-null}", "b": "${parameters.present:-null}"}', params, {})
+    ) == {"a": None, "b": "yes"}
+
+
+def test_values_are_filled_recursively_and_double_dollar_is_literal():
+    params = {"url": "https://${parameters.host}/v1", "host": "api.example"}
+    assert (
+        fill("${parameters.url} $${parameters.host}", params, {})
+        == "https://api.example/v1 ${parameters.host}"
+    )
+
+
+def test_unfilled_placeholders_fail_with_ml_commons_message():
+    with pytest.raises(ConnectorError) as caught:
+        render_body('{"a": "${parameters.a}", "b": "${parameters.b}", "c": "${parameters.a}"}', {}, {})
+    assert str(caught.value) == "Some parameter placeholder not filled in payload: a, b, a"
+
+
+def test_credentials_fill_headers_and_missing_ones_are_named():
+    assert render_text("Bearer ${credential.openAI_key}", {}, CREDENTIAL, "h") == "Bearer sk-abc"
+    with pytest.raises(ConnectorError, match="h: placeholder not filled: cohere_key"):
+        render_text("Bearer ${credential.cohere_key}", {}, CREDENTIAL, "h")
+
+
+def test_invalid_json_payload():
+    with pytest.raises(ConnectorError, match="Invalid payload"):
+        render_body('{"a": ${parameters.x}}', {"x": "not json"}, {})
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        ({"status": "validating"}, "RUNNING"),
+        ({"status": "in_progress"}, "RUNNING"),
+        ({"TransformJobStatus": "InProgress"}, "RUNNING"),
+        ({"status": "finalizing"}, "RUNNING"),
+        ({"status": "completed"}, "COMPLETED"),
+        ({"TransformJobStatus": "Completed"}, "COMPLETED"),
+        ({"status": "complete"}, "COMPLETED"),
+        ({"Status": "Completed"}, "COMPLETED"),
+        ({"TransformJobStatus": "Stopping"}, "CANCELLING"),
+        ({"status": "cancelling"}, "CANCELLING"),
+        ({"TransformJobStatus": "Stopped"}, "CANCELLED"),
+        ({"status": "cancelled"}, "CANCELLED"),
+        ({"status": "expired"}, "EXPIRED"),
+        ({"status": "Timeout"}, "EXPIRED"),
+        ({"status": "failed"}, "FAILED"),
+        ({"TransformJobStatus": "Failed"}, "FAILED"),
+        ({}, "RUNNING"),
+    ],
+)
+def test_status_mapping(answer, state):
+    assert map_status(answer).state == state
+
+
+def test_partially_completed_is_completed_with_a_warning_or_failed_on_request():
+    assert map_status({"status": "PartiallyCompleted"}).state == "COMPLETED"
+    assert map_status({"status": "PartiallyCompleted"}).warning == PARTIAL_WARNING
+    assert map_status({"status": "partiallyCompleted"}, partial_is_failure=True).state == "FAILED"
+
+
+def connector(url: str, **extra) -> dict:
+    return {
+        "name": "c",
+        "protocol": "http",
+        "parameters": {},
+        "credential": {},
+        "actions": [
+            {
+                "action_type": "batch_predict",
+                "method": "POST",
+                "url": url,
+                "headers": {"Authorization": "Bearer ${credential.key}"},
+                "request_body": "{}",
+            }
+        ],
+        **extra,
+    }
+
+
+def test_derived_actions_per_provider():
+    openai = parse_connector(connector("https://api.openai.com/v1/batches"))
+    status, cancel = job_action(openai, "batch_predict_status"), job_action(openai, "cancel_batch_predict")
+    assert (status.method, status.url) == ("GET", "https://api.openai.com/v1/batches/${parameters.id}")
+    assert (cancel.method, cancel.url) == (
+        "POST",
+        "https://api.openai.com/v1/batches/${parameters.id}/cancel",
+    )
+    assert status.headers == {"Authorization": "Bearer ${credential.key}"}
+    bedrock = parse_connector(connector("https://bedrock.us-east-1.amazonaws.com/model-invocation-job"))
+    assert job_action(bedrock, "cancel_batch_predict").url.endswith(
+        "/model-invocation-job/${parameters.processedJobArn}/stop"
+    )
+    sagemaker = parse_connector(connector("https://api.sagemaker.us-east-1.amazonaws.com/CreateTransformJob"))
+    described = job_action(sagemaker, "batch_predict_status")
+    assert described.url.endswith("/DescribeTransformJob") and "TransformJobName" in described.request_body
+    assert job_action(sagemaker, "cancel_batch_predict").url.endswith("/StopTransformJob")
+
+
+def test_sagemaker_json_protocol_target_is_switched():
+    body = connector("https://api.sagemaker.us-east-1.amazonaws.com/")
+    body["actions"][0]["headers"] = {"X-Amz-Target": "SageMaker.CreateTransformJob"}
+    stop = job_action(parse_connector(body), "cancel_batch_predict")
+    assert stop.headers == {"X-Amz-Target": "SageMaker.StopTransformJob"}
+
+
+def test_underivable_actions_are_a_clear_error():
+    with pytest.raises(ConnectorError, match="please configure the action type to get the batch job details"):
+        job_action(parse_connector(connector("https://example.com/jobs")), "batch_predict_status")
+
+
+def test_remote_job_parameters():
+    params = remote_job_parameters(
+        {
+            "TransformJobArn": "arn:aws:sagemaker:us-east-1:1:transform-job/job-7",
+            "jobArn": "arn:aws:bedrock:x:1:job/abc",
+            "job_id": "emb-1",
+            "nested": {"x": 1},
+        }
+    )
+    assert params["TransformJobName"] == "job-7"
+    assert params["processedJobArn"] == "arn:aws:bedrock:x:1:job%2Fabc"
+    assert params["id"] == "emb-1" and "nested" not in params
+
+
+def test_remote_job_placeholders_in_sources():
+    job = {"output_file_id": "file-out", "TransformOutput": {"S3OutputPath": "s3://b/out/"}}
+    assert resolve_remote_job("${remote_job.output_file_id}", job) == "file-out"
+    assert resolve_remote_job("${remote_job.TransformOutput.S3OutputPath}", job) == "s3://b/out/"
+    with pytest.raises(ConnectorError, match="the finished job has no such field"):
+        resolve_remote_job("${remote_job.error_file_id}", job)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"protocol": "ftp"}, "protocol: 'ftp' is not one of http, aws_sigv4"),
+        ({"actions": []}, "actions: must be a non-empty list"),
+        ({"protocol": "aws_sigv4"}, "parameters.region: required for protocol aws_sigv4"),
+        ({"surprise": 1}, "connector: unknown field 'surprise'"),
+    ],
+)
+def test_connector_validation(change, message):
+    with pytest.raises(ConnectorError) as caught:
+        parse_connector({**connector("https://api.openai.com/v1/batches"), **change})
+    assert str(caught.value) == message
