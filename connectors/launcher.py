@@ -1,0 +1,117 @@
+"""Submit, poll and cancel remote batch jobs as BATCH_PREDICTION tasks (the batch-predict flow).
+
+`submit` renders the connector's `batch_predict` action with the merged parameters, sends it
+once and records the answer as the task's `remote_job`. `refresh` calls the status action
+(given or derived), merges the answer into `remote_job` and maps it to a task state; after
+`MAX_POLL_FAILURES` failed polls in a row the task is UNREACHABLE. `cancel` calls the cancel
+action and records CANCELLING or CANCELLED from the answer. Records never hold credentials:
+the connector is kept by path and re-read when the job is polled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.batch_actions import job_action, remote_job_parameters
+from connectors.bulk_retry import RetryPolicy
+from connectors.connector import Connector, ConnectorError, parse_connector
+from connectors.job_status import TERMINAL_STATES, map_status
+from connectors.redact import Redactor
+from connectors.remote_call import RemoteCallError, call, render_action
+from connectors.task_store import TaskStore
+from connectors.templating import merge_parameters
+
+TASK_TYPE = "BATCH_PREDICTION"
+MAX_POLL_FAILURES = 10
+STATUS_RETRY = RetryPolicy(max_retries=3, initial_backoff=1.0, max_backoff=10.0)
+log = logging.getLogger("mlbatch")
+
+
+def load_connector(path: str | Path) -> Connector:
+    """Read and check a connector JSON file (ConnectorError naming the problem)."""
+    try:
+        body = orjson.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise ConnectorError(f"connector {path}: cannot read ({error.strerror or error})") from None
+    except orjson.JSONDecodeError as error:
+        raise ConnectorError(f"connector {path}: not valid JSON ({error})") from None
+    return parse_connector(body)
+
+
+def redactor_for(connector: Connector) -> Redactor:
+    return Redactor.of(value for key, value in connector.credential.items() if key != "region")
+
+
+@dataclass
+class Launcher:
+    """The batch-predict operations over one task store."""
+
+    store: TaskStore
+    partial_is_failure: bool = False
+
+    def submit(self, connector: Connector, connector_path: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        redactor = redactor_for(connector)
+        task = self.store.create(
+            TASK_TYPE,
+            function_name="REMOTE",
+            connector={"name": connector.name, "protocol": connector.protocol,
+                       "path": str(Path(connector_path).resolve())},
+            parameters=redactor.value(parameters),
+        )
+        action = connector.action("batch_predict")
+        assert action is not None  # parse_connector guarantees it
+        try:
+            request = render_action(connector, action, merge_parameters(connector.parameters, parameters))
+            answer = call(connector, request)
+        except (ConnectorError, RemoteCallError) as error:
+            return self.store.update(task["task_id"], state="FAILED", error=redactor.text(str(error)))
+        log.info("submitted %s %s: %s", request.method, request.url, redactor.text(str(answer))[:200])
+        return self.store.update(task["task_id"], remote_job=redactor.value(answer))
+
+    def _job_parameters(self, connector: Connector, record: dict[str, Any]) -> dict[str, str]:
+        request = {**record.get("parameters", {}), **remote_job_parameters(record.get("remote_job") or {})}
+        return merge_parameters(connector.parameters, request)
+
+    def connector_of(self, record: dict[str, Any], override: str | None) -> Connector:
+        return load_connector(override or record["connector"]["path"])
+
+    def refresh(self, task_id: str, connector_path: str | None = None) -> dict[str, Any]:
+        """Poll the service once and record the job's state."""
+        record = self.store.get(task_id)
+        connector = self.connector_of(record, connector_path)
+        redactor = redactor_for(connector)
+        action = job_action(connector, "batch_predict_status")
+        try:
+            request = render_action(connector, action, self._job_parameters(connector, record))
+            answer = call(connector, request, retry=STATUS_RETRY)
+        except RemoteCallError as error:
+            failures = record.get("poll_failures", 0) + 1
+            state = "UNREACHABLE" if failures > MAX_POLL_FAILURES else record["state"]
+            log.warning("status poll %d failed: %s", failures, redactor.text(str(error)))
+            return self.store.update(task_id, state=state, poll_failures=failures, error=redactor.text(str(error)))
+        remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
+        mapped = map_status(remote_job, self.partial_is_failure)
+        fields: dict[str, Any] = {"state": mapped.state, "remote_job": remote_job, "poll_failures": 0}
+        if mapped.warning:
+            fields["warning"] = mapped.warning
+        return self.store.update(task_id, **fields)
+
+    def cancel(self, task_id: str, connector_path: str | None = None) -> dict[str, Any]:
+        """Ask the service to stop the job; CANCELLING or CANCELLED from its answer."""
+        record = self.store.get(task_id)
+        if record["state"] in TERMINAL_STATES:
+            return record
+        connector = self.connector_of(record, connector_path)
+        redactor = redactor_for(connector)
+        action = job_action(connector, "cancel_batch_predict")
+        request = render_action(connector, action, self._job_parameters(connector, record))
+        answer = call(connector, request, retry=STATUS_RETRY)
+        remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
+        state = map_status(answer).state if answer else "CANCELLING"
+        return self.store.update(task_id, state=state if state in ("CANCELLING", "CANCELLED") else "CANCELLING",
+                                 remote_job=remote_job)

@@ -1,0 +1,46 @@
+"""What every `mlbatch` command shares: exit codes, usage errors, JSON files in and out, logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_TIMEOUT = 0, 1, 2, 3, 130, 124
+log = logging.getLogger("mlbatch")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files; printed as one line, exit 2."""
+
+
+def configure_logging(quiet: bool, debug: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mlbatch: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR if debug else logging.CRITICAL)
+    return handler
+
+
+def read_json(path: str, what: str) -> Any:
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except OSError as error:
+        raise UsageError(f"{what} {path}: cannot read ({error.strerror or error})") from None
+    except orjson.JSONDecodeError as error:
+        raise UsageError(f"{what} {path}: not valid JSON ({error})") from None
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -1,0 +1,311 @@
+"""`mlbatch ingest`: check the request and the cluster, run the Beam pipeline, record the task.
+
+The request and the cluster are checked before anything runs; the task record is created
+(BATCH_INGEST), the pipeline runs in the foreground with progress on stderr, the counters
+are reconciled into the final state, and the record is printed as JSON on stdout.
+Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or usage, 3 COMPLETED_WITH_ERROR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from connectors.bulk_retry import BulkFailed
+from connectors.opensearch import SIGV4_SERVICES, ClusterError, OpenSearchConfig
+from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
+from connectors.sources import SourceAccess, SourceError
+from connectors.task_store import TaskStore, mlbatch_home
+from pipelines.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_WITH_ERRORS,
+    UsageError,
+    log,
+    print_json,
+    read_json,
+)
+from pipelines.plan import compile_plan
+from pipelines.request import RequestError, parse_request
+
+_BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
+
+
+def add_ingest_options(parser: argparse.ArgumentParser) -> None:
+    """The options of an ingestion run (shared by `ingest` and `predict wait --then-ingest`)."""
+    parser.add_argument(
+        "--opensearch", help="cluster URL (default: $OPENSEARCH_URL, else http://localhost:9200)"
+    )
+    parser.add_argument("--user", help="basic-auth user; the password comes from $OPENSEARCH_PASSWORD")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the cluster's TLS certificate")
+    parser.add_argument("--ca-certs", help="CA bundle for the cluster's TLS certificate")
+    parser.add_argument(
+        "--create-index", metavar="MAPPING.json", help="create the index with this body if missing"
+    )
+    parser.add_argument(
+        "--bulk-size", type=int, default=500, help="documents per _bulk request (default 500)"
+    )
+    parser.add_argument(
+        "--bulk-bytes", type=int, default=10 * 1024 * 1024, help="bytes per _bulk request (default 10 MiB)"
+    )
+    parser.add_argument(
+        "--join",
+        choices=("outer", "inner"),
+        default="outer",
+        help="several sources: write every key (outer, default) or only keys in all sources (inner)",
+    )
+    parser.add_argument(
+        "--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)"
+    )
+    parser.add_argument(
+        "--aws-sigv4",
+        choices=SIGV4_SERVICES,
+        help="sign requests with SigV4 for Amazon OpenSearch "
+        "Service (es) or Serverless (aoss); credentials from the default AWS chain",
+    )
+    parser.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
+    parser.add_argument("--compress", action="store_true", help="gzip request bodies")
+    parser.add_argument(
+        "--bulk-concurrency", type=int, default=2, help="_bulk requests in flight per worker (default 2)"
+    )
+    parser.add_argument(
+        "--max-retries", type=int, default=8, help="retries of a failed _bulk request or item (default 8)"
+    )
+    parser.add_argument(
+        "--initial-backoff", type=float, default=0.5, help="first retry delay ceiling, s (default 0.5)"
+    )
+    parser.add_argument("--max-backoff", type=float, default=30.0, help="retry delay ceiling, s (default 30)")
+    parser.add_argument(
+        "--action",
+        choices=("index", "create"),
+        default="index",
+        help="index (default: a re-run overwrites) or create (skip ids that exist)",
+    )
+    parser.add_argument(
+        "--bulk-tuning",
+        action="store_true",
+        help="refresh_interval -1 and 0 replicas during the run, restored afterwards",
+    )
+    parser.add_argument(
+        "--max-error-ratio",
+        type=float,
+        metavar="R",
+        help="FAILED instead of COMPLETED_WITH_ERROR when more than this share of records is rejected",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failed runs")
+
+
+def check_ingest_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str]
+) -> None:
+    if min(args.bulk_size, args.bulk_bytes, args.bulk_concurrency) < 1:
+        parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
+    if args.max_retries < 0 or args.initial_backoff < 0 or args.max_backoff < 0:
+        parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
+    from pipelines.batch_ingest import unknown_beam_args
+
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither mlbatch nor Beam options)")
+
+
+def _summarize(counters: dict[str, int]) -> dict[str, Any]:
+    counts: dict[str, Any] = {
+        name: counters.get(name, 0)
+        for name in (
+            "read",
+            "projected",
+            "keys",
+            "incomplete",
+            "duplicates",
+            "join_dropped",
+            "merged_records",
+            "distinct_ids",
+            "indexed",
+            "created",
+            "updated",
+            "skipped_existing",
+            "invalid_vectors",
+            "bulk_requests",
+            "bulk_retries",
+            "dlq",
+        )
+    }
+    for prefix, key in (
+        ("read.", "read_by_source"),
+        ("accounted.", "accounted_by_source"),
+        ("dlq.", "rejected_by_stage"),
+        ("unmatched.", "unmatched_paths"),
+    ):
+        counts[key] = {
+            name[len(prefix) :]: value for name, value in sorted(counters.items()) if name.startswith(prefix)
+        }
+    return counts
+
+
+def _root_cause(error: BaseException) -> str:
+    """One line for a failed run: our own error's message without Beam's step suffix."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ClusterError | SourceError | BulkFailed):
+            return _BEAM_STEP_SUFFIX.sub("", str(seen))
+        seen = seen.__cause__ or seen.__context__
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        for known in ("ClusterError: ", "SourceError: ", "BulkFailed: "):
+            if known in line:
+                return _BEAM_STEP_SUFFIX.sub("", line.split(known, 1)[1])
+    return lines[-1] if lines else type(error).__name__
+
+
+def _cluster_config(args: argparse.Namespace) -> OpenSearchConfig:
+    return OpenSearchConfig.from_env(
+        args.opensearch,
+        args.user,
+        aws_sigv4=args.aws_sigv4,
+        region=args.region,
+        verify_certs=not args.insecure,
+        ca_certs=args.ca_certs,
+        compress=args.compress,
+    )
+
+
+def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:
+    return Redactor.of(
+        [
+            *(value for key, value in credential.items() if key not in NOT_SECRET),
+            cluster.password,
+            urlparse(cluster.url).password,
+            os.environ.get("OPENAI_API_KEY"),
+            os.environ.get("OPENSEARCH_PASSWORD"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
+        ]
+    )
+
+
+def run_ingest(
+    args: argparse.Namespace, beam_args: list[str], body: Any, extra_fields: dict[str, Any] | None = None
+) -> int:
+    """Run one ingestion job for the decoded request `body`; return the exit code."""
+    try:
+        request = parse_request(body)
+        plan = compile_plan(request, join=args.join)
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    create_body = read_json(args.create_index, "--create-index") if args.create_index else None
+
+    cluster = _cluster_config(args)
+    redactor = _redactor(request.credential, cluster)
+    for handler in log.handlers:
+        handler.addFilter(RedactingFilter(redactor))
+
+    store = TaskStore()
+    task = store.create(
+        "BATCH_INGEST",
+        index_name=request.index_name,
+        data_source={"type": request.source_type, "source": list(request.sources)},
+        credential=redact_credential(request.credential),
+        **(extra_fields or {}),
+    )
+    task_id = task["task_id"]
+    dlq_dir = args.dlq or str(mlbatch_home() / "dlq" / task_id)
+    log.info(
+        "task %s: %d source(s) into index %r at %s",
+        task_id,
+        len(plan.sources),
+        plan.index_name,
+        cluster.display_url,
+    )
+    if request.connector_id:
+        log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
+
+    def finish(state: str, counts: dict[str, Any] | None = None, **fields: Any) -> int:
+        record = store.update(task_id, state=state, counts=counts or _summarize({}), **redactor.value(fields))
+        print_json(record)
+        return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
+
+    from connectors.bulk_retry import RetryPolicy
+    from connectors.opensearch import bulk_tuning, prepare_index
+    from connectors.sources import expand_source
+    from pipelines.batch_ingest import IngestJob, run_pipeline
+    from pipelines.outcome import decide_outcome
+    from transforms.bulk import OpenSearchWriteConfig
+
+    access = SourceAccess(request.source_type, request.credential)
+    try:
+        files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
+        index = prepare_index(cluster, plan.index_name, create_body)
+    except (SourceError, ClusterError) as error:
+        log.error("%s", error)
+        return finish("FAILED", error=str(error))
+    if index.created:
+        log.info("created index %r", plan.index_name)
+    for source, names in zip(plan.sources, files, strict=True):
+        log.info("source[%d]: %d file(s) from %s", source.index, len(names), source.uri)
+    for name in plan.field_order:
+        if (
+            name in index.properties
+            and name not in index.knn_fields
+            and index.properties[name].get("type")
+            in (
+                "float",
+                "double",
+                "half_float",
+            )
+        ):
+            log.warning("field %r is mapped as %s, not knn_vector", name, index.properties[name]["type"])
+
+    job = IngestJob(
+        plan=plan,
+        files_by_source=files,
+        access=access,
+        write=OpenSearchWriteConfig(
+            cluster,
+            plan.index_name,
+            bulk_size=args.bulk_size,
+            bulk_bytes=args.bulk_bytes,
+            bulk_concurrency=args.bulk_concurrency,
+            retry=RetryPolicy(args.max_retries, args.initial_backoff, args.max_backoff),
+            action=args.action,
+            knn_fields=index.knn_fields,
+            source_count=len(plan.sources),
+        ),
+        dlq_dir=dlq_dir,
+        task_id=task_id,
+        redactor=redactor,
+    )
+    store.update(task_id, state="RUNNING")
+    try:
+        with bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext():
+            counters = run_pipeline(job, beam_args)
+    except KeyboardInterrupt:
+        log.error("ingestion interrupted")
+        finish("FAILED", error="interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the runner wraps worker errors; report the cause in one line
+        cause = redactor.text(_root_cause(error))
+        log.error("ingestion failed: %s", cause)
+        code = finish("FAILED", error=cause)
+        if args.debug:
+            raise
+        return code
+    counts = _summarize(counters)
+    log.info(
+        "read %d record(s), indexed %d document(s), rejected %d",
+        counts["read"],
+        counts["indexed"],
+        counts["dlq"],
+    )
+    outcome = decide_outcome(counters, len(plan.sources), plan.needs_join, args.max_error_ratio)
+    extra: dict[str, Any] = {"dlq": dlq_dir} if counts["dlq"] else {}
+    if outcome.error:
+        log.warning("%s", outcome.error + (f"; see {dlq_dir}" if counts["dlq"] else ""))
+        extra["error"] = outcome.error
+    return finish(outcome.state, counts=counts, **extra)

@@ -1,0 +1,161 @@
+"""`mlbatch predict`: submit, poll, wait for and cancel remote batch jobs; chain into ingestion.
+
+    mlbatch predict submit --connector C.json [--parameters JSON|@FILE]
+    mlbatch predict status TASK_ID [--connector C.json]
+    mlbatch predict wait TASK_ID [--interval S] [--timeout S] [--then-ingest REQUEST.json [ingest options]]
+    mlbatch predict cancel TASK_ID [--connector C.json]
+
+`wait` polls with a growing interval (x1.5, at most `--max-interval`) until the job is
+COMPLETED (exit 0), ends otherwise (exit 1) or `--timeout` passes (exit 124). With
+`--then-ingest`, `${remote_job.x}` placeholders in the request's `data_source.source` are
+filled from the finished job and the ingestion runs, its task record printed instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import orjson
+
+from connectors.batch_actions import resolve_remote_job
+from connectors.connector import ConnectorError
+from connectors.job_status import TERMINAL_STATES, service_status
+from connectors.launcher import Launcher, load_connector
+from connectors.remote_call import RemoteCallError
+from connectors.task_store import TaskNotFound, TaskStore
+from pipelines.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, log, print_json, read_json
+from pipelines.ingest_command import add_ingest_options, run_ingest
+
+FINAL_STATES = TERMINAL_STATES | {"UNREACHABLE"}
+
+
+def _parameters(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    if text.startswith("@"):
+        value = read_json(text[1:], "--parameters")
+    else:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            raise UsageError(f"--parameters: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise UsageError("--parameters: must be a JSON object")
+    return value
+
+
+def add_predict_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict", help="remote batch prediction jobs through ML Commons connectors"
+    )
+    actions = predict.add_subparsers(dest="predict_command", required=True)
+    partial = {
+        "action": "store_true",
+        "help": "treat partiallyCompleted as FAILED (default: COMPLETED + warning)",
+    }
+
+    submit = actions.add_parser("submit", help="submit a batch job with a connector's batch_predict action")
+    submit.add_argument("--connector", required=True, help="ML Commons connector JSON file")
+    submit.add_argument("--parameters", help="request parameters: a JSON object, or @FILE")
+    submit.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    for name, help_text in (("status", "poll the job once and print the task"), ("cancel", "cancel the job")):
+        command = actions.add_parser(name, help=help_text)
+        command.add_argument("task_id")
+        command.add_argument(
+            "--connector", help="connector JSON (default: the file the job was submitted with)"
+        )
+        command.add_argument("--partial-is-failure", **partial)
+        command.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    wait = actions.add_parser("wait", help="poll until the job ends; optionally ingest its output")
+    wait.add_argument("task_id")
+    wait.add_argument("--connector", help="connector JSON (default: the file the job was submitted with)")
+    wait.add_argument("--interval", type=float, default=5.0, help="first poll interval, s (default 5)")
+    wait.add_argument(
+        "--max-interval", type=float, default=60.0, help="longest poll interval, s (default 60)"
+    )
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    wait.add_argument("--partial-is-failure", **partial)
+    wait.add_argument(
+        "--then-ingest", metavar="REQUEST.json", help="run this ingestion request when the job completes"
+    )
+    add_ingest_options(wait)
+
+
+def _wait(launcher: Launcher, args: argparse.Namespace) -> dict[str, Any]:
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    delay = args.interval
+    while True:
+        record = launcher.refresh(args.task_id, args.connector)
+        status = service_status(record.get("remote_job") or {})
+        log.info("task %s: %s (service status: %s)", args.task_id, record["state"], status)
+        if record["state"] in FINAL_STATES:
+            return record
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise TimeoutError(record)
+        time.sleep(delay)
+        delay = min(delay * 1.5, args.max_interval)
+
+
+def _then_ingest(args: argparse.Namespace, beam_args: list[str], record: dict[str, Any]) -> int:
+    body = read_json(args.then_ingest, "--then-ingest")
+    sources = body.get("data_source", {}).get("source") if isinstance(body, dict) else None
+    if isinstance(sources, list):
+        try:
+            body["data_source"]["source"] = [
+                resolve_remote_job(source, record.get("remote_job") or {})
+                if isinstance(source, str)
+                else source
+                for source in sources
+            ]
+        except ConnectorError as error:
+            raise UsageError(f"--then-ingest {args.then_ingest}: {error}") from None
+    log.info("job completed; ingesting %s", body.get("data_source", {}).get("source"))
+    return run_ingest(args, beam_args, body, {"batch_prediction_task_id": record["task_id"]})
+
+
+def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+    launcher = Launcher(TaskStore(), partial_is_failure=getattr(args, "partial_is_failure", False))
+    try:
+        if args.predict_command == "submit":
+            record = launcher.submit(
+                load_connector(args.connector), args.connector, _parameters(args.parameters)
+            )
+            print_json(
+                {
+                    "task_id": record["task_id"],
+                    "status": "CREATED" if record["state"] == "CREATED" else record["state"],
+                    "remote_job": record.get("remote_job"),
+                    **({"error": record["error"]} if "error" in record else {}),
+                }
+            )
+            return EXIT_OK if record["state"] == "CREATED" else EXIT_FAILED
+        if args.predict_command == "status":
+            print_json(launcher.refresh(args.task_id, args.connector))
+            return EXIT_OK
+        if args.predict_command == "cancel":
+            record = launcher.cancel(args.task_id, args.connector)
+            print_json(record)
+            return EXIT_OK if record["state"] in ("CANCELLING", "CANCELLED") else EXIT_FAILED
+        try:
+            record = _wait(launcher, args)
+        except TimeoutError as timeout:
+            print_json(timeout.args[0])
+            log.error("task %s: still %s after %.0f s", args.task_id, timeout.args[0]["state"], args.timeout)
+            return EXIT_TIMEOUT
+        if record["state"] != "COMPLETED":
+            print_json(record)
+            log.error("task %s ended %s", args.task_id, record["state"])
+            return EXIT_FAILED
+        if args.then_ingest:
+            return _then_ingest(args, beam_args, record)
+        print_json(record)
+        return EXIT_OK
+    except (ConnectorError, TaskNotFound) as error:
+        raise UsageError(str(error)) from None
+    except RemoteCallError as error:
+        log.error("%s", error)
+        return EXIT_FAILED
