@@ -28,7 +28,7 @@ from connectors.templating import merge_parameters
 
 TASK_TYPE = "BATCH_PREDICTION"
 MAX_POLL_FAILURES = 10
-STATUS_RETRY = RetryPolicy(max_retries=3, initial_backoff=1.0, max_backoff=10.0)
+STATUS_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.5, max_backoff=5.0)
 log = logging.getLogger("mlbatch")
 
 
@@ -59,8 +59,11 @@ class Launcher:
         task = self.store.create(
             TASK_TYPE,
             function_name="REMOTE",
-            connector={"name": connector.name, "protocol": connector.protocol,
-                       "path": str(Path(connector_path).resolve())},
+            connector={
+                "name": connector.name,
+                "protocol": connector.protocol,
+                "path": str(Path(connector_path).resolve()),
+            },
             parameters=redactor.value(parameters),
         )
         action = connector.action("batch_predict")
@@ -93,7 +96,9 @@ class Launcher:
             failures = record.get("poll_failures", 0) + 1
             state = "UNREACHABLE" if failures > MAX_POLL_FAILURES else record["state"]
             log.warning("status poll %d failed: %s", failures, redactor.text(str(error)))
-            return self.store.update(task_id, state=state, poll_failures=failures, error=redactor.text(str(error)))
+            return self.store.update(
+                task_id, state=state, poll_failures=failures, error=redactor.text(str(error))
+            )
         remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
         mapped = map_status(remote_job, self.partial_is_failure)
         fields: dict[str, Any] = {"state": mapped.state, "remote_job": remote_job, "poll_failures": 0}
@@ -113,5 +118,8 @@ class Launcher:
         answer = call(connector, request, retry=STATUS_RETRY)
         remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
         state = map_status(answer).state if answer else "CANCELLING"
-        return self.store.update(task_id, state=state if state in ("CANCELLING", "CANCELLED") else "CANCELLING",
-                                 remote_job=remote_job)
+        return self.store.update(
+            task_id,
+            state=state if state in ("CANCELLING", "CANCELLED") else "CANCELLING",
+            remote_job=remote_job,
+        )

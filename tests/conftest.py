@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the OpenAI files server.
+"""Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the local batch services.
 
 osmem-server's pytest plugin provides `osmem_url`: a fresh clone of an OpenSearch-compatible
 server per test.
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import MotoS3, OpenAIFilesServer
+from tests.batch_services import BatchServices
+from tests.servers import MotoS3
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
 
@@ -47,8 +48,9 @@ def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def openai_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIFilesServer]:
-    server = OpenAIFilesServer(OPENAI_TEST_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+def openai_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchServices]:
+    """The local batch services; OPENAI_BASE_URL points the openai SDK at them."""
+    server = BatchServices(OPENAI_TEST_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
     yield server
     server.close()
