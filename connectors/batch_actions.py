@@ -1,7 +1,8 @@
 """Status and cancel actions of a batch connector, and what a submitted job tells them (pure).
 
 When a connector has no `batch_predict_status` / `cancel_batch_predict` action, they are
-derived from the `batch_predict` URL as ML Commons does, by the first provider name in it:
+derived from the `batch_predict` URL as ML Commons does, by the first provider name in it
+(after the connector's own parameters are filled in):
 
 | provider | status | cancel |
 |---|---|---|
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.connector import Connector, ConnectorAction, ConnectorError
+from connectors.templating import fill, merge_parameters
 
 PROVIDERS = ("sagemaker", "openai", "bedrock", "cohere")
 _SAGEMAKER_BODY = '{ "TransformJobName" : "${parameters.TransformJobName}"}'
@@ -37,7 +39,7 @@ def provider_of(url: str) -> str | None:
 def _derive(connector: Connector, action_type: str) -> ConnectorAction:
     submit = connector.action("batch_predict")
     assert submit is not None  # parse_connector guarantees it
-    provider = provider_of(submit.url)
+    provider = provider_of(fill(submit.url, merge_parameters(connector.parameters, {}), {}))
     verb = "get the batch job details" if action_type == "batch_predict_status" else "cancel the batch job"
     if provider is None:
         raise ConnectorError(

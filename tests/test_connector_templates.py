@@ -190,3 +190,9 @@ def test_connector_validation(change, message):
     with pytest.raises(ConnectorError) as caught:
         parse_connector({**connector("https://api.openai.com/v1/batches"), **change})
     assert str(caught.value) == message
+
+
+def test_provider_is_found_after_connector_parameters_are_filled():
+    body = connector("${parameters.base_url}/batches", parameters={"base_url": "https://api.openai.com/v1"})
+    status = job_action(parse_connector(body), "batch_predict_status")
+    assert status.url == "${parameters.base_url}/batches/${parameters.id}"

@@ -254,3 +254,27 @@ def test_every_blueprint_is_a_valid_connector():
             "batch_predict_status",
             "cancel_batch_predict",
         }
+
+
+def test_too_many_failed_polls_make_the_task_unreachable(capsys, tmp_path):
+    from connectors.task_store import TaskStore
+    from tests.servers import free_port
+
+    connector = blueprint(
+        tmp_path,
+        "cohere_embed_job.json",
+        {"cohere_key": OPENAI_TEST_KEY},
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    store = TaskStore()
+    task = store.create(
+        "BATCH_PREDICTION",
+        function_name="REMOTE",
+        connector={"path": connector},
+        parameters={},
+        remote_job={"job_id": "embed_1"},
+        poll_failures=10,
+    )
+    code, record = cli(capsys, "predict", "wait", task["task_id"], "--interval", "0.01")
+    assert code == 1 and record["state"] == "UNREACHABLE" and record["poll_failures"] == 11
+    assert "ConnectionError" in record["error"]
