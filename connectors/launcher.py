@@ -11,6 +11,8 @@ the connector is kept by path and re-read when the job is polled.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import orjson
 from connectors.batch_actions import job_action, remote_job_parameters
 from connectors.bulk_retry import RetryPolicy
 from connectors.connector import Connector, ConnectorError, parse_connector
-from connectors.job_status import TERMINAL_STATES, map_status
+from connectors.job_status import TERMINAL_STATES, map_status, service_status
 from connectors.redact import Redactor
 from connectors.remote_call import RemoteCallError, call, render_action
 from connectors.task_store import TaskStore
@@ -47,6 +49,17 @@ def redactor_for(connector: Connector) -> Redactor:
     return Redactor.of(value for key, value in connector.credential.items() if key != "region")
 
 
+@contextmanager
+def _redacted(redactor: Redactor) -> Iterator[None]:
+    """Re-raise remote and connector errors with the connector's secrets masked."""
+    try:
+        yield
+    except RemoteCallError as error:
+        raise RemoteCallError(error.status, redactor.text(str(error))) from None
+    except ConnectorError as error:
+        raise ConnectorError(redactor.text(str(error))) from None
+
+
 @dataclass
 class Launcher:
     """The batch-predict operations over one task store."""
@@ -69,57 +82,59 @@ class Launcher:
         action = connector.action("batch_predict")
         assert action is not None  # parse_connector guarantees it
         try:
-            request = render_action(connector, action, merge_parameters(connector.parameters, parameters))
-            answer = call(connector, request)
+            with _redacted(redactor):
+                request = render_action(connector, action, merge_parameters(connector.parameters, parameters))
+                answer = call(connector, request)
         except (ConnectorError, RemoteCallError) as error:
-            return self.store.update(task["task_id"], state="FAILED", error=redactor.text(str(error)))
-        log.info("submitted %s %s: %s", request.method, request.url, redactor.text(str(answer))[:200])
+            return self.store.update(task["task_id"], state="FAILED", error=str(error))
+        log.info("submitted the batch job: %s", redactor.text(orjson.dumps(answer).decode())[:300])
         return self.store.update(task["task_id"], remote_job=redactor.value(answer))
 
     def _job_parameters(self, connector: Connector, record: dict[str, Any]) -> dict[str, str]:
         request = {**record.get("parameters", {}), **remote_job_parameters(record.get("remote_job") or {})}
         return merge_parameters(connector.parameters, request)
 
-    def connector_of(self, record: dict[str, Any], override: str | None) -> Connector:
-        return load_connector(override or record["connector"]["path"])
+    def _prediction(self, task_id: str, connector_path: str | None) -> tuple[dict[str, Any], Connector]:
+        record = self.store.get(task_id)
+        if record.get("task_type") != TASK_TYPE:
+            raise ConnectorError(
+                f"task {task_id} is a {record.get('task_type')} task, not a batch prediction"
+            )
+        return record, load_connector(connector_path or record["connector"]["path"])
 
     def refresh(self, task_id: str, connector_path: str | None = None) -> dict[str, Any]:
         """Poll the service once and record the job's state."""
-        record = self.store.get(task_id)
-        connector = self.connector_of(record, connector_path)
+        record, connector = self._prediction(task_id, connector_path)
         redactor = redactor_for(connector)
         action = job_action(connector, "batch_predict_status")
         try:
-            request = render_action(connector, action, self._job_parameters(connector, record))
-            answer = call(connector, request, retry=STATUS_RETRY)
+            with _redacted(redactor):
+                request = render_action(connector, action, self._job_parameters(connector, record))
+                answer = call(connector, request, retry=STATUS_RETRY)
         except RemoteCallError as error:
             failures = record.get("poll_failures", 0) + 1
             state = "UNREACHABLE" if failures > MAX_POLL_FAILURES else record["state"]
-            log.warning("status poll %d failed: %s", failures, redactor.text(str(error)))
-            return self.store.update(
-                task_id, state=state, poll_failures=failures, error=redactor.text(str(error))
-            )
+            log.warning("status poll %d failed: %s", failures, error)
+            return self.store.update(task_id, state=state, poll_failures=failures, error=str(error))
         remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
         mapped = map_status(remote_job, self.partial_is_failure)
         fields: dict[str, Any] = {"state": mapped.state, "remote_job": remote_job, "poll_failures": 0}
         if mapped.warning:
             fields["warning"] = mapped.warning
-        return self.store.update(task_id, **fields)
+        return self.store.update(task_id, drop=("error",), **fields)
 
     def cancel(self, task_id: str, connector_path: str | None = None) -> dict[str, Any]:
-        """Ask the service to stop the job; CANCELLING or CANCELLED from its answer."""
-        record = self.store.get(task_id)
+        """Ask the service to stop the job; the state follows its answer (CANCELLING when it says nothing)."""
+        record, connector = self._prediction(task_id, connector_path)
         if record["state"] in TERMINAL_STATES:
             return record
-        connector = self.connector_of(record, connector_path)
         redactor = redactor_for(connector)
         action = job_action(connector, "cancel_batch_predict")
-        request = render_action(connector, action, self._job_parameters(connector, record))
-        answer = call(connector, request, retry=STATUS_RETRY)
+        with _redacted(redactor):
+            request = render_action(connector, action, self._job_parameters(connector, record))
+            answer = call(connector, request, retry=STATUS_RETRY)
         remote_job = redactor.value({**(record.get("remote_job") or {}), **answer})
-        state = map_status(answer).state if answer else "CANCELLING"
+        state = map_status(answer).state if service_status(answer) else "CANCELLING"
         return self.store.update(
-            task_id,
-            state=state if state in ("CANCELLING", "CANCELLED") else "CANCELLING",
-            remote_job=remote_job,
+            task_id, state="CANCELLING" if state == "RUNNING" else state, remote_job=remote_job
         )

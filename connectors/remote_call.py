@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from connectors.bulk_retry import RetryPolicy
-from connectors.connector import Connector, ConnectorAction
+from connectors.connector import Connector, ConnectorAction, ConnectorError
 from connectors.templating import render_body, render_text
 
 DEFAULT_TIMEOUT = 30.0
@@ -45,6 +45,8 @@ def render_action(
     """The HTTP request an action stands for, every placeholder filled (ConnectorError otherwise)."""
     where = f"{action.action_type} action"
     url = render_text(action.url, parameters, connector.credential, f"{where} url")
+    if not url.startswith(("http://", "https://")):
+        raise ConnectorError(f"{where} url: {url!r} is not an http(s) URL")
     headers = {
         name: render_text(value, parameters, connector.credential, f"{where} header {name!r}")
         for name, value in action.headers.items()

@@ -27,8 +27,10 @@ def mlbatch_home() -> Path:
 
 
 def new_task_id() -> str:
-    """A 20-character id shaped like OpenSearch's auto-generated ids."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+    """A 20-character id shaped like OpenSearch's auto-generated ids, never starting with '-'
+    (the command line would read it as an option)."""
+    first = secrets.choice(string.ascii_letters + string.digits)
+    return first + "".join(secrets.choice(_ID_ALPHABET) for _ in range(19))
 
 
 def now_millis() -> int:
@@ -74,8 +76,11 @@ class TaskStore:
             db.execute("INSERT INTO tasks VALUES (?, ?, ?)", (record["task_id"], stamp, orjson.dumps(record)))
         return record
 
-    def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
+    def update(self, task_id: str, drop: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
+        """Set `fields` (and remove the `drop` fields) of a task; returns the new record."""
         record = {**self.get(task_id), **fields, "last_update_time": now_millis()}
+        for name in drop:
+            record.pop(name, None)
         with self._connect() as db:
             db.execute("UPDATE tasks SET record = ? WHERE task_id = ?", (orjson.dumps(record), task_id))
         return record

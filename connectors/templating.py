@@ -22,7 +22,9 @@ from connectors.connector import ConnectorError
 _PLACEHOLDER = re.compile(r"(\$?)\$\{(parameters|credential)\.([^}:]+)(?::-([^}]*))?\}")
 _NULL_DEFAULT = re.compile(r"\"\$\{parameters\.(\w+):-null\}\"")
 _UNFILLED = re.compile(r"\$\{parameters\.([^}]+)\}")
+_UNFILLED_CREDENTIAL = re.compile(r"\$\{credential\.([^}]+)\}")
 _MAX_DEPTH = 10
+_LITERAL = "\x00{"
 
 
 def parameter_text(value: Any) -> str:
@@ -62,6 +64,11 @@ def merge_parameters(
 
 def fill(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
     """`template` with every known placeholder filled, defaults applied, values filled recursively."""
+    return _fill_marked(template, parameters, credential).replace(_LITERAL, "${")
+
+
+def _fill_marked(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
+    """Like `fill`, but `$${` literals are left as a marker, so leftovers can be told from them."""
     text = _NULL_DEFAULT.sub(lambda m: m.group(0) if m.group(1) in parameters else "null", template)
     return _fill(text, parameters, credential, 0)
 
@@ -69,7 +76,7 @@ def fill(template: str, parameters: dict[str, str], credential: dict[str, str]) 
 def _fill(text: str, parameters: dict[str, str], credential: dict[str, str], depth: int) -> str:
     def substitute(match: re.Match[str]) -> str:
         if match.group(1):
-            return match.group(0)[1:]
+            return _LITERAL + match.group(0)[3:]
         source = parameters if match.group(2) == "parameters" else credential
         value = source.get(match.group(3))
         if value is None:
@@ -85,22 +92,28 @@ def unfilled_parameters(text: str) -> list[str]:
 
 
 def render_body(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
-    """The request body, checked: no placeholder left and valid JSON, else ConnectorError."""
-    payload = fill(template, parameters, credential)
-    missing = unfilled_parameters(payload)
+    """The request body, checked: no placeholder left and valid JSON, else ConnectorError.
+
+    The error never quotes the filled body, which may hold credentials.
+    """
+    marked = _fill_marked(template, parameters, credential)
+    missing = unfilled_parameters(marked)
     if missing:
         raise ConnectorError("Some parameter placeholder not filled in payload: " + ", ".join(missing))
+    payload = marked.replace(_LITERAL, "${")
     try:
         json.loads(payload)
-    except ValueError:
-        raise ConnectorError(f"Invalid payload: {payload[:200]}") from None
+    except ValueError as error:
+        raise ConnectorError(
+            f"Invalid payload: the filled request_body is not valid JSON ({error})"
+        ) from None
     return payload
 
 
 def render_text(template: str, parameters: dict[str, str], credential: dict[str, str], where: str) -> str:
-    """A url or header value, with no placeholder left, else ConnectorError naming `where`."""
-    text = fill(template, parameters, credential)
-    missing = unfilled_parameters(text) + re.findall(r"\$\{credential\.([^}]+)\}", text)
+    """A url or header value with every placeholder filled, else ConnectorError naming `where`."""
+    marked = _fill_marked(template, parameters, credential)
+    missing = unfilled_parameters(marked) + _UNFILLED_CREDENTIAL.findall(marked)
     if missing:
-        raise ConnectorError(f"{where}: placeholder not filled: {', '.join(missing)}")
-    return text
+        raise ConnectorError(f"{where} contains unresolved placeholder(s): {', '.join(missing)}")
+    return marked.replace(_LITERAL, "${")

@@ -14,6 +14,7 @@ filled from the finished job and the ingestion runs, its task record printed ins
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Any
 
@@ -22,7 +23,8 @@ import orjson
 from connectors.batch_actions import resolve_remote_job
 from connectors.connector import ConnectorError
 from connectors.job_status import TERMINAL_STATES, service_status
-from connectors.launcher import Launcher, load_connector
+from connectors.launcher import Launcher, load_connector, redactor_for
+from connectors.redact import RedactingFilter
 from connectors.remote_call import RemoteCallError
 from connectors.task_store import TaskNotFound, TaskStore
 from pipelines.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, log, print_json, read_json
@@ -94,31 +96,52 @@ def _wait(launcher: Launcher, args: argparse.Namespace) -> dict[str, Any]:
         log.info("task %s: %s (service status: %s)", args.task_id, record["state"], status)
         if record["state"] in FINAL_STATES:
             return record
-        if deadline is not None and time.monotonic() + delay > deadline:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
             raise TimeoutError(record)
-        time.sleep(delay)
+        time.sleep(delay if remaining is None else min(delay, remaining))
         delay = min(delay * 1.5, args.max_interval)
 
 
-def _then_ingest(args: argparse.Namespace, beam_args: list[str], record: dict[str, Any]) -> int:
-    body = read_json(args.then_ingest, "--then-ingest")
-    sources = body.get("data_source", {}).get("source") if isinstance(body, dict) else None
-    if isinstance(sources, list):
-        try:
-            body["data_source"]["source"] = [
-                resolve_remote_job(source, record.get("remote_job") or {})
-                if isinstance(source, str)
-                else source
-                for source in sources
-            ]
-        except ConnectorError as error:
-            raise UsageError(f"--then-ingest {args.then_ingest}: {error}") from None
-    log.info("job completed; ingesting %s", body.get("data_source", {}).get("source"))
+def _ingest_request(path: str) -> dict[str, Any]:
+    """The --then-ingest request, read and shape-checked before any waiting."""
+    body = read_json(path, "--then-ingest")
+    data_source = body.get("data_source") if isinstance(body, dict) else None
+    if not isinstance(data_source, dict) or not isinstance(data_source.get("source"), list):
+        raise UsageError(f"--then-ingest {path}: data_source.source must be a list")
+    return body
+
+
+def _then_ingest(
+    args: argparse.Namespace, beam_args: list[str], body: dict[str, Any], record: dict[str, Any]
+) -> int:
+    remote_job = record.get("remote_job") or {}
+    try:
+        body["data_source"]["source"] = [
+            resolve_remote_job(source, remote_job) if isinstance(source, str) else source
+            for source in body["data_source"]["source"]
+        ]
+    except ConnectorError as error:
+        raise UsageError(f"--then-ingest {args.then_ingest}: {error}") from None
+    log.info("job completed; ingesting %s", body["data_source"]["source"])
     return run_ingest(args, beam_args, body, {"batch_prediction_task_id": record["task_id"]})
+
+
+def _install_redaction(launcher: Launcher, args: argparse.Namespace) -> None:
+    """Mask the connector's secrets in every log line of this command."""
+    path = getattr(args, "connector", None)
+    if path is None and getattr(args, "task_id", None):
+        with contextlib.suppress(TaskNotFound, KeyError):
+            path = launcher.store.get(args.task_id)["connector"]["path"]
+    with contextlib.suppress(ConnectorError):
+        if path:
+            for handler in log.handlers:
+                handler.addFilter(RedactingFilter(redactor_for(load_connector(path))))
 
 
 def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     launcher = Launcher(TaskStore(), partial_is_failure=getattr(args, "partial_is_failure", False))
+    _install_redaction(launcher, args)
     try:
         if args.predict_command == "submit":
             record = launcher.submit(
@@ -140,6 +163,9 @@ def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
             record = launcher.cancel(args.task_id, args.connector)
             print_json(record)
             return EXIT_OK if record["state"] in ("CANCELLING", "CANCELLED") else EXIT_FAILED
+        if args.interval <= 0 or args.max_interval <= 0 or (args.timeout is not None and args.timeout <= 0):
+            raise UsageError("--interval, --max-interval and --timeout must be positive")
+        ingest_body = _ingest_request(args.then_ingest) if args.then_ingest else None
         try:
             record = _wait(launcher, args)
         except TimeoutError as timeout:
@@ -150,8 +176,8 @@ def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
             print_json(record)
             log.error("task %s ended %s", args.task_id, record["state"])
             return EXIT_FAILED
-        if args.then_ingest:
-            return _then_ingest(args, beam_args, record)
+        if ingest_body is not None:
+            return _then_ingest(args, beam_args, ingest_body, record)
         print_json(record)
         return EXIT_OK
     except (ConnectorError, TaskNotFound) as error:

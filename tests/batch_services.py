@@ -8,8 +8,10 @@
   (`/model-invocation-job…`, SigV4 service `bedrock`) and SageMaker's JSON protocol
   (`X-Amz-Target: SageMaker.*`, SigV4 service `sagemaker`) with InProgress and
   Stopping states.
-Every job walks through its kind's `progress` (changeable per test), one status per poll;
-cancel goes to the cancelling state, and the next poll shows it cancelled.
+Paths may start with `/openai/` or `/cohere/`, so connectors without status and cancel
+actions can derive them from the url as ML Commons does. Every job walks through its
+kind's `progress` (changeable per test), one status per poll; cancel goes to the
+cancelling state, and the next poll shows it cancelled.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class BatchServices:
         if target.startswith("SageMaker."):
             return self._sagemaker(target.split(".", 1)[1], headers, body)
         parts = [unquote(part) for part in path.strip("/").split("/")]
+        if parts[0] in ("openai", "cohere"):
+            parts = parts[1:]
         if parts[0] == "model-invocation-job":
             return self._bedrock(method, parts[1:], headers, body)
         if headers.get("Authorization") != f"Bearer {self.api_key}":

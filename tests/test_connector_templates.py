@@ -64,13 +64,20 @@ def test_unfilled_placeholders_fail_with_ml_commons_message():
 
 def test_credentials_fill_headers_and_missing_ones_are_named():
     assert render_text("Bearer ${credential.openAI_key}", {}, CREDENTIAL, "h") == "Bearer sk-abc"
-    with pytest.raises(ConnectorError, match="h: placeholder not filled: cohere_key"):
+    with pytest.raises(ConnectorError, match=r"h contains unresolved placeholder\(s\): cohere_key"):
         render_text("Bearer ${credential.cohere_key}", {}, CREDENTIAL, "h")
 
 
-def test_invalid_json_payload():
-    with pytest.raises(ConnectorError, match="Invalid payload"):
-        render_body('{"a": ${parameters.x}}', {"x": "not json"}, {})
+def test_invalid_json_payload_never_quotes_the_filled_body():
+    with pytest.raises(ConnectorError, match="Invalid payload") as caught:
+        render_body(
+            '{"k": "${credential.key}", "a": ${parameters.x}}', {"x": "not json"}, {"key": "sk-secret"}
+        )
+    assert "sk-secret" not in str(caught.value)
+
+
+def test_double_dollar_literal_survives_a_body():
+    assert json.loads(render_body('{"a": "$${parameters.x}"}', {}, {})) == {"a": "${parameters.x}"}
 
 
 @pytest.mark.parametrize(

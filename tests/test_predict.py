@@ -278,3 +278,71 @@ def test_too_many_failed_polls_make_the_task_unreachable(capsys, tmp_path):
     code, record = cli(capsys, "predict", "wait", task["task_id"], "--interval", "0.01")
     assert code == 1 and record["state"] == "UNREACHABLE" and record["poll_failures"] == 11
     assert "ConnectionError" in record["error"]
+
+
+def test_status_and_cancel_derived_from_the_batch_predict_url_against_a_service(services, capsys, tmp_path):
+    connector = json.loads((BLUEPRINTS / "openai_batch.json").read_text())
+    connector["actions"] = connector["actions"][:1]
+    connector["parameters"]["base_url"] = f"{services.url}/openai/v1"
+    connector["credential"] = {"openAI_key": OPENAI_TEST_KEY}
+    (tmp_path / "c.json").write_text(json.dumps(connector))
+    services.files["file-in"] = jsonl([{"custom_id": "a", "body": {"model": "m", "input": ["x"]}}])
+    first = submit(capsys, str(tmp_path / "c.json"), input_file_id="file-in")
+    assert cli(capsys, "predict", "wait", first["task_id"], "--interval", "0.01")[1]["state"] == "COMPLETED"
+    second = submit(capsys, str(tmp_path / "c.json"), input_file_id="file-in")
+    assert cli(capsys, "predict", "cancel", second["task_id"])[1]["state"] == "CANCELLING"
+    assert ("GET", f"/openai/v1/batches/{first['remote_job']['id']}") in [
+        (m, p) for m, p, _ in services.requests
+    ]
+
+
+def test_connector_secrets_never_reach_the_output_of_failed_calls(capsys, tmp_path):
+    from tests.servers import free_port
+
+    connector = json.loads((BLUEPRINTS / "openai_batch.json").read_text())
+    connector["credential"] = {"openAI_key": "sk-never-print-me-0042"}
+    connector["parameters"]["base_url"] = f"http://127.0.0.1:{free_port()}/v1"
+    connector["actions"][2]["url"] += "?key=${credential.openAI_key}"
+    (tmp_path / "c.json").write_text(json.dumps(connector))
+    from connectors.task_store import TaskStore
+
+    task = TaskStore().create(
+        "BATCH_PREDICTION",
+        function_name="REMOTE",
+        state="RUNNING",
+        connector={"path": str(tmp_path / "c.json")},
+        parameters={},
+        remote_job={"id": "b1"},
+    )
+    capsys.readouterr()
+    assert main(["predict", "cancel", task["task_id"]]) == 1
+    code = main(
+        [
+            "predict",
+            "submit",
+            "--connector",
+            str(tmp_path / "c.json"),
+            "--parameters",
+            '{"input_file_id": "f"}',
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1 and "sk-never-print-me-0042" not in captured.out + captured.err
+    assert "key=***" in captured.err
+
+
+def test_predict_commands_refuse_other_tasks_and_bad_options(services, osmem_url, capsys, tmp_path):
+    from connectors.task_store import TaskStore
+
+    ingest_task = TaskStore().create("BATCH_INGEST")
+    assert main(["predict", "status", ingest_task["task_id"]]) == 2
+    assert "is a BATCH_INGEST task, not a batch prediction" in capsys.readouterr().err
+    connector = blueprint(
+        tmp_path, "cohere_embed_job.json", {"cohere_key": OPENAI_TEST_KEY}, base_url=f"{services.url}/v1"
+    )
+    task_id = submit(capsys, connector, dataset_id="d")["task_id"]
+    assert main(["predict", "wait", task_id, "--interval", "-1"]) == 2
+    (tmp_path / "bad.json").write_text(json.dumps({"data_source": "nope"}))
+    assert main(["predict", "wait", task_id, "--then-ingest", str(tmp_path / "bad.json")]) == 2
+    assert "data_source.source must be a list" in capsys.readouterr().err
+    assert cli(capsys, "task", "get", task_id)[1]["state"] == "CREATED"
