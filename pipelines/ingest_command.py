@@ -12,6 +12,8 @@ import argparse
 import contextlib
 import os
 import re
+import signal
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -108,6 +110,8 @@ def check_ingest_options(
         parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
     if args.max_retries < 0 or args.initial_backoff < 0 or args.max_backoff < 0:
         parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
+    if args.bulk_tuning and args.aws_sigv4 == "aoss":
+        parser.error("--bulk-tuning: OpenSearch Serverless has no index replica or refresh settings to tune")
     from pipelines.batch_ingest import unknown_beam_args
 
     unknown = unknown_beam_args(beam_args)
@@ -135,6 +139,7 @@ def _summarize(counters: dict[str, int]) -> dict[str, Any]:
             "bulk_requests",
             "bulk_retries",
             "dlq",
+            "rejected_records",
         )
     }
     for prefix, key in (
@@ -188,6 +193,20 @@ def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor
             os.environ.get("AWS_SESSION_TOKEN"),
         ]
     )
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C during the run, so the task is recorded and settings restored."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_ingest(
@@ -283,7 +302,10 @@ def run_ingest(
     )
     store.update(task_id, state="RUNNING")
     try:
-        with bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext():
+        with (
+            _sigterm_interrupts(),
+            bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext(),
+        ):
             counters = run_pipeline(job, beam_args)
     except KeyboardInterrupt:
         log.error("ingestion interrupted")

@@ -47,8 +47,8 @@ def decide_outcome(
             "FAILED",
             f"{distinct} distinct _ids were joined into {groups} groups; the runner split or lost keys",
         )
-    rejected = counters.get("dlq", 0)
-    if not rejected:
+    rejected = counters.get("rejected_records", 0)
+    if not counters.get("dlq", 0):
         return Outcome("COMPLETED")
     read = counters.get("read", 0)
     ratio = rejected / read if read else 1.0
@@ -57,4 +57,6 @@ def decide_outcome(
             "FAILED",
             f"{rejected} of {read} records rejected ({ratio:.2%}), over --max-error-ratio {max_error_ratio}",
         )
-    return Outcome("COMPLETED_WITH_ERROR", f"{rejected} record(s) rejected")
+    return Outcome(
+        "COMPLETED_WITH_ERROR", f"{rejected} record(s) rejected in {counters.get('dlq', 0)} DLQ entries"
+    )

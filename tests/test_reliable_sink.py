@@ -310,3 +310,42 @@ def test_vectors_in_a_field_not_mapped_as_knn_vector_are_warned_about(server, ca
     err = capsys.readouterr().err
     assert "field 'embedding' is mapped as float, not knn_vector" in err
     assert "field 'embedding' holds vectors but is not a knn_vector field" in err
+
+
+def test_a_rejected_joined_document_lists_every_record_and_counts_them(server, capsys, tmp_path):
+    sink = server()
+    (tmp_path / "out.jsonl").write_bytes(
+        jsonl([{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0]}])
+    )
+    (tmp_path / "in.jsonl").write_bytes(jsonl([{"k": "b", "text": "bee"}, {"k": "a", "text": "ay"}]))
+    request = {
+        "index_name": "vectors",
+        "field_map": {
+            "embedding": "source[0].$.vec",
+            "text": "source[1].$.text",
+            "_id": ["source[0].$.k", "source[1].$.k"],
+        },
+        "data_source": {"type": "local", "source": [str(tmp_path / "out.jsonl"), str(tmp_path / "in.jsonl")]},
+    }
+    code, record = run_ingest(
+        capsys, tmp_path, request, sink.url, "--max-error-ratio=0.4", index_body=MAPPING
+    )
+    assert code == 1 and record["counts"]["dlq"] == 1 and record["counts"]["rejected_records"] == 2
+    assert record["error"].startswith("2 of 4 records rejected (50.00%)")
+    (entry,) = dead_letters(record)
+    assert entry["origins"] == [
+        {"source": str(tmp_path / "out.jsonl"), "line": 2},
+        {"source": str(tmp_path / "in.jsonl"), "line": 1},
+    ]
+
+
+def test_bulk_tuning_left_over_by_a_killed_run_is_reset_not_kept(server, capsys, tmp_path):
+    sink = server()
+    path = tmp_path / "records.jsonl"
+    write_records(path, 2)
+    run_ingest(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)
+    sink.indices["vectors"]["settings"].update(refresh_interval="-1", number_of_replicas="0")
+    code, _ = run_ingest(capsys, tmp_path, request_for(path), sink.url, "--bulk-tuning")
+    assert code == 0
+    assert sink.settings_history[-1] == {"refresh_interval": None, "number_of_replicas": None}
+    assert "refresh_interval" not in sink.indices["vectors"]["settings"]

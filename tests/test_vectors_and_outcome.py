@@ -60,7 +60,7 @@ def test_everything_accounted_is_completed():
 
 
 def test_rejected_records_make_completed_with_error_or_failed_over_the_ratio():
-    counters = {**BASE, "dlq": 2}
+    counters = {**BASE, "dlq": 2, "rejected_records": 2}
     assert decide_outcome(counters, 2, joined=True).state == "COMPLETED_WITH_ERROR"
     assert decide_outcome(counters, 2, joined=True, max_error_ratio=0.5).state == "COMPLETED_WITH_ERROR"
     over = decide_outcome(counters, 2, joined=True, max_error_ratio=0.1)

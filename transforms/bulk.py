@@ -107,15 +107,7 @@ class OpenSearchWriteConfig:
 
 
 def _document_dead_letter(document: Document, stage: str, reason: str) -> DeadLetter:
-    origin = document.origins[0] if document.origins else None
-    return DeadLetter(
-        stage,
-        reason,
-        origin.uri if origin else "",
-        origin.line if origin else 0,
-        {"_id": document.doc_id, **document.fields},
-        sources=tuple(locator.source for locator in document.origins),
-    )
+    return DeadLetter(stage, reason, document.origins, {"_id": document.doc_id, **document.fields})
 
 
 def _already_exists(status: int, action: BulkAction) -> bool:

@@ -43,8 +43,9 @@ class _WriteDeadLettersFn(beam.DoFn):
         self._stream.write(orjson.dumps(entry, default=str) + b"\n")
         Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
         Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
-        for source in dead.sources:
-            accounted_counter(source).inc()
+        Metrics.counter(METRICS_NAMESPACE, "rejected_records").inc(len(dead.origins))
+        for origin in dead.origins:
+            accounted_counter(origin.source).inc()
 
     def finish_bundle(self) -> None:
         if self._stream is not None:

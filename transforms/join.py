@@ -46,10 +46,8 @@ class _MergeFn(beam.DoFn):
                     "map",
                     f"duplicate _id {doc_id!r} in source[{duplicate.locator.source}]; "
                     f"the record at {kept} was kept",
-                    duplicate.locator.uri,
-                    duplicate.locator.line,
+                    (duplicate.locator,),
                     duplicate.fields,
-                    sources=(duplicate.locator.source,),
                 ),
             )
         if outcome.document is None:

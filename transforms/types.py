@@ -77,25 +77,30 @@ class Document(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
-    """A record that could not be indexed, with the stage and reason, for the dead-letter queue."""
+    """Records that could not be indexed, with the stage and reason, for the dead-letter queue.
+
+    `origins` are the records it stands for: one for a source record, one per source for a
+    rejected joined document.
+    """
 
     stage: str
     reason: str
-    source: str
-    line: int
+    origins: tuple[Locator, ...]
     raw: Any
     raw_truncated: bool = False
-    sources: tuple[int, ...] = ()
 
     def to_json(self, task_id: str) -> dict[str, Any]:
+        first = self.origins[0]
         entry = {
             "task_id": task_id,
             "stage": self.stage,
             "reason": self.reason,
-            "source": self.source,
-            "line": self.line,
+            "source": first.uri,
+            "line": first.line,
             "raw": self.raw,
         }
+        if len(self.origins) > 1:
+            entry["origins"] = [{"source": origin.uri, "line": origin.line} for origin in self.origins]
         if self.raw_truncated:
             entry["raw_truncated"] = True
         return entry
@@ -104,10 +109,9 @@ class DeadLetter(NamedTuple):
 def dead_letter(stage: str, reason: str, locator: Locator, payload: bytes | dict[str, Any]) -> DeadLetter:
     """A DeadLetter for a source record: the raw line as text (cut at RAW_LIMIT_BYTES) or the Parquet row."""
     if isinstance(payload, dict):
-        return DeadLetter(stage, reason, locator.uri, locator.line, payload, sources=(locator.source,))
+        return DeadLetter(stage, reason, (locator,), payload)
     text = payload[:RAW_LIMIT_BYTES].decode("utf-8", errors="replace")
-    truncated = len(payload) > RAW_LIMIT_BYTES
-    return DeadLetter(stage, reason, locator.uri, locator.line, text, truncated, (locator.source,))
+    return DeadLetter(stage, reason, (locator,), text, len(payload) > RAW_LIMIT_BYTES)
 
 
 def accounted_counter(source: int) -> Any:
