@@ -16,22 +16,8 @@ import json
 import threading
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-Reply = tuple[int, Any]
-
-
-def bulk_actions(body: bytes) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
-    """(action name, action metadata, document) for each action of an NDJSON `_bulk` body."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
-    actions = []
-    position = 0
-    while position < len(lines):
-        ((name, meta),) = json.loads(lines[position]).items()
-        document = None if name == "delete" else json.loads(lines[position + 1])
-        position += 1 if name == "delete" else 2
-        actions.append((name, meta, document))
-    return actions
+from connectors.index_service import Reply, bulk_actions
 
 
 class NullSink:
