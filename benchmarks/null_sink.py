@@ -11,13 +11,11 @@ richer test server overrides (see `tests/fault_server.py`).
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import threading
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from connectors.index_service import Reply, bulk_actions
+from connectors.http_service import JsonHttpServer, Reply
+from connectors.index_service import bulk_actions
 
 
 class NullSink:
@@ -29,32 +27,8 @@ class NullSink:
         self.ids: set[str] = set()
         self.bodies = 0
         self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                status, payload = sink.handle(self.command, self.path.split("?")[0], self.headers, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._http = JsonHttpServer(self.handle, port)
+        self.url = self._http.url
 
     def handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
         """Answer one request: (HTTP status, JSON payload)."""
@@ -78,12 +52,11 @@ class NullSink:
         return 200, {"version": {"number": "2.19.0", "distribution": "opensearch"}}
 
     def start(self) -> NullSink:
-        self._thread.start()
+        self._http.start()
         return self
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.close()
 
 
 def main() -> None:
@@ -91,7 +64,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     sink = NullSink(parser.parse_args().port).start()
     print(sink.url, flush=True)
-    sink._thread.join()
+    sink._http.serve_forever()
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = tuple[int, Any]
+from connectors.http_service import JsonHttpServer, Reply
+
 Embed = Callable[[Sequence[str]], list[list[float]]]
 BATCH_TEXTS = 64
 
@@ -66,43 +66,18 @@ class EmbeddingService:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, payload = service.handle(self.command, self.path.split("?")[0], self.headers, body)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header(
-                    "Content-Type",
-                    "application/octet-stream" if isinstance(payload, bytes) else "application/json",
-                )
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve  # noqa: N815
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._http = JsonHttpServer(self.handle, port, url_suffix="/v1")
+        self.url = self._http.url
 
     def start(self) -> EmbeddingService:
-        self._thread.start()
+        self._http.start()
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        self._http.serve_forever()
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.close()
 
     def handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
         if headers.get("Authorization") != f"Bearer {self.api_key}":

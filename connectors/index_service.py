@@ -21,11 +21,11 @@ import shutil
 import threading
 import uuid
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-Reply = tuple[int, Any]
+from connectors.http_service import JsonHttpServer, Reply
+
 _WORD = re.compile(r"\w+")
 
 
@@ -292,45 +292,18 @@ class LocalIndexServer:
     def __init__(self, directory: Path | None = None, port: int = 0) -> None:
         self.store = LocalIndexes(directory)
         self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _serve(self) -> None:
-                import gzip
-
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                status, payload = server.handle(self.command, self.path.split("?")[0], self.headers, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._http = JsonHttpServer(self.handle, port)
+        self.url = self._http.url
 
     def start(self) -> LocalIndexServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        self._http.serve_forever()
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.close()
 
     def item_fault(self, position: int, doc_id: str) -> dict[str, Any] | None:
         """An error result to answer for one bulk item instead of applying it (none here; tests inject)."""

@@ -21,13 +21,12 @@ import json
 import threading
 import uuid
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from connectors.embedding_service import parse_upload
+from connectors.http_service import JsonHttpServer, Reply
 
-Reply = tuple[int, Any]
 OPENAI_PROGRESS = ("validating", "in_progress", "finalizing", "completed")
 COHERE_PROGRESS = ("processing", "complete")
 BEDROCK_PROGRESS = ("Submitted", "InProgress", "Completed")
@@ -53,40 +52,17 @@ class BatchServices:
             "bedrock": BEDROCK_PROGRESS,
             "transform": SAGEMAKER_PROGRESS,
         }
-        services = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with services.lock:
-                    status, payload = services.handle(
-                        self.command, self.path.split("?")[0], self.headers, body
-                    )
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header(
-                    "Content-Type",
-                    "application/octet-stream" if isinstance(payload, bytes) else "application/json",
-                )
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve  # noqa: N815
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._http = JsonHttpServer(self._locked_handle)
+        self.url = self._http.url
         self.openai_url = f"{self.url}/v1"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._http.start()
+
+    def _locked_handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        with self.lock:
+            return self.handle(method, path, headers, body)
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.close()
 
     # -- dispatch -------------------------------------------------------------------------
 
