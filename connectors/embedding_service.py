@@ -46,7 +46,7 @@ def _error(status: int, message: str) -> Reply:
     return status, {"error": {"message": message, "type": "invalid_request_error"}}
 
 
-class EmbeddingService:
+class EmbeddingService(JsonHttpServer):
     """The service; `embed` defaults to the packaged MiniLM model."""
 
     def __init__(
@@ -66,18 +66,7 @@ class EmbeddingService:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
-        self._http = JsonHttpServer(self.handle, port, url_suffix="/v1")
-        self.url = self._http.url
-
-    def start(self) -> EmbeddingService:
-        self._http.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._http.serve_forever()
-
-    def close(self) -> None:
-        self._http.close()
+        super().__init__(self.handle, port, url_suffix="/v1")
 
     def handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
         if headers.get("Authorization") != f"Bearer {self.api_key}":

@@ -13,14 +13,14 @@ import threading
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Reply = tuple[int, Any]
 Handle = Callable[[str, str, Message, bytes], Reply]
 
 
 class JsonHttpServer:
-    """A threaded loopback HTTP server around one handler function."""
+    """A threaded loopback HTTP server around one handler function (services subclass it)."""
 
     def __init__(self, handle: Handle, port: int = 0, url_suffix: str = "") -> None:
         class Handler(BaseHTTPRequestHandler):
@@ -49,8 +49,10 @@ class JsonHttpServer:
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}{url_suffix}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def start(self) -> None:
+    def start(self) -> Self:
+        """Serve in a background thread; returns the server."""
         self._thread.start()
+        return self
 
     def serve_forever(self) -> None:
         self._httpd.serve_forever()

@@ -286,24 +286,13 @@ class LocalIndexes:
         ]
 
 
-class LocalIndexServer:
+class LocalIndexServer(JsonHttpServer):
     """The HTTP front of `LocalIndexes` on 127.0.0.1; `handle` is the one method subclasses extend."""
 
     def __init__(self, directory: Path | None = None, port: int = 0) -> None:
         self.store = LocalIndexes(directory)
         self.lock = threading.Lock()
-        self._http = JsonHttpServer(self.handle, port)
-        self.url = self._http.url
-
-    def start(self) -> LocalIndexServer:
-        self._http.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._http.serve_forever()
-
-    def close(self) -> None:
-        self._http.close()
+        super().__init__(self.handle, port)
 
     def item_fault(self, position: int, doc_id: str) -> dict[str, Any] | None:
         """An error result to answer for one bulk item instead of applying it (none here; tests inject)."""
