@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -36,27 +35,17 @@ BulkAction = Literal["index", "create"]
 log = logging.getLogger("mlbatch")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not a JSON type")
+def fields_json(fields: dict[str, Any]) -> bytes:
+    """A document's JSON; bytes values are JSON already (see `transforms.projection.to_wire`)."""
+    return orjson.dumps(
+        {name: orjson.Fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
+    )
 
 
 def encode_action(document: Document, action: BulkAction = "index") -> bytes:
-    """The two NDJSON lines of an `index` (or `create`) action; TypeError if it is not JSON-able.
-
-    Parquet decimals become JSON numbers; other non-JSON values (e.g. binary columns) raise.
-    """
+    """The two NDJSON lines of an `index` (or `create`) action, each document serialized once."""
     meta = b"{}" if document.doc_id is None else b'{"_id":' + orjson.dumps(document.doc_id) + b"}"
-    return (
-        b'{"'
-        + action.encode()
-        + b'":'
-        + meta
-        + b"}\n"
-        + orjson.dumps(document.fields, default=_json_default)
-        + b"\n"
-    )
+    return b'{"' + action.encode() + b'":' + meta + b"}\n" + fields_json(document.fields) + b"\n"
 
 
 class BulkBuffer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import apache_beam as beam
 import orjson
@@ -20,6 +21,11 @@ from apache_beam.metrics import Metrics
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
 from transforms.types import METRICS_NAMESPACE, DeadLetter, accounted_counter
+
+
+def _raw_json(value: Any) -> Any:
+    """Field values that travel as JSON bytes go in as JSON; anything else odd as its text."""
+    return orjson.Fragment(value) if isinstance(value, bytes) else str(value)
 
 
 class _WriteDeadLettersFn(beam.DoFn):
@@ -40,7 +46,7 @@ class _WriteDeadLettersFn(beam.DoFn):
             params = {"client": self._access.s3_client()} if path.startswith("s3://") else {}
             self._stream = smart_open.open(path, "wb", transport_params=params)
         entry = self._redactor.value(dead.to_json(self._task_id))
-        self._stream.write(orjson.dumps(entry, default=str) + b"\n")
+        self._stream.write(orjson.dumps(entry, default=_raw_json) + b"\n")
         Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
         Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
         Metrics.counter(METRICS_NAMESPACE, "rejected_records").inc(len(dead.origins))

@@ -9,9 +9,13 @@ in the mapping are reported so the user can fix the mapping.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
+import orjson
+
 _SHOWN_VALUE_CHARS = 40
+_FLOAT_LIST = re.compile(rb"\[\s*-?\d+\.\d*(?:[eE][-+]?\d+)?\s*,")
 
 
 def vector_problem(value: Any, dimension: int | None) -> str | None:
@@ -31,12 +35,12 @@ def vector_problem(value: Any, dimension: int | None) -> str | None:
 
 
 def document_vector_problem(fields: dict[str, Any], knn_fields: dict[str, int | None]) -> str | None:
-    """The first bad vector of a document as `<field> <problem>`, or None."""
+    """The first bad vector of a document as `<field> <problem>`, or None (bytes values are JSON)."""
     for name, dimension in knn_fields.items():
         value = fields.get(name)
         if value is None:
             continue
-        problem = vector_problem(value, dimension)
+        problem = vector_problem(orjson.loads(value) if isinstance(value, bytes) else value, dimension)
         if problem:
             return f"vector field {name!r} {problem}"
     return None
@@ -44,11 +48,10 @@ def document_vector_problem(fields: dict[str, Any], knn_fields: dict[str, int | 
 
 def unmapped_vector_fields(fields: dict[str, Any], knn_fields: dict[str, int | None]) -> list[str]:
     """Fields holding a list of 2+ numbers that the mapping does not declare as `knn_vector`."""
-    return [
-        name
-        for name, value in fields.items()
-        if name not in knn_fields
-        and isinstance(value, list)
-        and len(value) > 1
-        and isinstance(value[0], float)
-    ]
+    return [name for name, value in fields.items() if name not in knn_fields and _looks_like_vector(value)]
+
+
+def _looks_like_vector(value: Any) -> bool:
+    if isinstance(value, bytes):
+        return _FLOAT_LIST.match(value) is not None
+    return isinstance(value, list) and len(value) > 1 and isinstance(value[0], float)
