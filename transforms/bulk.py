@@ -132,9 +132,14 @@ class _BulkWriteFn(beam.DoFn):
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
         self._in_flight: deque[tuple[list[Document], Future[BulkOutcome]]] = deque()
 
-    def _account(self, document: Document) -> None:
-        for origin in document.origins:
-            self._accounted[origin.source].inc()
+    def _account(self, documents: list[Document]) -> None:
+        per_source = [0] * len(self._accounted)
+        for document in documents:
+            for origin in document.origins:
+                per_source[origin.source] += 1
+        for source, count in enumerate(per_source):
+            if count:
+                self._accounted[source].inc(count)
 
     def _check(self, document: Document) -> str | None:
         for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
@@ -190,24 +195,28 @@ class _BulkWriteFn(beam.DoFn):
         self._counters["bulk_requests"].inc(1 + outcome.retries)
         self._counters["bulk_retries"].inc(outcome.retries)
         rejected: list[DeadLetter] = []
+        skipped: list[Document] = []
         for position, status, reason in outcome.failures:
             document = documents[position]
             if _already_exists(status, self._config.action):
-                self._counters["skipped_existing"].inc()
-                self._account(document)
+                skipped.append(document)
                 continue
-            self._counters["bulk_rejected"].inc()
             rejected.append(_document_dead_letter(document, "bulk", reason))
-        succeeded = 0
-        for document, item in zip(documents, outcome.results, strict=True):
-            if item is None:
-                continue
-            succeeded += 1
-            self._account(document)
-            result = next(iter(item.values())).get("result")
-            self._counters["updated" if result == "updated" else "created"].inc()
-        self._counters["indexed"].inc(succeeded)
-        progress.INDEXED.add(succeeded)
+        written = [
+            document for document, item in zip(documents, outcome.results, strict=True) if item is not None
+        ]
+        updated = sum(
+            1
+            for item in outcome.results
+            if item is not None and next(iter(item.values())).get("result") == "updated"
+        )
+        self._account(written + skipped)
+        self._counters["skipped_existing"].inc(len(skipped))
+        self._counters["bulk_rejected"].inc(len(rejected))
+        self._counters["indexed"].inc(len(written))
+        self._counters["updated"].inc(updated)
+        self._counters["created"].inc(len(written) - updated)
+        progress.INDEXED.add(len(written))
         return rejected
 
     def teardown(self) -> None:

@@ -18,7 +18,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.merge import merge_key
-from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, IngestPlan, accounted_counter
+from transforms.types import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    DeadLetter,
+    IngestPlan,
+    Locator,
+    Projected,
+    accounted_counter,
+)
 
 
 class _MergeFn(beam.DoFn):
@@ -32,7 +40,11 @@ class _MergeFn(beam.DoFn):
         self._accounted = [accounted_counter(source.index) for source in plan.sources]
 
     def process(self, element: tuple[str, dict[int, Any]]) -> Iterator[Any]:
-        doc_id, grouped = element
+        doc_id, wire = element
+        grouped = {
+            source: [Projected(Locator(*record[:3]), record[3]) for record in records]
+            for source, records in wire.items()
+        }
         outcome = merge_key(doc_id, grouped, len(self._plan.sources), self._plan.field_order, self._plan.join)
         self._keys.inc()
         if outcome.missing_sources:

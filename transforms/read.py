@@ -2,7 +2,8 @@
 
 `ReadSource` takes the source's concrete file URIs (expanded at plan time), spreads them
 over workers, and for every record parses it, evaluates only that source's paths and drops
-the raw record. Output: `(doc_id, Projected)` pairs for a join, or finished `Document`s
+the raw record. Output: `(doc_id, (source, uri, line, fields))` pairs for a join (plain tuples: Beam's coder
+encodes them natively, where a NamedTuple costs a pickle per element), or finished `Document`s
 when the request has a single source (no shuffle). Records that cannot be used leave as
 `DeadLetter`s on the `dead_letters` output, never silently; a file that cannot be read
 fails the job with its URI (`SourceError`).
@@ -25,10 +26,11 @@ from transforms.types import (
     METRICS_NAMESPACE,
     Document,
     Locator,
-    Projected,
     SourcePlan,
     dead_letter,
 )
+
+_COUNT_EVERY = 1000
 
 
 class _ReadAndProjectFn(beam.DoFn):
@@ -41,24 +43,36 @@ class _ReadAndProjectFn(beam.DoFn):
         self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
 
     def process(self, uri: str) -> Iterator[Any]:
-        for line, payload in read_records(uri, self._access):
-            self._read.inc()
-            self._read_by_source.inc()
-            progress.READ.add()
-            try:
-                doc_id, fields, unmatched = project(self._source, parse_record(payload))
-            except RecordError as error:
-                locator = Locator(self._source.index, uri, line)
-                yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, locator, payload))
-                continue
-            for name in unmatched:
-                Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
-            self._projected.inc()
-            locator = Locator(self._source.index, uri, line)
-            if self._keyed:
-                yield doc_id, Projected(locator, fields)
-            else:
-                yield Document(doc_id, fields, (locator,))
+        read = projected = 0
+        index = self._source.index
+        try:
+            for line, payload in read_records(uri, self._access):
+                read += 1
+                if read % _COUNT_EVERY == 0:
+                    self._count(read, projected)
+                    read = projected = 0
+                try:
+                    doc_id, fields, unmatched = project(self._source, parse_record(payload))
+                except RecordError as error:
+                    locator = Locator(index, uri, line)
+                    yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, locator, payload))
+                    continue
+                for name in unmatched:
+                    Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
+                projected += 1
+                if self._keyed:
+                    yield doc_id, (index, uri, line, fields)
+                else:
+                    yield Document(doc_id, fields, (Locator(index, uri, line),))
+        finally:
+            self._count(read, projected)
+
+    def _count(self, read: int, projected: int) -> None:
+        """Counters in batches: a Beam counter update per record costs more than the record's parse."""
+        self._read.inc(read)
+        self._read_by_source.inc(read)
+        self._projected.inc(projected)
+        progress.READ.add(read)
 
 
 class ReadSource(beam.PTransform):

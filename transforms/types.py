@@ -109,7 +109,7 @@ class DeadLetter(NamedTuple):
 def dead_letter(stage: str, reason: str, locator: Locator, payload: bytes | dict[str, Any]) -> DeadLetter:
     """A DeadLetter for a source record: the raw line as text (cut at RAW_LIMIT_BYTES) or the Parquet row."""
     if isinstance(payload, dict):
-        row = {k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for k, v in payload.items()}
+        row = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in payload.items()}
         return DeadLetter(stage, reason, (locator,), row)
     text = payload[:RAW_LIMIT_BYTES].decode("utf-8", errors="replace")
     return DeadLetter(stage, reason, (locator,), text, len(payload) > RAW_LIMIT_BYTES)
