@@ -24,9 +24,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
 from transforms import progress
+from transforms.buckets import BUCKETS
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.dead_letters import WriteDeadLetters
-from transforms.join import JoinSources
+from transforms.join import CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, IngestPlan
 
@@ -89,13 +90,16 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
     keyed = plan.needs_join
     dead_letters = []
     projected = {}
+    buckets = []
     for source, files in zip(plan.sources, job.files_by_source, strict=True):
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
             source, list(files), job.access, keyed
         )
         projected[source.index] = outputs.records
         dead_letters.append(outputs[DEAD_LETTERS])
+        buckets.append(outputs[BUCKETS])
     if keyed:
+        tuple(buckets) | "AllBuckets" >> beam.Flatten() | "CountDistinctBuckets" >> CountDistinctBuckets()
         joined = projected | "Join" >> JoinSources(plan)
         documents = joined.documents
         dead_letters.append(joined[DEAD_LETTERS])

@@ -3,8 +3,9 @@
 - Reconciliation: every record read from `source[N]` must be accounted for — indexed,
   dead-lettered, merged into a document, skipped as existing, or dropped by an inner join.
   A shortfall means the runner lost records: FAILED with "N records unaccounted for".
-- For joins, the number of groups must equal the number of distinct `_id`s (counted through
-  a shuffle of their own); more groups means a key's records were split into partial documents.
+- For joins, the number of groups the join made must equal the number of distinct `_id`
+  buckets the readers sent (counted through a shuffle of their own); more groups means a
+  bucket's records, and so some key's, were split into partial documents.
 - Otherwise COMPLETED, or COMPLETED_WITH_ERROR when records went to the dead-letter queue,
   turned into FAILED when the share of rejected records passes `max_error_ratio`.
 """
@@ -41,11 +42,10 @@ def decide_outcome(
         return Outcome(
             "FAILED", f"{total} records unaccounted for ({detail}); the runner lost or duplicated records"
         )
-    if joined and counters.get("keys", 0) != counters.get("distinct_ids", 0):
-        distinct, groups = counters.get("distinct_ids", 0), counters.get("keys", 0)
+    if joined and counters.get("bucket_groups", 0) != counters.get("distinct_buckets", 0):
+        distinct, groups = counters.get("distinct_buckets", 0), counters.get("bucket_groups", 0)
         return Outcome(
-            "FAILED",
-            f"{distinct} distinct _ids were joined into {groups} groups; the runner split or lost keys",
+            "FAILED", f"{distinct} _id buckets were joined in {groups} groups; the runner split or lost keys"
         )
     rejected = counters.get("rejected_records", 0)
     if not counters.get("dlq", 0):

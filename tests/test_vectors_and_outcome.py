@@ -50,8 +50,8 @@ BASE = {
     "read.source[1]": 4,
     "accounted.source[0]": 6,
     "accounted.source[1]": 4,
-    "keys": 6,
-    "distinct_ids": 6,
+    "bucket_groups": 6,
+    "distinct_buckets": 6,
 }
 
 
@@ -74,6 +74,6 @@ def test_lost_records_fail_the_task():
 
 
 def test_a_key_split_over_two_groups_fails_the_task():
-    outcome = decide_outcome({**BASE, "keys": 7}, 2, joined=True)
-    assert outcome.state == "FAILED" and outcome.error.startswith("6 distinct _ids were joined into 7 groups")
-    assert decide_outcome({**BASE, "keys": 7}, 2, joined=False).state == "COMPLETED"
+    outcome = decide_outcome({**BASE, "bucket_groups": 7}, 2, joined=True)
+    assert outcome.state == "FAILED" and outcome.error.startswith("6 _id buckets were joined in 7 groups")
+    assert decide_outcome({**BASE, "bucket_groups": 7}, 2, joined=False).state == "COMPLETED"

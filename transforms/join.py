@@ -1,11 +1,12 @@
 """Join the projected records of several sources by `_id` (the **join** step).
 
-`JoinSources` CoGroupByKey-groups the keyed records of every `source[N]` and merges each
-key with `transforms.merge.merge_key`. Incomplete keys (missing from some source) and
+`JoinSources` CoGroupByKey-groups the record batches of every `source[N]` by `_id` bucket
+(`transforms.buckets`), joins each bucket's records by `_id` in memory and merges each key
+with `transforms.merge.merge_key`. Incomplete keys (missing from some source) and
 keys dropped by an inner join are counted; duplicates within one source go to the
 dead-letter queue with the locator of the record that was kept. Beside the join, the
-distinct `_id`s are counted through their own shuffle, so a runner that splits one key's
-records over two groups is caught at the end of the run.
+distinct buckets are counted through their own (tiny) shuffle, so a runner that splits one
+bucket's records over two groups is caught at the end of the run.
 """
 
 from __future__ import annotations
@@ -37,14 +38,22 @@ class _MergeFn(beam.DoFn):
         self._dropped = Metrics.counter(METRICS_NAMESPACE, "join_dropped")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
         self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_records")
+        self._groups = Metrics.counter(METRICS_NAMESPACE, "bucket_groups")
         self._accounted = [accounted_counter(source.index) for source in plan.sources]
 
-    def process(self, element: tuple[str, dict[int, Any]]) -> Iterator[Any]:
-        doc_id, wire = element
-        grouped = {
-            source: [Projected(Locator(*record[:3]), record[3]) for record in records]
-            for source, records in wire.items()
-        }
+    def process(self, element: tuple[int, dict[int, Any]]) -> Iterator[Any]:
+        _, batches_by_source = element
+        self._groups.inc()
+        by_id: dict[str, dict[int, list[Projected]]] = {}
+        for batches in batches_by_source.values():
+            for source, uri, records in batches:
+                for doc_id, line, fields in records:
+                    projected = Projected(Locator(source, uri, line), fields)
+                    by_id.setdefault(doc_id, {}).setdefault(source, []).append(projected)
+        for doc_id, grouped in by_id.items():
+            yield from self._merge(doc_id, grouped)
+
+    def _merge(self, doc_id: str, grouped: dict[int, list[Projected]]) -> Iterator[Any]:
         outcome = merge_key(doc_id, grouped, len(self._plan.sources), self._plan.field_order, self._plan.join)
         self._keys.inc()
         if outcome.missing_sources:
@@ -80,22 +89,26 @@ class _CountFn(beam.DoFn):
         self._counter.inc(count)
 
 
+class CountDistinctBuckets(beam.PTransform):
+    """Bucket numbers seen by the readers -> the `distinct_buckets` counter (a tiny shuffle of its own)."""
+
+    def expand(self, buckets: beam.PCollection) -> beam.PCollection:
+        return (
+            buckets
+            | "DistinctBuckets" >> beam.Distinct()
+            | "CountBuckets" >> beam.combiners.Count.Globally()
+            | "DistinctBucketsCounter" >> beam.ParDo(_CountFn("distinct_buckets"))
+        )
+
+
 class JoinSources(beam.PTransform):
-    """{source index: keyed projected records} -> merged Documents + dead letters."""
+    """{source index: bucketed record batches} -> merged Documents + dead letters."""
 
     def __init__(self, plan: IngestPlan) -> None:
         super().__init__()
         self._plan = plan
 
     def expand(self, keyed_by_source: dict[int, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
-        (
-            tuple(keyed_by_source.values())
-            | "AllKeys" >> beam.Flatten()
-            | "Ids" >> beam.Keys()
-            | "DistinctIds" >> beam.Distinct()
-            | "CountIds" >> beam.combiners.Count.Globally()
-            | "DistinctIdsCounter" >> beam.ParDo(_CountFn("distinct_ids"))
-        )
         return (
             keyed_by_source
             | "GroupById" >> beam.CoGroupByKey()

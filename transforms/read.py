@@ -2,8 +2,9 @@
 
 `ReadSource` takes the source's concrete file URIs (expanded at plan time), spreads them
 over workers, and for every record parses it, evaluates only that source's paths and drops
-the raw record. Output: `(doc_id, (source, uri, line, fields))` pairs for a join (plain tuples: Beam's coder
-encodes them natively, where a NamedTuple costs a pickle per element), or finished `Document`s
+the raw record. Output: for a join, batches of records keyed by a hash bucket of their `_id`
+(`transforms.buckets`: a few large elements through the shuffle instead of one per record)
+and each bucket number on the `buckets` output; or finished `Document`s
 when the request has a single source (no shuffle). Records that cannot be used leave as
 `DeadLetter`s on the `dead_letters` output, never silently; a file that cannot be read
 fails the job with its URI (`SourceError`).
@@ -20,6 +21,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.sources import SourceAccess, read_records
 from transforms import progress
+from transforms.buckets import BUCKETS, BucketBuffer
 from transforms.projection import RecordError, parse_record, project
 from transforms.types import (
     DEAD_LETTERS,
@@ -45,6 +47,7 @@ class _ReadAndProjectFn(beam.DoFn):
     def process(self, uri: str) -> Iterator[Any]:
         read = projected = 0
         index = self._source.index
+        buckets = BucketBuffer()
         try:
             for line, payload in read_records(uri, self._access):
                 read += 1
@@ -60,12 +63,21 @@ class _ReadAndProjectFn(beam.DoFn):
                 for name in unmatched:
                     Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
                 projected += 1
-                if self._keyed:
-                    yield doc_id, (index, uri, line, fields)
-                else:
+                if not self._keyed:
                     yield Document(doc_id, fields, (Locator(index, uri, line),))
+                    continue
+                buckets.add(doc_id, line, fields)
+                if buckets.full:
+                    yield from self._emit(buckets.take(), uri)
+            if self._keyed:
+                yield from self._emit(buckets.take(), uri)
         finally:
             self._count(read, projected)
+
+    def _emit(self, batches: dict[int, list[Any]], uri: str) -> Iterator[Any]:
+        for bucket, records in batches.items():
+            yield bucket, (self._source.index, uri, records)
+            yield TaggedOutput(BUCKETS, bucket)
 
     def _count(self, read: int, projected: int) -> None:
         """Counters in batches: a Beam counter update per record costs more than the record's parse."""
@@ -91,4 +103,4 @@ class ReadSource(beam.PTransform):
             files = files | "SpreadFiles" >> beam.Reshuffle()
         return files | "ReadAndProject" >> beam.ParDo(
             _ReadAndProjectFn(self._source, self._access, self._keyed)
-        ).with_outputs(DEAD_LETTERS, main="records")
+        ).with_outputs(DEAD_LETTERS, BUCKETS, main="records")
