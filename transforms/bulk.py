@@ -30,6 +30,7 @@ from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Docume
 from transforms.vectors import document_vector_problem, unmapped_vector_fields
 
 DEFAULT_BULK_SIZE = 500
+_MAPPING_CHECK_DOCUMENTS = 100  # fields holding vectors outside the mapping show in the first documents
 DEFAULT_BULK_BYTES = 10 * 1024 * 1024
 BulkAction = Literal["index", "create"]
 log = logging.getLogger("mlbatch")
@@ -127,6 +128,7 @@ class _BulkWriteFn(beam.DoFn):
             max_workers=self._config.bulk_concurrency, thread_name_prefix="mlbatch-bulk"
         )
         self._warned_fields: set[str] = set()
+        self._mapping_checks_left = _MAPPING_CHECK_DOCUMENTS
 
     def start_bundle(self) -> None:
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
@@ -142,10 +144,14 @@ class _BulkWriteFn(beam.DoFn):
                 self._accounted[source].inc(count)
 
     def _check(self, document: Document) -> str | None:
-        for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
-            if name not in self._warned_fields:
-                self._warned_fields.add(name)
-                log.warning("field %r holds vectors but is not a knn_vector field in the index mapping", name)
+        if self._mapping_checks_left:
+            self._mapping_checks_left -= 1
+            for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
+                if name not in self._warned_fields:
+                    self._warned_fields.add(name)
+                    log.warning(
+                        "field %r holds vectors but is not a knn_vector field in the index mapping", name
+                    )
         return document_vector_problem(document.fields, self._config.knn_fields)
 
     def process(self, document: Document) -> Iterator[Any]:
