@@ -30,14 +30,15 @@ DIM = 384
 REPO = Path(__file__).resolve().parents[1]
 
 
-def generate(directory: Path, docs: int, seed: int = 11) -> dict[str, Path]:
+def generate(directory: Path, docs: int, seed: int = 11, dim: int = DIM) -> dict[str, Path]:
+    """The benchmark's input files and the requests that ingest them (2-source join, single source)."""
     rng = random.Random(seed)
     order = list(range(docs))
     rng.shuffle(order)
     paths = {name: directory / f"{name}.jsonl" for name in ("output", "input", "sagemaker")}
     with paths["output"].open("w") as output, paths["sagemaker"].open("w") as sagemaker:
         for i in order:
-            vector = [round(rng.uniform(-1, 1), 7) for _ in range(DIM)]
+            vector = [round(rng.uniform(-1, 1), 7) for _ in range(dim)]
             data = [{"object": "embedding", "index": 0, "embedding": vector}]
             output.write(
                 json.dumps(

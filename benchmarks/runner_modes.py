@@ -13,43 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.ingest_benchmark import generate
 from benchmarks.null_sink import NullSink
-
-
-def write_inputs(directory: Path, keys: int, dim: int) -> Path:
-    rng = random.Random(7)
-    order = list(range(keys))
-    rng.shuffle(order)
-    with (directory / "output.jsonl").open("w") as out:
-        for i in order:
-            vector = [round(rng.uniform(-1, 1), 6) for _ in range(dim)]
-            data = [{"object": "embedding", "index": 0, "embedding": vector}]
-            out.write(json.dumps({"custom_id": f"k{i}", "response": {"body": {"data": data}}}) + "\n")
-    with (directory / "input.jsonl").open("w") as inp:
-        for i in range(keys):
-            inp.write(json.dumps({"custom_id": f"k{i}", "body": {"input": [f"text {i}"]}}) + "\n")
-    request = {
-        "index_name": "modes",
-        "field_map": {
-            "text": "source[1].$.body.input[0]",
-            "embedding": "source[0].$.response.body.data[0].embedding",
-            "_id": ["source[0].$.custom_id", "source[1].$.custom_id"],
-        },
-        "data_source": {
-            "type": "local",
-            "source": [str(directory / "output.jsonl"), str(directory / "input.jsonl")],
-        },
-    }
-    path = directory / "request.json"
-    path.write_text(json.dumps(request))
-    return path
 
 
 def run_mlbatch(request: Path, mode: str, workers: int, home: Path) -> dict:
@@ -127,7 +98,7 @@ def main() -> None:
     parser.add_argument("--bare-beam", action="store_true", help="also run the bare-Beam CoGroupByKey")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        request = write_inputs(Path(tmp), args.keys, args.dim)
+        request = generate(Path(tmp), args.keys, dim=args.dim)["join_request"]
         for mode in args.modes.split(","):
             for run in range(args.runs):
                 row = {

@@ -35,3 +35,30 @@ def test_runner_modes_experiment_runs_and_checks_completeness():
     assert result.returncode == 0, result.stderr
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["complete"] is True and row["indexed"] == 200 and row["state"] == "COMPLETED"
+
+
+def test_ingest_benchmark_runs_every_contender_and_writes_its_table(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.ingest_benchmark",
+            "--docs",
+            "300",
+            "--json",
+            str(out),
+            "--skip",
+            "multi_processing",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["contender"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"baseline", "mlbatch in_memory", "limit", "mlbatch single source"}
+    assert all(row["docs_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in rows.values())
+    assert rows["baseline"]["vs_baseline"] == 1.0 and rows["limit"]["vs_limit"] == 1.0
+    assert "contender" in result.stdout
