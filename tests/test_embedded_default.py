@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 import pytest
 from opensearchpy import OpenSearch
@@ -202,5 +203,36 @@ def test_whole_local_flow_on_a_small_corpus(index_server, tmp_path, capsys, monk
         hits = json.loads(capsys.readouterr().out)
         assert {hit["_id"] for hit in hits} & {"argparse", "optparse", "getopt"}
         assert len(hits[0]["_source"]["text_embedding"]) == 384
+    finally:
+        service.close()
+
+
+def test_embedding_service_checks_the_key_and_cancels_a_batch():
+    import openai
+
+    calls: list[int] = []
+
+    def slow_embed(texts):
+        calls.append(len(texts))
+        time.sleep(0.2)
+        return [[0.0] * 384 for _ in texts]
+
+    service = EmbeddingService(api_key="right", embed=slow_embed).start()
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(api_key="wrong", base_url=service.url).files.list()
+        client = openai.OpenAI(api_key="right", base_url=service.url)
+        lines = [batch_line(f"id-{i}", f"text {i}") for i in range(300)]
+        uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        assert client.batches.cancel(batch.id).status == "cancelling"
+        for _ in range(50):
+            if client.batches.retrieve(batch.id).status == "cancelled":
+                break
+            time.sleep(0.1)
+        assert client.batches.retrieve(batch.id).status == "cancelled"
+        assert sum(calls) < 300
     finally:
         service.close()
