@@ -12,7 +12,7 @@ import pytest
 from pipelines.cli import main
 from tests.batch_services import fake_embedding
 from tests.conftest import OPENAI_TEST_KEY
-from tests.data import jsonl, knn_index_body
+from tests.data import OPENAI_REQUEST, jsonl, knn_index_body
 from tests.ingest_helpers import indexed_documents
 
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "connectors" / "blueprints"
@@ -68,14 +68,8 @@ def test_openai_flow_end_to_end_upload_submit_wait_then_ingest(services, osmem_u
     submitted = submit(capsys, connector, input_file_id=input_file.id)
     assert submitted["remote_job"]["status"] == "validating"
     request = {
+        "field_map": OPENAI_REQUEST["field_map"],
         "index_name": "openai-batch",
-        "field_map": {
-            "question": "source[1].$.body.input[0]",
-            "answer": "source[1].$.body.input[1]",
-            "question_embedding": "source[0].$.response.body.data[0].embedding",
-            "answer_embedding": "source[0].$.response.body.data[1].embedding",
-            "_id": ["source[0].$.custom_id", "source[1].$.custom_id"],
-        },
         "credential": {"openAI_key": OPENAI_TEST_KEY},
         "data_source": {"type": "openAI", "source": ["${remote_job.output_file_id}", input_file.id]},
     }
