@@ -2,7 +2,9 @@
 
 `build_pipeline` wires the transforms for a compiled `IngestPlan`; `run_pipeline` runs it on
 the chosen runner and returns the job's counters. One source needs no shuffle; several are
-CoGroupByKey-joined on `_id`. Rejected records from every step go to the dead-letter queue.
+joined on `_id`, by a broadcast join (one large file streamed, the small sources in memory)
+or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose. Rejected records from
+every step go to the dead-letter queue.
 
 Runnable as a module with the same options as `mlbatch ingest`:
 
@@ -23,11 +25,12 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
+from pipelines.join_strategy import JoinStrategy
 from transforms import progress
 from transforms.buckets import BUCKETS
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.dead_letters import WriteDeadLetters
-from transforms.join import CountDistinctBuckets, JoinSources
+from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, IngestPlan
 
@@ -46,6 +49,7 @@ class IngestJob:
     dlq_dir: str
     task_id: str
     redactor: Redactor
+    join_strategy: JoinStrategy = JoinStrategy("none")
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -87,30 +91,59 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
     """Add the ingestion transforms for `job` to `pipeline`."""
     plan = job.plan
-    keyed = plan.needs_join
+    strategy = job.join_strategy
     dead_letters = []
-    projected = {}
-    buckets = []
-    for source, files in zip(plan.sources, job.files_by_source, strict=True):
-        outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(files), job.access, keyed
-        )
-        projected[source.index] = outputs.records
-        dead_letters.append(outputs[DEAD_LETTERS])
-        buckets.append(outputs[BUCKETS])
-    if keyed:
-        tuple(buckets) | "AllBuckets" >> beam.Flatten() | "CountDistinctBuckets" >> CountDistinctBuckets()
-        joined = projected | "Join" >> JoinSources(plan)
-        documents = joined.documents
-        dead_letters.append(joined[DEAD_LETTERS])
+    if strategy.name == "broadcast":
+        documents = _broadcast_join(pipeline, job, dead_letters)
+    elif strategy.name == "shuffle":
+        documents = _shuffle_join(pipeline, job, dead_letters)
     else:
-        documents = projected[0]
+        outputs = pipeline | "Read source[0]" >> ReadSource(
+            plan.sources[0], list(job.files_by_source[0]), job.access, "documents"
+        )
+        dead_letters.append(outputs[DEAD_LETTERS])
+        documents = outputs.records
     dead_letters.append(documents | "Write" >> WriteToOpenSearch(job.write))
     (
         tuple(dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterQueue" >> WriteDeadLetters(job.dlq_dir, job.task_id, job.redactor, job.access)
     )
+
+
+def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -> beam.PCollection:
+    projected, buckets = {}, []
+    for source, files in zip(job.plan.sources, job.files_by_source, strict=True):
+        outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
+            source, list(files), job.access, "buckets"
+        )
+        projected[source.index] = outputs.records
+        dead_letters.append(outputs[DEAD_LETTERS])
+        buckets.append(outputs[BUCKETS])
+    tuple(buckets) | "AllBuckets" >> beam.Flatten() | "CountDistinctBuckets" >> CountDistinctBuckets()
+    joined = projected | "Join" >> JoinSources(job.plan)
+    dead_letters.append(joined[DEAD_LETTERS])
+    return joined.documents
+
+
+def _broadcast_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -> beam.PCollection:
+    streamed = job.plan.sources[job.join_strategy.streamed]
+    side = []
+    for source, files in zip(job.plan.sources, job.files_by_source, strict=True):
+        if source is streamed:
+            continue
+        outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
+            source, list(files), job.access, "batches"
+        )
+        side.append(outputs.records)
+        dead_letters.append(outputs[DEAD_LETTERS])
+    side_batches = tuple(side) | "SideSources" >> beam.Flatten()
+    (uri,) = job.files_by_source[streamed.index]
+    joined = side_batches | f"Join on source[{streamed.index}]" >> BroadcastJoin(
+        job.plan, streamed, uri, job.access
+    )
+    dead_letters.append(joined[DEAD_LETTERS])
+    return joined.documents
 
 
 def run_pipeline(job: IngestJob, beam_args: list[str]) -> dict[str, int]:

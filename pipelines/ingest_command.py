@@ -32,6 +32,7 @@ from pipelines.cli_common import (
     print_json,
     read_json,
 )
+from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyError, choose_join_strategy
 from pipelines.plan import compile_plan
 from pipelines.request import RequestError, parse_request
 
@@ -60,6 +61,20 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         choices=("outer", "inner"),
         default="outer",
         help="several sources: write every key (outer, default) or only keys in all sources (inner)",
+    )
+    parser.add_argument(
+        "--join-strategy",
+        choices=("auto", "broadcast", "shuffle"),
+        default="auto",
+        help="several sources: stream one large file against the others held in memory (broadcast), "
+        "or shuffle every record (shuffle); auto (default) broadcasts when it can",
+    )
+    parser.add_argument(
+        "--broadcast-max-bytes",
+        type=int,
+        default=DEFAULT_BROADCAST_MAX_BYTES,
+        help="auto: broadcast only when the sources held in memory are at most this many input bytes "
+        f"(default {DEFAULT_BROADCAST_MAX_BYTES // 2**20} MiB)",
     )
     parser.add_argument(
         "--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)"
@@ -108,6 +123,8 @@ def check_ingest_options(
 ) -> None:
     if min(args.bulk_size, args.bulk_bytes, args.bulk_concurrency) < 1:
         parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
+    if args.broadcast_max_bytes < 0:
+        parser.error("--broadcast-max-bytes must not be negative")
     if args.max_retries < 0 or args.initial_backoff < 0 or args.max_backoff < 0:
         parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
     if args.bulk_tuning and args.aws_sigv4 == "aoss":
@@ -253,7 +270,7 @@ def run_ingest(
 
     from connectors.bulk_retry import RetryPolicy
     from connectors.opensearch import bulk_tuning, prepare_index
-    from connectors.sources import expand_source
+    from connectors.sources import expand_source, file_size
     from pipelines.batch_ingest import IngestJob, run_pipeline
     from pipelines.outcome import decide_outcome
     from transforms.bulk import OpenSearchWriteConfig
@@ -261,14 +278,22 @@ def run_ingest(
     access = SourceAccess(request.source_type, request.credential)
     try:
         files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
+        sizes = (
+            []
+            if not plan.needs_join or args.join_strategy == "shuffle"
+            else [[file_size(uri, access) for uri in names] for names in files]
+        )
+        strategy = choose_join_strategy(sizes or files, args.join_strategy, args.broadcast_max_bytes)
         index = prepare_index(cluster, plan.index_name, create_body)
-    except (SourceError, ClusterError) as error:
+    except (SourceError, ClusterError, JoinStrategyError) as error:
         log.error("%s", error)
         return finish("FAILED", error=str(error))
     if index.created:
         log.info("created index %r", plan.index_name)
     for source, names in zip(plan.sources, files, strict=True):
         log.info("source[%d]: %d file(s) from %s", source.index, len(names), source.uri)
+    if strategy.name != "none":
+        log.info("%s join: %s", strategy.name, strategy.reason)
     for name in plan.field_order:
         if (
             name in index.properties
@@ -300,6 +325,7 @@ def run_ingest(
         dlq_dir=dlq_dir,
         task_id=task_id,
         redactor=redactor,
+        join_strategy=strategy,
     )
     store.update(task_id, state="RUNNING")
     try:
@@ -326,8 +352,11 @@ def run_ingest(
         counts["indexed"],
         counts["dlq"],
     )
-    outcome = decide_outcome(counters, len(plan.sources), plan.needs_join, args.max_error_ratio)
+    shuffled = strategy.name == "shuffle"
+    outcome = decide_outcome(counters, len(plan.sources), shuffled, args.max_error_ratio)
     extra: dict[str, Any] = {"dlq": dlq_dir} if counts["dlq"] else {}
+    if strategy.name != "none":
+        extra["join_strategy"] = strategy.name
     if outcome.error:
         log.warning("%s", outcome.error + (f"; see {dlq_dir}" if counts["dlq"] else ""))
         extra["error"] = outcome.error

@@ -69,13 +69,13 @@ def simple_steps(expression: str) -> tuple[str | int, ...] | None:
 
 def _walk(record: Any, steps: tuple[str | int, ...]) -> Any:
     value = record
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(value, list) or step >= len(value):
+    try:
+        for step in steps:
+            if step.__class__ is int and value.__class__ is not list:
                 return MISSING
-        elif not isinstance(value, dict) or step not in value:
-            return MISSING
-        value = value[step]
+            value = value[step]
+    except (KeyError, IndexError, TypeError):
+        return MISSING
     return value
 
 

@@ -11,43 +11,52 @@ others are returned as duplicates so the caller can dead-letter them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
-from transforms.types import Document, JoinPolicy, Projected
+from transforms.types import Document, JoinPolicy, Locator, Projected
 
 
-@dataclass(frozen=True)
-class MergeOutcome:
+class MergeOutcome(NamedTuple):
     """What became of one key: its document (or None) and what was set aside."""
 
     document: Document | None
     missing_sources: tuple[int, ...] = ()
-    duplicates: tuple[Projected, ...] = field(default=())
+    duplicates: tuple[Projected, ...] = ()
+
+
+def _by_locator(record: Projected) -> Locator:
+    return record.locator
 
 
 def merge_key(
     doc_id: str,
-    grouped: Mapping[int, Iterable[Projected]],
+    grouped: Mapping[int, Sequence[Projected]],
     source_count: int,
     field_order: tuple[str, ...],
     join: JoinPolicy = "outer",
 ) -> MergeOutcome:
-    """Merge the projected records of `doc_id`, grouped by source index."""
-    chosen: dict[int, Projected] = {}
-    duplicates: list[Projected] = []
-    for source, records in grouped.items():
-        ordered = sorted(records, key=lambda record: record.locator)
-        if ordered:
-            chosen[source] = ordered[0]
-            duplicates.extend(ordered[1:])
-    missing = tuple(source for source in range(source_count) if source not in chosen)
+    """Merge the projected records of `doc_id`, grouped by source index (called once per key)."""
+    chosen: list[Projected] = []
+    duplicates: tuple[Projected, ...] = ()
+    for source in sorted(grouped):
+        records = grouped[source]
+        if len(records) > 1:
+            records = sorted(records, key=_by_locator)
+            duplicates += tuple(records[1:])
+        if records:
+            chosen.append(records[0])
+    missing: tuple[int, ...] = ()
+    if len(chosen) < source_count:
+        present = {record.locator.source for record in chosen}
+        missing = tuple(source for source in range(source_count) if source not in present)
     if not chosen or (join == "inner" and missing):
-        return MergeOutcome(None, missing, tuple(duplicates))
-    values: dict[str, Any] = {}
-    for source in sorted(chosen):
-        values.update(chosen[source].fields)
+        return MergeOutcome(None, missing, duplicates)
+    values = chosen[0].fields
+    if len(chosen) > 1:
+        values = {}
+        for record in chosen:
+            values.update(record.fields)
     fields = {name: values[name] for name in field_order if name in values}
-    origins = tuple(chosen[source].locator for source in sorted(chosen))
-    return MergeOutcome(Document(doc_id, fields, origins), missing, tuple(duplicates))
+    origins = tuple(record.locator for record in chosen)
+    return MergeOutcome(Document(doc_id, fields, origins), missing, duplicates)

@@ -2,18 +2,24 @@
 
 `ReadSource` takes the source's concrete file URIs (expanded at plan time), spreads them
 over workers, and for every record parses it, evaluates only that source's paths and drops
-the raw record. Output: for a join, batches of records keyed by a hash bucket of their `_id`
-(`transforms.buckets`: a few large elements through the shuffle instead of one per record)
-and each bucket number on the `buckets` output; or finished `Document`s
-when the request has a single source (no shuffle). Records that cannot be used leave as
-`DeadLetter`s on the `dead_letters` output, never silently; a file that cannot be read
-fails the job with its URI (`SourceError`).
+the raw record (`SourceReader`, shared with the broadcast join's streamed source). Output,
+by `ReadOutput`:
+- `documents`: finished `Document`s, when the request has a single source (no shuffle);
+- `buckets`: batches of records keyed by a hash bucket of their `_id` for the shuffle join
+  (`transforms.buckets`: a few large elements through the shuffle instead of one per
+  record), and each bucket number on the `buckets` output;
+- `batches`: `(source, uri, pickled records)` batches, the side input of the broadcast join
+  (Beam's side-input cache sizes every object it holds; one bytes value per batch is sized
+  at once, and unpickles faster than the runner's coder decodes the records).
+Records that cannot be used leave as `DeadLetter`s on the `dead_letters` output, never
+silently; a file that cannot be read fails the job with its URI (`SourceError`).
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -21,33 +27,36 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.sources import SourceAccess, read_records
 from transforms import progress
-from transforms.buckets import BUCKETS, BucketBuffer
+from transforms.buckets import BUCKETS, FLUSH_RECORDS, BucketBuffer
 from transforms.projection import RecordError, parse_record, project
 from transforms.types import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
+    DeadLetter,
     Document,
     Locator,
     SourcePlan,
     dead_letter,
 )
 
+ReadOutput = Literal["documents", "buckets", "batches"]
 _COUNT_EVERY = 1000
 
 
-class _ReadAndProjectFn(beam.DoFn):
-    def __init__(self, source: SourcePlan, access: SourceAccess, keyed: bool) -> None:
-        self._source = source
+class SourceReader:
+    """Reads and projects the files of one source, counting as it goes (picklable, for DoFns)."""
+
+    def __init__(self, source: SourcePlan, access: SourceAccess) -> None:
+        self.source = source
         self._access = access
-        self._keyed = keyed
         self._read = Metrics.counter(METRICS_NAMESPACE, "read")
         self._read_by_source = Metrics.counter(METRICS_NAMESPACE, f"read.source[{source.index}]")
         self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
 
-    def process(self, uri: str) -> Iterator[Any]:
+    def records(self, uri: str) -> Iterator[tuple[Any, int, dict[str, Any]] | DeadLetter]:
+        """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others."""
         read = projected = 0
-        index = self._source.index
-        buckets = BucketBuffer()
+        index = self.source.index
         try:
             for line, payload in read_records(uri, self._access):
                 read += 1
@@ -55,29 +64,16 @@ class _ReadAndProjectFn(beam.DoFn):
                     self._count(read, projected)
                     read = projected = 0
                 try:
-                    doc_id, fields, unmatched = project(self._source, parse_record(payload))
+                    doc_id, fields, unmatched = project(self.source, parse_record(payload))
                 except RecordError as error:
-                    locator = Locator(index, uri, line)
-                    yield TaggedOutput(DEAD_LETTERS, dead_letter(error.stage, error.reason, locator, payload))
+                    yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
                     continue
                 for name in unmatched:
                     Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
                 projected += 1
-                if not self._keyed:
-                    yield Document(doc_id, fields, (Locator(index, uri, line),))
-                    continue
-                buckets.add(doc_id, line, fields)
-                if buckets.full:
-                    yield from self._emit(buckets.take(), uri)
-            if self._keyed:
-                yield from self._emit(buckets.take(), uri)
+                yield doc_id, line, fields
         finally:
             self._count(read, projected)
-
-    def _emit(self, batches: dict[int, list[Any]], uri: str) -> Iterator[Any]:
-        for bucket, records in batches.items():
-            yield bucket, (self._source.index, uri, records)
-            yield TaggedOutput(BUCKETS, bucket)
 
     def _count(self, read: int, projected: int) -> None:
         """Counters in batches: a Beam counter update per record costs more than the record's parse."""
@@ -87,20 +83,56 @@ class _ReadAndProjectFn(beam.DoFn):
         progress.READ.add(read)
 
 
-class ReadSource(beam.PTransform):
-    """File URIs of one source -> projected records (keyed or as documents) + dead letters."""
+class _ReadAndProjectFn(beam.DoFn):
+    def __init__(self, source: SourcePlan, access: SourceAccess, output: ReadOutput) -> None:
+        self._reader = SourceReader(source, access)
+        self._output = output
 
-    def __init__(self, source: SourcePlan, files: list[str], access: SourceAccess, keyed: bool) -> None:
+    def process(self, uri: str) -> Iterator[Any]:
+        index = self._reader.source.index
+        buckets = BucketBuffer()
+        batch: list[tuple[Any, int, dict[str, Any]]] = []
+        for record in self._reader.records(uri):
+            if isinstance(record, DeadLetter):
+                yield TaggedOutput(DEAD_LETTERS, record)
+            elif self._output == "documents":
+                doc_id, line, fields = record
+                yield Document(doc_id, fields, (Locator(index, uri, line),))
+            elif self._output == "batches":
+                batch.append(record)
+                if len(batch) >= FLUSH_RECORDS:
+                    yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+                    batch = []
+            else:
+                buckets.add(*record)
+                if buckets.full:
+                    yield from self._emit_buckets(buckets.take(), uri)
+        if batch:
+            yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+        yield from self._emit_buckets(buckets.take(), uri)
+
+    def _emit_buckets(self, batches: dict[int, list[Any]], uri: str) -> Iterator[Any]:
+        for bucket, records in batches.items():
+            yield bucket, (self._reader.source.index, uri, records)
+            yield TaggedOutput(BUCKETS, bucket)
+
+
+class ReadSource(beam.PTransform):
+    """File URIs of one source -> projected records (as `output` says) + dead letters."""
+
+    def __init__(
+        self, source: SourcePlan, files: list[str], access: SourceAccess, output: ReadOutput
+    ) -> None:
         super().__init__()
         self._source = source
         self._files = files
         self._access = access
-        self._keyed = keyed
+        self._output = output
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         files = begin | "Files" >> beam.Create(self._files)
         if len(self._files) > 1:
             files = files | "SpreadFiles" >> beam.Reshuffle()
         return files | "ReadAndProject" >> beam.ParDo(
-            _ReadAndProjectFn(self._source, self._access, self._keyed)
+            _ReadAndProjectFn(self._source, self._access, self._output)
         ).with_outputs(DEAD_LETTERS, BUCKETS, main="records")
