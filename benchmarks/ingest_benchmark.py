@@ -4,8 +4,9 @@
 
 Generates N documents across 2 sources (an OpenAI-batch-output-shaped file with 384-float
 embeddings and its input file in another order) and a single-source SageMaker-shaped file,
-starts the null `_bulk` sink on 127.0.0.1, and runs, each as its own process, timed by
-whole-run wall clock including start-up:
+starts the null `_bulk` sink on 127.0.0.1 (its index maps `embedding` as a 384-dimension
+`knn_vector`, so every vector is checked as against a real cluster), and runs, each as its
+own process, timed by whole-run wall clock including start-up:
 (a) the hand-written baseline (`benchmarks/baseline_script.py`: json + dict join + helpers.bulk),
 (b) `mlbatch ingest` on DirectRunner in_memory, (c) multi_processing with 2 workers,
 (d) the limit (`benchmarks/limit.py`: orjson parse + serialize only), and (e) `mlbatch ingest`
@@ -27,6 +28,7 @@ from pathlib import Path
 from benchmarks.null_sink import NullSink
 
 DIM = 384
+KNN_PROPERTIES = {"embedding": {"type": "knn_vector", "dimension": DIM}}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -115,7 +117,7 @@ def main() -> None:
         directory = Path(tmp)
         paths = generate(directory, args.docs)
         input_mb = (paths["output"].stat().st_size + paths["input"].stat().st_size) / 2**20
-        sink = NullSink().start()
+        sink = NullSink(properties=KNN_PROPERTIES).start()
         env = {**os.environ, "MLBATCH_HOME": str(directory / "home")}
         ingest = [python, "-m", "pipelines.cli", "ingest", "--opensearch", sink.url, "--quiet"]
         contenders = {

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.ingest_benchmark import generate, timed
+from benchmarks.ingest_benchmark import KNN_PROPERTIES, generate, timed
 from benchmarks.null_sink import NullSink
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         paths = generate(directory, args.docs)
-        sink = NullSink().start()
+        sink = NullSink(properties=KNN_PROPERTIES).start()
         try:
             env = {**os.environ, "MLBATCH_HOME": str(directory / "home")}
             command = [

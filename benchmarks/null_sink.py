@@ -27,10 +27,13 @@ def action_lines(body: bytes) -> list[tuple[str, dict]]:
 
 
 class NullSink:
-    """The server. `bulk_status` other than 200 makes every `_bulk` call fail with that status."""
+    """The server. `bulk_status` other than 200 makes every `_bulk` call fail with that status;
+    `properties` is the mapping every index reports (e.g. a `knn_vector` field, so the
+    ingest checks vectors as it would against a real cluster)."""
 
-    def __init__(self, port: int = 0, bulk_status: int = 200) -> None:
+    def __init__(self, port: int = 0, bulk_status: int = 200, properties: dict | None = None) -> None:
         self.bulk_status = bulk_status
+        self.properties = properties or {}
         self.documents = 0
         self.ids: set[str] = set()
         self.bodies = 0
@@ -54,7 +57,7 @@ class NullSink:
                 self.ids.update(next(iter(item.values()))["_id"] for item in items)
             return 200, {"took": 0, "errors": False, "items": items}
         if path.endswith("/_mapping"):
-            return 200, {path.strip("/").split("/")[0]: {"mappings": {"properties": {}}}}
+            return 200, {path.strip("/").split("/")[0]: {"mappings": {"properties": self.properties}}}
         if method == "PUT":
             return 200, {"acknowledged": True}
         return 200, {"version": {"number": "2.19.0", "distribution": "opensearch"}}

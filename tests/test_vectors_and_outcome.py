@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from connectors.opensearch import knn_vector_fields
 from pipelines.outcome import decide_outcome
-from transforms.vectors import document_vector_problem, unmapped_vector_fields, vector_problem
+from transforms.vectors import (
+    document_vector_problem,
+    plain_number_count,
+    unmapped_vector_fields,
+    vector_problem,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +35,32 @@ def test_document_checks_every_knn_field_and_ignores_absent_ones():
     assert document_vector_problem({"a": [1.0, 2.0], "b": [1.0]}, knn) == (
         "vector field 'b' has 1 dimensions; the index mapping expects 3"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        ([0.1, -2, 3.5e-7, 1e300], 4),
+        ([5], 1),
+        ([], None),
+        ([1.0, None], None),
+        ([1.0, float("nan")], None),
+        ([True, 1.0], None),
+        ([1.0, "2"], None),
+        ([[1.0], [2.0]], None),
+        ({"a": 1}, None),
+    ],
+)
+def test_plain_number_count_of_serialized_vectors(value, count):
+    assert plain_number_count(orjson.dumps(value)) == count
+
+
+def test_serialized_vectors_get_the_same_verdict_as_parsed_ones():
+    knn = {"v": 3}
+    for value in ([0.1, 2, -3.5], [1.0, 2.0], [1.0, "2", 3.0], [True, 1.0, 1.0], [1.0, None, 2.0], []):
+        assert document_vector_problem({"v": orjson.dumps(value)}, knn) == document_vector_problem(
+            {"v": value}, knn
+        )
 
 
 def test_vectors_in_fields_not_mapped_as_knn_vector_are_found():
