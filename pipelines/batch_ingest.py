@@ -50,6 +50,7 @@ class IngestJob:
     task_id: str
     redactor: Redactor
     join_strategy: JoinStrategy = JoinStrategy("none")
+    read_helper: bool = False
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -99,7 +100,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         documents = _shuffle_join(pipeline, job, dead_letters)
     else:
         outputs = pipeline | "Read source[0]" >> ReadSource(
-            plan.sources[0], list(job.files_by_source[0]), job.access, "documents"
+            plan.sources[0], list(job.files_by_source[0]), job.access, "documents", job.read_helper
         )
         dead_letters.append(outputs[DEAD_LETTERS])
         documents = outputs.records
@@ -115,7 +116,7 @@ def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -
     projected, buckets = {}, []
     for source, files in zip(job.plan.sources, job.files_by_source, strict=True):
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(files), job.access, "buckets"
+            source, list(files), job.access, "buckets", job.read_helper
         )
         projected[source.index] = outputs.records
         dead_letters.append(outputs[DEAD_LETTERS])
@@ -140,7 +141,7 @@ def _broadcast_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list)
     side_batches = tuple(side) | "SideSources" >> beam.Flatten()
     (uri,) = job.files_by_source[streamed.index]
     joined = side_batches | f"Join on source[{streamed.index}]" >> BroadcastJoin(
-        job.plan, streamed, uri, job.access
+        job.plan, streamed, uri, job.access, job.read_helper
     )
     dead_letters.append(joined[DEAD_LETTERS])
     return joined.documents

@@ -77,6 +77,13 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_BROADCAST_MAX_BYTES // 2**20} MiB)",
     )
     parser.add_argument(
+        "--read-helper",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="parse the large files in a helper process, beside the merge and the writes "
+        "(auto, default: on with 2+ cores and the DirectRunner)",
+    )
+    parser.add_argument(
         "--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)"
     )
     parser.add_argument(
@@ -213,6 +220,14 @@ def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor
     )
 
 
+def _use_read_helper(choice: str, beam_args: list[str]) -> bool:
+    """`auto`: on when the DirectRunner (one thread) runs on a machine with a core to spare."""
+    if choice != "auto":
+        return choice == "on"
+    runners = [arg.split("=", 1)[-1] for arg in beam_args if arg.startswith("--runner")]
+    return (not runners or runners[-1] in ("DirectRunner", "direct")) and (os.cpu_count() or 1) > 1
+
+
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C during the run, so the task is recorded and settings restored."""
@@ -326,6 +341,7 @@ def run_ingest(
         task_id=task_id,
         redactor=redactor,
         join_strategy=strategy,
+        read_helper=_use_read_helper(args.read_helper, beam_args),
     )
     store.update(task_id, state="RUNNING")
     try:

@@ -26,6 +26,7 @@ from apache_beam.transforms.window import GlobalWindows
 from connectors.bulk_retry import BulkOutcome, RetryPolicy, send_with_retries
 from connectors.opensearch import BulkClient, OpenSearchConfig
 from transforms import progress
+from transforms.projection import json_fragment
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
 from transforms.vectors import document_vector_problem, unmapped_vector_fields
 
@@ -39,7 +40,7 @@ log = logging.getLogger("mlbatch")
 def fields_json(fields: dict[str, Any]) -> bytes:
     """A document's JSON; bytes values are JSON already (see `transforms.projection.to_wire`)."""
     return orjson.dumps(
-        {name: orjson.Fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
+        {name: json_fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
     )
 
 

@@ -165,17 +165,18 @@ class JoinSources(beam.PTransform):
 
 
 class _StreamJoinFn(beam.DoFn):
-    def __init__(self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess) -> None:
-        self._reader = SourceReader(streamed, access)
+    def __init__(self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess, helper: bool) -> None:
+        self._reader = SourceReader(streamed, access, helper)
         self._merger = KeyMerger(plan)
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
 
     def process(self, uri: str, side_batches: Iterable[tuple[int, str, bytes]]) -> Iterator[Any]:
-        side = index_by_id((source, path, pickle.loads(records)) for source, path, records in side_batches)
+        records = self._reader.records(uri)
+        side = index_by_id((source, path, pickle.loads(batch)) for source, path, batch in side_batches)
         streamed = self._reader.source.index
         first_line: dict[str, int] = {}
         try:
-            for record in self._reader.records(uri):
+            for record in records:
                 if isinstance(record, DeadLetter):
                     yield TaggedOutput(DEAD_LETTERS, record)
                     continue
@@ -205,12 +206,15 @@ class BroadcastJoin(beam.PTransform):
     found as they come, and it alone knows which keys of the small sources it never saw.
     """
 
-    def __init__(self, plan: IngestPlan, streamed: SourcePlan, uri: str, access: SourceAccess) -> None:
+    def __init__(
+        self, plan: IngestPlan, streamed: SourcePlan, uri: str, access: SourceAccess, helper: bool = False
+    ) -> None:
         super().__init__()
         self._plan = plan
         self._streamed = streamed
         self._uri = uri
         self._access = access
+        self._helper = helper
 
     def expand(self, side_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
@@ -218,6 +222,7 @@ class BroadcastJoin(beam.PTransform):
             | "StreamedFile" >> beam.Create([self._uri])
             | "ReadProjectMerge"
             >> beam.ParDo(
-                _StreamJoinFn(self._plan, self._streamed, self._access), beam.pvalue.AsIter(side_batches)
+                _StreamJoinFn(self._plan, self._streamed, self._access, self._helper),
+                beam.pvalue.AsIter(side_batches),
             ).with_outputs(DEAD_LETTERS, main="documents")
         )

@@ -25,73 +25,75 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from connectors.sources import SourceAccess, read_records
+from connectors.sources import SourceAccess
 from transforms import progress
 from transforms.buckets import BUCKETS, FLUSH_RECORDS, BucketBuffer
-from transforms.projection import RecordError, parse_record, project
-from transforms.types import (
-    DEAD_LETTERS,
-    METRICS_NAMESPACE,
-    DeadLetter,
-    Document,
-    Locator,
-    SourcePlan,
-    dead_letter,
-)
+from transforms.read_helper import HelperRead
+from transforms.record_stream import ProjectedRecord, Tally, projected_records
+from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, Locator, SourcePlan
 
 ReadOutput = Literal["documents", "buckets", "batches"]
 _COUNT_EVERY = 1000
 
 
 class SourceReader:
-    """Reads and projects the files of one source, counting as it goes (picklable, for DoFns)."""
+    """Reads and projects the files of one source, counting as it goes (picklable, for DoFns).
 
-    def __init__(self, source: SourcePlan, access: SourceAccess) -> None:
+    With `helper`, a helper process parses each file (`transforms.read_helper`) while this
+    process merges and writes what it has already parsed.
+    """
+
+    def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool = False) -> None:
         self.source = source
         self._access = access
+        self._helper = helper
         self._read = Metrics.counter(METRICS_NAMESPACE, "read")
         self._read_by_source = Metrics.counter(METRICS_NAMESPACE, f"read.source[{source.index}]")
         self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
 
-    def records(self, uri: str) -> Iterator[tuple[Any, int, dict[str, Any]] | DeadLetter]:
-        """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others."""
-        read = projected = 0
-        index = self.source.index
-        try:
-            for line, payload in read_records(uri, self._access):
-                read += 1
-                if read % _COUNT_EVERY == 0:
-                    self._count(read, projected)
-                    read = projected = 0
-                try:
-                    doc_id, fields, unmatched = project(self.source, parse_record(payload))
-                except RecordError as error:
-                    yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
-                    continue
-                for name in unmatched:
-                    Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc()
-                projected += 1
-                yield doc_id, line, fields
-        finally:
-            self._count(read, projected)
+    def records(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
+        """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others.
 
-    def _count(self, read: int, projected: int) -> None:
+        A helper process starts at once, so it parses while the caller prepares.
+        """
+        if self._helper:
+            return self._counted(HelperRead(self.source, self._access, uri).frames())
+        return self._records_here(uri)
+
+    def _counted(self, frames: Iterator[tuple[list[Any], Tally]]) -> Iterator[ProjectedRecord | DeadLetter]:
+        for records, tally in frames:
+            self._count(tally)
+            yield from records
+
+    def _records_here(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
+        tally = Tally()
+        try:
+            for record in projected_records(self.source, self._access, uri, tally):
+                yield record
+                if tally.read >= _COUNT_EVERY:
+                    self._count(tally.take())
+        finally:
+            self._count(tally)
+
+    def _count(self, tally: Tally) -> None:
         """Counters in batches: a Beam counter update per record costs more than the record's parse."""
-        self._read.inc(read)
-        self._read_by_source.inc(read)
-        self._projected.inc(projected)
-        progress.READ.add(read)
+        self._read.inc(tally.read)
+        self._read_by_source.inc(tally.read)
+        self._projected.inc(tally.projected)
+        for name, count in tally.unmatched.items():
+            Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc(count)
+        progress.READ.add(tally.read)
 
 
 class _ReadAndProjectFn(beam.DoFn):
-    def __init__(self, source: SourcePlan, access: SourceAccess, output: ReadOutput) -> None:
-        self._reader = SourceReader(source, access)
+    def __init__(self, source: SourcePlan, access: SourceAccess, output: ReadOutput, helper: bool) -> None:
+        self._reader = SourceReader(source, access, helper)
         self._output = output
 
     def process(self, uri: str) -> Iterator[Any]:
         index = self._reader.source.index
         buckets = BucketBuffer()
-        batch: list[tuple[Any, int, dict[str, Any]]] = []
+        batch: list[ProjectedRecord] = []
         for record in self._reader.records(uri):
             if isinstance(record, DeadLetter):
                 yield TaggedOutput(DEAD_LETTERS, record)
@@ -121,18 +123,24 @@ class ReadSource(beam.PTransform):
     """File URIs of one source -> projected records (as `output` says) + dead letters."""
 
     def __init__(
-        self, source: SourcePlan, files: list[str], access: SourceAccess, output: ReadOutput
+        self,
+        source: SourcePlan,
+        files: list[str],
+        access: SourceAccess,
+        output: ReadOutput,
+        helper: bool = False,
     ) -> None:
         super().__init__()
         self._source = source
         self._files = files
         self._access = access
         self._output = output
+        self._helper = helper
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         files = begin | "Files" >> beam.Create(self._files)
         if len(self._files) > 1:
             files = files | "SpreadFiles" >> beam.Reshuffle()
         return files | "ReadAndProject" >> beam.ParDo(
-            _ReadAndProjectFn(self._source, self._access, self._output)
+            _ReadAndProjectFn(self._source, self._access, self._output, self._helper)
         ).with_outputs(DEAD_LETTERS, BUCKETS, main="records")

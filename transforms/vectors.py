@@ -35,6 +35,26 @@ def vector_problem(value: Any, dimension: int | None) -> str | None:
     return None
 
 
+class VectorJson(bytes):
+    """The JSON text of a flat array of `numbers` numbers, counted when it was projected, so
+    the writer checks a vector's length without looking at its text again."""
+
+    numbers: int
+
+    def __new__(cls, text: bytes, numbers: int) -> VectorJson:
+        vector = super().__new__(cls, text)
+        vector.numbers = numbers
+        return vector
+
+    def __reduce__(self) -> tuple[type[VectorJson], tuple[bytes, int]]:
+        return VectorJson, (bytes(self), self.numbers)
+
+
+def numbers_only(text: bytes) -> bool:
+    """True when the JSON array `text` (orjson output) is flat and holds only numbers."""
+    return text.translate(None, _NUMBER_BYTES) == b"[]"
+
+
 def plain_number_count(value: bytes) -> int | None:
     """How many numbers the JSON array `value` holds, when it holds only numbers; else None.
 
@@ -42,7 +62,7 @@ def plain_number_count(value: bytes) -> int | None:
     points, exponents and commas are deleted a flat array of numbers leaves just `[]` (NaN and
     infinity are `null` there). Several times faster than parsing the vector to look at it.
     """
-    if len(value) < 3 or value.translate(None, _NUMBER_BYTES) != b"[]":
+    if len(value) < 3 or not numbers_only(value):
         return None
     return value.count(b",") + 1
 
@@ -54,10 +74,10 @@ def document_vector_problem(fields: dict[str, Any], knn_fields: dict[str, int | 
         if value is None:
             continue
         if isinstance(value, bytes):
-            count = plain_number_count(value)
+            count = value.numbers if isinstance(value, VectorJson) else plain_number_count(value)
             if count is not None and (dimension is None or count == dimension):
                 continue
-            value = orjson.loads(value)
+            value = orjson.loads(bytes(value))
         problem = vector_problem(value, dimension)
         if problem:
             return f"vector field {name!r} {problem}"

@@ -1,0 +1,52 @@
+"""Read one file and project each record, counting as it goes (the **read + project** loop, no Beam).
+
+`projected_records` is the loop both readers run: `transforms.read.SourceReader` in the
+pipeline's process and `transforms.read_helper` in a helper process. It yields
+`(doc_id, line, fields)` for every usable record and a `DeadLetter` for the others, and
+keeps the counts in a `Tally` the caller hands to the Beam counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.sources import SourceAccess, read_records
+from transforms.projection import RecordError, parse_record, project
+from transforms.types import DeadLetter, Locator, SourcePlan, dead_letter
+
+ProjectedRecord = tuple[Any, int, dict[str, Any]]
+
+
+@dataclass
+class Tally:
+    """Counts since the last `take`: records read, projected, and unmatched paths by field."""
+
+    read: int = 0
+    projected: int = 0
+    unmatched: Counter[str] = field(default_factory=Counter)
+
+    def take(self) -> Tally:
+        taken = Tally(self.read, self.projected, self.unmatched)
+        self.read, self.projected, self.unmatched = 0, 0, Counter()
+        return taken
+
+
+def projected_records(
+    source: SourcePlan, access: SourceAccess, uri: str, tally: Tally
+) -> Iterator[ProjectedRecord | DeadLetter]:
+    """Every record of `uri`, projected for `source` (or dead-lettered with its line)."""
+    index = source.index
+    for line, payload in read_records(uri, access):
+        tally.read += 1
+        try:
+            doc_id, fields, unmatched = project(source, parse_record(payload))
+        except RecordError as error:
+            yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
+            continue
+        for name in unmatched:
+            tally.unmatched[name] += 1
+        tally.projected += 1
+        yield doc_id, line, fields
