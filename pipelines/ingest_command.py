@@ -33,7 +33,7 @@ from pipelines.cli_common import (
     read_json,
 )
 from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyError, choose_join_strategy
-from pipelines.plan import compile_plan
+from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import RequestError, parse_request
 
 _BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
@@ -323,7 +323,7 @@ def run_ingest(
             log.warning("field %r is mapped as %s, not knn_vector", name, index.properties[name]["type"])
 
     job = IngestJob(
-        plan=plan,
+        plan=with_vector_checks(plan, index.knn_fields),
         files_by_source=files,
         access=access,
         write=OpenSearchWriteConfig(

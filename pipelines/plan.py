@@ -16,6 +16,7 @@ Semantics, following ML Commons:
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from pipelines.request import IngestRequest, RequestError
@@ -144,3 +145,18 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
         for index, uri in enumerate(request.sources)
     )
     return IngestPlan(request.index_name, request.source_type, sources, tuple(produced_by), join)
+
+
+def with_vector_checks(plan: IngestPlan, knn_fields: dict[str, int | None]) -> IngestPlan:
+    """`plan` with the index mapping's `knn_vector` fields marked, so their values are checked
+    (a list of finite numbers of the mapping's dimension) when each record is projected."""
+
+    def marked(spec: FieldSpec) -> FieldSpec:
+        if spec.name not in knn_fields:
+            return spec
+        return replace(spec, knn_vector=True, dimension=knn_fields[spec.name])
+
+    sources = tuple(
+        replace(source, fields=tuple(marked(spec) for spec in source.fields)) for source in plan.sources
+    )
+    return replace(plan, sources=sources)

@@ -99,7 +99,7 @@ def test_bad_records_go_to_the_dead_letter_queue_with_file_and_line(osmem_url, c
     assert entries[0]["raw"] == "{not json" and entries[0]["reason"].startswith("malformed JSON")
     assert entries[1]["reason"] == "missing _id: $.id matched nothing"
     assert entries[2]["reason"] == "vector field 'embedding' has 2 dimensions; the index mapping expects 4"
-    assert entries[2]["raw"]["_id"] == "50"
+    assert json.loads(entries[2]["raw"])["id"] == 50
     assert set(indexed_documents(osmem_url, "local-index")) == {"1", "2", "3", "4"}
 
 

@@ -312,31 +312,56 @@ def test_vectors_in_a_field_not_mapped_as_knn_vector_are_warned_about(server, ca
     assert "field 'embedding' holds vectors but is not a knn_vector field" in err
 
 
-def test_a_rejected_joined_document_lists_every_record_and_counts_them(server, capsys, tmp_path):
-    sink = server()
-    (tmp_path / "out.jsonl").write_bytes(
-        jsonl([{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0]}])
-    )
-    (tmp_path / "in.jsonl").write_bytes(jsonl([{"k": "b", "text": "bee"}, {"k": "a", "text": "ay"}]))
-    request = {
+def join_request(tmp_path, outputs: list[dict], inputs: list[dict]) -> dict:
+    (tmp_path / "out.jsonl").write_bytes(jsonl(outputs))
+    (tmp_path / "in.jsonl").write_bytes(jsonl(inputs))
+    return {
         "index_name": "vectors",
         "field_map": {
             "embedding": "source[0].$.vec",
             "text": "source[1].$.text",
+            "rank": "source[1].$.rank",
             "_id": ["source[0].$.k", "source[1].$.k"],
         },
         "data_source": {"type": "local", "source": [str(tmp_path / "out.jsonl"), str(tmp_path / "in.jsonl")]},
     }
+
+
+def test_a_rejected_joined_document_lists_every_record_and_counts_them(server, capsys, tmp_path):
+    sink = server()
+    request = join_request(
+        tmp_path,
+        [{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0, 2.0, 3.0, 4.0]}],
+        [{"k": "b", "text": "bee", "rank": "many"}, {"k": "a", "text": "ay", "rank": 1}],
+    )
     code, record = run_ingest(
         capsys, tmp_path, request, sink.url, "--max-error-ratio=0.4", index_body=MAPPING
     )
     assert code == 1 and record["counts"]["dlq"] == 1 and record["counts"]["rejected_records"] == 2
     assert record["error"].startswith("2 of 4 records rejected (50.00%)")
     (entry,) = dead_letters(record)
+    assert entry["stage"] == "bulk"
     assert entry["origins"] == [
         {"source": str(tmp_path / "out.jsonl"), "line": 2},
         {"source": str(tmp_path / "in.jsonl"), "line": 1},
     ]
+
+
+def test_a_bad_vector_in_a_join_rejects_its_record_and_the_rest_of_the_key_is_indexed(
+    server, capsys, tmp_path
+):
+    sink = server()
+    request = join_request(
+        tmp_path,
+        [{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0]}],
+        [{"k": "b", "text": "bee"}, {"k": "a", "text": "ay"}],
+    )
+    code, record = run_ingest(capsys, tmp_path, request, sink.url, index_body=MAPPING)
+    assert code == 3 and record["counts"]["invalid_vectors"] == 1
+    (entry,) = dead_letters(record)
+    assert (entry["stage"], entry["source"], entry["line"]) == ("validate", str(tmp_path / "out.jsonl"), 2)
+    assert entry["reason"] == "vector field 'embedding' has 1 dimensions; the index mapping expects 4"
+    assert sink.docs("vectors")["b"] == {"text": "bee"}
 
 
 def test_bulk_tuning_left_over_by_a_killed_run_is_reset_not_kept(server, capsys, tmp_path):

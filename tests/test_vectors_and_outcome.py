@@ -1,16 +1,16 @@
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
 from connectors.opensearch import knn_vector_fields
 from pipelines.outcome import decide_outcome
-from transforms.vectors import (
-    document_vector_problem,
-    plain_number_count,
-    unmapped_vector_fields,
-    vector_problem,
-)
+from transforms.jsonpath import compile_path
+from transforms.projection import VectorError, check_vector, to_wire
+from transforms.types import FieldSpec
+from transforms.vectors import numbers_only, unmapped_vector_fields, vector_problem
 
 
 @pytest.mark.parametrize(
@@ -29,38 +29,25 @@ def test_vector_problems(value, problem):
     assert vector_problem(value, 3) == problem
 
 
-def test_document_checks_every_knn_field_and_ignores_absent_ones():
-    knn = {"a": 2, "b": 3}
-    assert document_vector_problem({"a": [1.0, 2.0]}, knn) is None
-    assert document_vector_problem({"a": [1.0, 2.0], "b": [1.0]}, knn) == (
-        "vector field 'b' has 1 dimensions; the index mapping expects 3"
-    )
-
-
 @pytest.mark.parametrize(
-    ("value", "count"),
-    [
-        ([0.1, -2, 3.5e-7, 1e300], 4),
-        ([5], 1),
-        ([], None),
-        ([1.0, None], None),
-        ([1.0, float("nan")], None),
-        ([True, 1.0], None),
-        ([1.0, "2"], None),
-        ([[1.0], [2.0]], None),
-        ({"a": 1}, None),
-    ],
+    "value",
+    [[0.1, 2, -3.5], [0.1, 2.0], [1.0, "2", 3.0], [True, 1.0, 1.0], [1.0, None, 2.0], [], "1,2,3", [[1.0]]],
 )
-def test_plain_number_count_of_serialized_vectors(value, count):
-    assert plain_number_count(orjson.dumps(value)) == count
+@pytest.mark.parametrize("dimension", [3, None])
+def test_projection_checks_knn_vectors_as_the_slow_check_does(value, dimension):
+    spec = FieldSpec("v", compile_path("$.v"), knn_vector=True, dimension=dimension)
+    problem = vector_problem(value, dimension)
+    if problem is None:
+        check_vector(spec, value, to_wire(value, "v"))
+    else:
+        with pytest.raises(VectorError, match=re.escape(f"vector field 'v' {problem}")):
+            check_vector(spec, value, to_wire(value, "v"))
 
 
-def test_serialized_vectors_get_the_same_verdict_as_parsed_ones():
-    knn = {"v": 3}
-    for value in ([0.1, 2, -3.5], [1.0, 2.0], [1.0, "2", 3.0], [True, 1.0, 1.0], [1.0, None, 2.0], []):
-        assert document_vector_problem({"v": orjson.dumps(value)}, knn) == document_vector_problem(
-            {"v": value}, knn
-        )
+def test_numbers_only_is_true_for_flat_arrays_of_numbers():
+    assert numbers_only(orjson.dumps([0.1, -2, 3.5e-7, 1e300]))
+    for value in ([1.0, None], [1.0, float("nan")], [True], ["2"], [[1.0]], {"a": 1}):
+        assert not numbers_only(orjson.dumps(value))
 
 
 def test_vectors_in_fields_not_mapped_as_knn_vector_are_found():

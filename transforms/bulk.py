@@ -1,8 +1,9 @@
-"""Batch documents into `_bulk` bodies and write them (the **validate + batch + write** steps).
+"""Batch documents into `_bulk` bodies and write them (the **batch + write** steps).
 
 Pure parts: `encode_action` serializes one document once (action line + source line) and
 `BulkBuffer` cuts bodies by document count and bytes. `WriteToOpenSearch` wraps them:
-`_BulkWriteFn` checks vectors against the index mapping, buffers in `process`, sends full
+`_BulkWriteFn` warns of vectors in fields the mapping does not declare `knn_vector` (the
+declared ones were checked at projection), buffers in `process`, sends full
 bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
 `connectors.bulk_retry.send_with_retries`, and turns every rejected document into a
 `DeadLetter` with its reason. Metrics are only touched on the bundle's own thread.
@@ -26,9 +27,8 @@ from apache_beam.transforms.window import GlobalWindows
 from connectors.bulk_retry import BulkOutcome, RetryPolicy, send_with_retries
 from connectors.opensearch import BulkClient, OpenSearchConfig
 from transforms import progress
-from transforms.projection import json_fragment
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
-from transforms.vectors import document_vector_problem, unmapped_vector_fields
+from transforms.vectors import unmapped_vector_fields
 
 DEFAULT_BULK_SIZE = 500
 _MAPPING_CHECK_DOCUMENTS = 100  # fields holding vectors outside the mapping show in the first documents
@@ -40,7 +40,7 @@ log = logging.getLogger("mlbatch")
 def fields_json(fields: dict[str, Any]) -> bytes:
     """A document's JSON; bytes values are JSON already (see `transforms.projection.to_wire`)."""
     return orjson.dumps(
-        {name: json_fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
+        {name: orjson.Fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
     )
 
 
@@ -118,7 +118,6 @@ class _BulkWriteFn(beam.DoFn):
                 "bulk_rejected",
                 "bulk_requests",
                 "bulk_retries",
-                "invalid_vectors",
             )
         }
         self._accounted = [accounted_counter(source) for source in range(config.source_count)]
@@ -144,23 +143,20 @@ class _BulkWriteFn(beam.DoFn):
             if count:
                 self._accounted[source].inc(count)
 
-    def _check(self, document: Document) -> str | None:
-        if self._mapping_checks_left:
-            self._mapping_checks_left -= 1
-            for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
-                if name not in self._warned_fields:
-                    self._warned_fields.add(name)
-                    log.warning(
-                        "field %r holds vectors but is not a knn_vector field in the index mapping", name
-                    )
-        return document_vector_problem(document.fields, self._config.knn_fields)
+    def _warn_unmapped_vectors(self, document: Document) -> None:
+        """Vectors of the first documents in fields the mapping does not declare `knn_vector`, once each.
+
+        Fields it does declare were checked when their records were projected.
+        """
+        self._mapping_checks_left -= 1
+        for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
+            if name not in self._warned_fields:
+                self._warned_fields.add(name)
+                log.warning("field %r holds vectors but is not a knn_vector field in the index mapping", name)
 
     def process(self, document: Document) -> Iterator[Any]:
-        problem = self._check(document)
-        if problem:
-            self._counters["invalid_vectors"].inc()
-            yield TaggedOutput(DEAD_LETTERS, _document_dead_letter(document, "validate", problem))
-            return
+        if self._mapping_checks_left:
+            self._warn_unmapped_vectors(document)
         try:
             encoded = encode_action(document, self._config.action)
         except TypeError as error:

@@ -20,13 +20,12 @@ from apache_beam.metrics import Metrics
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
-from transforms.projection import json_fragment
 from transforms.types import METRICS_NAMESPACE, DeadLetter, accounted_counter
 
 
 def _raw_json(value: Any) -> Any:
     """Field values that travel as JSON bytes go in as JSON; anything else odd as its text."""
-    return json_fragment(value) if isinstance(value, bytes) else str(value)
+    return orjson.Fragment(value) if isinstance(value, bytes) else str(value)
 
 
 class _WriteDeadLettersFn(beam.DoFn):

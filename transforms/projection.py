@@ -3,7 +3,8 @@
 Each line is parsed with orjson, the source's paths are evaluated right away and the raw
 record is dropped, so only the fields to be written travel through the join. Problems a
 record can have (not JSON, not an object, no usable `_id`, a value that is not JSON) raise
-`RecordError` with the stage and a reason for the dead-letter queue; list and object values
+`RecordError` with the stage and a reason for the dead-letter queue, as does a value of a
+`knn_vector` field that is not a vector of the index mapping's dimension; list and object values
 leave as their JSON bytes (see `to_wire`); paths that match nothing are reported back
 so they can be counted, but do not reject the record.
 """
@@ -16,17 +17,21 @@ from typing import Any
 import orjson
 
 from transforms.jsonpath import MISSING
-from transforms.types import SourcePlan
-from transforms.vectors import VectorJson, numbers_only
+from transforms.types import FieldSpec, SourcePlan
+from transforms.vectors import numbers_only, vector_problem
 
 
 class RecordError(ValueError):
-    """A record cannot be used; `stage` is where it failed (parse / map)."""
+    """A record cannot be used; `stage` is where it failed (parse / map / validate)."""
 
     def __init__(self, stage: str, reason: str) -> None:
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+
+
+class VectorError(RecordError):
+    """A `knn_vector` field's value is not a vector of the mapping's dimension."""
 
 
 def parse_record(payload: bytes | dict[str, Any]) -> dict[str, Any]:
@@ -68,17 +73,29 @@ def project(source: SourcePlan, record: dict[str, Any]) -> tuple[str | None, dic
         if value is MISSING:
             unmatched.append(spec.name)
             continue
-        fields[spec.name] = to_wire(value, spec.name)
+        fields[spec.name] = wire = to_wire(value, spec.name)
+        if spec.knn_vector:
+            check_vector(spec, value, wire)
     return doc_id, fields, unmatched
 
 
-def json_fragment(text: bytes) -> orjson.Fragment:
-    """A wire value's JSON bytes, to embed as they are (orjson takes only exact `bytes`)."""
-    return orjson.Fragment(text if text.__class__ is bytes else bytes(text))
+def check_vector(spec: FieldSpec, value: Any, wire: Any) -> None:
+    """Raise VectorError when a `knn_vector` field's value is not a vector the index accepts.
 
-
-def _is_vector(value: Any) -> bool:
-    return value.__class__ is list and bool(value) and value[0].__class__ is float
+    The common case costs one pass over the serialized vector (`numbers_only`) and a length;
+    only a bad vector is looked at element by element, to say what is wrong with it.
+    """
+    if (
+        value.__class__ is list
+        and wire.__class__ is bytes
+        and (spec.dimension is None or len(value) == spec.dimension)
+        and len(value) > 0
+        and numbers_only(wire)
+    ):
+        return
+    problem = vector_problem(value, spec.dimension)
+    if problem:
+        raise VectorError("validate", f"vector field {spec.name!r} {problem}")
 
 
 def _json_default(value: Any) -> Any:
@@ -92,16 +109,13 @@ def to_wire(value: Any, name: str) -> Any:
 
     Vectors are most of the data; as one bytes object each they cross the shuffle about 7x
     faster than as lists of floats, and go into the bulk body as they are
-    (`orjson.Fragment`); lists of numbers carry their length (`VectorJson`). Parquet
-    decimals become floats; binary values are not JSON.
+    (`orjson.Fragment`). Parquet decimals become floats; binary values are not JSON.
     """
     if isinstance(value, list | dict):
         try:
             text = orjson.dumps(value, default=_json_default)
         except TypeError as error:
             raise RecordError("validate", f"not JSON: field {name!r}: {error}") from None
-        if _is_vector(value) and numbers_only(text):
-            return VectorJson(text, len(value))
         return text
     if isinstance(value, Decimal):
         return float(value)

@@ -50,6 +50,7 @@ class SourceReader:
         self._read = Metrics.counter(METRICS_NAMESPACE, "read")
         self._read_by_source = Metrics.counter(METRICS_NAMESPACE, f"read.source[{source.index}]")
         self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
+        self._invalid_vectors = Metrics.counter(METRICS_NAMESPACE, "invalid_vectors")
 
     def records(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
         """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others.
@@ -80,6 +81,7 @@ class SourceReader:
         self._read.inc(tally.read)
         self._read_by_source.inc(tally.read)
         self._projected.inc(tally.projected)
+        self._invalid_vectors.inc(tally.invalid_vectors)
         for name, count in tally.unmatched.items():
             Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc(count)
         progress.READ.add(tally.read)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.sources import SourceAccess, read_records
-from transforms.projection import RecordError, parse_record, project
+from transforms.projection import RecordError, VectorError, parse_record, project
 from transforms.types import DeadLetter, Locator, SourcePlan, dead_letter
 
 ProjectedRecord = tuple[Any, int, dict[str, Any]]
@@ -22,15 +22,17 @@ ProjectedRecord = tuple[Any, int, dict[str, Any]]
 
 @dataclass
 class Tally:
-    """Counts since the last `take`: records read, projected, and unmatched paths by field."""
+    """Counts since the last `take`: records read, projected, with a bad vector, and unmatched
+    paths by field."""
 
     read: int = 0
     projected: int = 0
+    invalid_vectors: int = 0
     unmatched: Counter[str] = field(default_factory=Counter)
 
     def take(self) -> Tally:
-        taken = Tally(self.read, self.projected, self.unmatched)
-        self.read, self.projected, self.unmatched = 0, 0, Counter()
+        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched)
+        self.read, self.projected, self.invalid_vectors, self.unmatched = 0, 0, 0, Counter()
         return taken
 
 
@@ -44,6 +46,8 @@ def projected_records(
         try:
             doc_id, fields, unmatched = project(source, parse_record(payload))
         except RecordError as error:
+            if isinstance(error, VectorError):
+                tally.invalid_vectors += 1
             yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
             continue
         for name in unmatched:

@@ -23,6 +23,8 @@ class FieldSpec:
 
     name: str
     path: CompiledPath
+    knn_vector: bool = False  # a knn_vector field of the index: checked as the record is projected
+    dimension: int | None = None  # its mapping's dimension (None: any)
 
 
 @dataclass(frozen=True)
