@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from connectors.bulk_retry import BulkFailed
+from connectors.bulk_retry import DEFAULT_BULK_CONCURRENCY, BulkFailed
 from connectors.opensearch import SIGV4_SERVICES, ClusterError, OpenSearchConfig
 from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
 from connectors.sources import SourceAccess, SourceError
@@ -32,9 +32,15 @@ from pipelines.cli_common import (
     print_json,
     read_json,
 )
-from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyError, choose_join_strategy
+from pipelines.join_strategy import (
+    DEFAULT_BROADCAST_MAX_BYTES,
+    JoinStrategyError,
+    choose_join_strategy,
+    streamed_file,
+)
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import RequestError, parse_request
+from transforms.read_helper import HelperRead
 
 _BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
 
@@ -95,7 +101,10 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
     parser.add_argument("--compress", action="store_true", help="gzip request bodies")
     parser.add_argument(
-        "--bulk-concurrency", type=int, default=2, help="_bulk requests in flight per worker (default 2)"
+        "--bulk-concurrency",
+        type=int,
+        default=DEFAULT_BULK_CONCURRENCY,
+        help=f"_bulk requests in flight per worker (default {DEFAULT_BULK_CONCURRENCY})",
     )
     parser.add_argument(
         "--max-retries", type=int, default=8, help="retries of a failed _bulk request or item (default 8)"
@@ -136,6 +145,8 @@ def check_ingest_options(
         parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
     if args.bulk_tuning and args.aws_sigv4 == "aoss":
         parser.error("--bulk-tuning: OpenSearch Serverless has no index replica or refresh settings to tune")
+    if not beam_args:
+        return
     from pipelines.batch_ingest import unknown_beam_args
 
     unknown = unknown_beam_args(beam_args)
@@ -286,9 +297,7 @@ def run_ingest(
     from connectors.bulk_retry import RetryPolicy
     from connectors.opensearch import bulk_tuning, prepare_index
     from connectors.sources import expand_source, file_size
-    from pipelines.batch_ingest import IngestJob, run_pipeline
     from pipelines.outcome import decide_outcome
-    from transforms.bulk import OpenSearchWriteConfig
 
     access = SourceAccess(request.source_type, request.credential)
     try:
@@ -322,8 +331,17 @@ def run_ingest(
         ):
             log.warning("field %r is mapped as %s, not knn_vector", name, index.properties[name]["type"])
 
+    checked_plan = with_vector_checks(plan, index.knn_fields)
+    read_helper = _use_read_helper(args.read_helper, beam_args)
+    streamed = streamed_file(strategy, files) if read_helper else None
+    if streamed is not None:  # parsing starts now, while Beam loads and the pipeline is built
+        HelperRead.start_early(checked_plan.sources[streamed[0]], access, streamed[1])
+
+    from pipelines.batch_ingest import IngestJob, run_pipeline
+    from transforms.bulk import OpenSearchWriteConfig
+
     job = IngestJob(
-        plan=with_vector_checks(plan, index.knn_fields),
+        plan=checked_plan,
         files_by_source=files,
         access=access,
         write=OpenSearchWriteConfig(
@@ -341,7 +359,7 @@ def run_ingest(
         task_id=task_id,
         redactor=redactor,
         join_strategy=strategy,
-        read_helper=_use_read_helper(args.read_helper, beam_args),
+        read_helper=read_helper,
     )
     store.update(task_id, state="RUNNING")
     try:
@@ -361,6 +379,8 @@ def run_ingest(
         if args.debug:
             raise
         return code
+    finally:
+        HelperRead.discard_early()
     counts = _summarize(counters)
     log.info(
         "read %d record(s), indexed %d document(s), rejected %d",

@@ -64,3 +64,13 @@ def choose_join_strategy(
         streamed,
         reason=f"source[{streamed}] streams; the other sources ({side_bytes:,} bytes) are held in memory",
     )
+
+
+def streamed_file(strategy: JoinStrategy, files_by_source: Sequence[Sequence[str]]) -> tuple[int, str] | None:
+    """(source index, URI) of the one file a run streams through a single step, if it has one:
+    the broadcast join's large file, or a single source's only file."""
+    if strategy.name == "broadcast" and strategy.streamed is not None:
+        return strategy.streamed, files_by_source[strategy.streamed][0]
+    if strategy.name == "none" and len(files_by_source[0]) == 1:
+        return 0, files_by_source[0][0]
+    return None

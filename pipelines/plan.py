@@ -22,6 +22,7 @@ from typing import Any
 from pipelines.request import IngestRequest, RequestError
 from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
 from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
+from transforms.vectors import key_needle
 
 METADATA_FIELDS = frozenset(
     {
@@ -127,7 +128,11 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
             raise RequestError(f"{where}: field {name!r} is already produced by {produced_by[name]}")
         index, expression = _split_source(raw, where, source_count)
         path = _compile(expression, where)
-        fields_by_source[_resolve_source(index, where, source_count)].append(FieldSpec(name, path))
+        last = path.steps[-1] if path.steps else None
+        needle = key_needle(last) if isinstance(last, str) else None
+        fields_by_source[_resolve_source(index, where, source_count)].append(
+            FieldSpec(name, path, needle=needle)
+        )
         produced_by[name] = where
 
     for name, raw in request.field_map.items():

@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from connectors.bulk_retry import BulkOutcome, RetryPolicy, send_with_retries
+from connectors.bulk_retry import DEFAULT_BULK_CONCURRENCY, BulkOutcome, RetryPolicy, send_with_retries
 from connectors.opensearch import BulkClient, OpenSearchConfig
 from transforms import progress
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
@@ -90,7 +90,7 @@ class OpenSearchWriteConfig:
     index_name: str
     bulk_size: int = DEFAULT_BULK_SIZE
     bulk_bytes: int = DEFAULT_BULK_BYTES
-    bulk_concurrency: int = 2
+    bulk_concurrency: int = DEFAULT_BULK_CONCURRENCY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     action: BulkAction = "index"
     knn_fields: dict[str, int | None] = field(default_factory=dict)

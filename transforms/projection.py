@@ -5,7 +5,8 @@ record is dropped, so only the fields to be written travel through the join. Pro
 record can have (not JSON, not an object, no usable `_id`, a value that is not JSON) raise
 `RecordError` with the stage and a reason for the dead-letter queue, as does a value of a
 `knn_vector` field that is not a vector of the index mapping's dimension; list and object values
-leave as their JSON bytes (see `to_wire`); paths that match nothing are reported back
+leave as their JSON bytes (see `to_wire`), vectors as their text in the raw line when that is
+unambiguous (`transforms.vectors.raw_vector`); paths that match nothing are reported back
 so they can be counted, but do not reject the record.
 """
 
@@ -18,7 +19,7 @@ import orjson
 
 from transforms.jsonpath import MISSING
 from transforms.types import FieldSpec, SourcePlan
-from transforms.vectors import numbers_only, vector_problem
+from transforms.vectors import numbers_only, raw_vector, vector_problem
 
 
 class RecordError(ValueError):
@@ -59,8 +60,13 @@ def document_id(value: Any, expression: str) -> str:
     return text
 
 
-def project(source: SourcePlan, record: dict[str, Any]) -> tuple[str | None, dict[str, Any], list[str]]:
-    """(document id or None, fields this source contributes, names of fields whose path matched nothing)."""
+def project(
+    source: SourcePlan, record: dict[str, Any], line: bytes | None = None
+) -> tuple[str | None, dict[str, Any], list[str]]:
+    """(document id or None, fields this source contributes, names of fields whose path matched nothing).
+
+    `line` is the record's raw JSON when it has one: vectors are taken from it as written.
+    """
     doc_id = (
         None
         if source.id_path is None
@@ -73,29 +79,37 @@ def project(source: SourcePlan, record: dict[str, Any]) -> tuple[str | None, dic
         if value is MISSING:
             unmatched.append(spec.name)
             continue
-        fields[spec.name] = wire = to_wire(value, spec.name)
+        raw = None
+        if line is not None and spec.needle is not None and _is_vector(value):
+            raw = raw_vector(line, spec.needle)
+        fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
         if spec.knn_vector:
-            check_vector(spec, value, wire)
+            check_vector(spec, value, wire, flat_numbers=raw is not None)
     return doc_id, fields, unmatched
 
 
-def check_vector(spec: FieldSpec, value: Any, wire: Any) -> None:
+def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = False) -> None:
     """Raise VectorError when a `knn_vector` field's value is not a vector the index accepts.
 
-    The common case costs one pass over the serialized vector (`numbers_only`) and a length;
-    only a bad vector is looked at element by element, to say what is wrong with it.
+    The common case costs one pass over the serialized vector (`numbers_only`, skipped when
+    the caller knows it holds only numbers) and a length; only a bad vector is looked at
+    element by element, to say what is wrong with it.
     """
     if (
         value.__class__ is list
         and wire.__class__ is bytes
         and (spec.dimension is None or len(value) == spec.dimension)
         and len(value) > 0
-        and numbers_only(wire)
+        and (flat_numbers or numbers_only(wire))
     ):
         return
     problem = vector_problem(value, spec.dimension)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
+
+
+def _is_vector(value: Any) -> bool:
+    return value.__class__ is list and bool(value) and value[0].__class__ is float
 
 
 def _json_default(value: Any) -> Any:

@@ -58,7 +58,7 @@ class SourceReader:
         A helper process starts at once, so it parses while the caller prepares.
         """
         if self._helper:
-            return self._counted(HelperRead(self.source, self._access, uri).frames())
+            return self._counted(HelperRead.for_file(self.source, self._access, uri).frames())
         return self._records_here(uri)
 
     def _counted(self, frames: Iterator[tuple[list[Any], Tally]]) -> Iterator[ProjectedRecord | DeadLetter]:

@@ -15,7 +15,9 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -24,13 +26,8 @@ from transforms.record_stream import ProjectedRecord, Tally, projected_records
 from transforms.types import DeadLetter, SourcePlan
 
 FRAME_RECORDS = 1000
+READ_AHEAD_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct("<Q")
-
-
-def write_frame(stream: BinaryIO, item: Any) -> None:
-    data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)))
-    stream.write(data)
 
 
 def read_frame(stream: BinaryIO) -> Any:
@@ -44,8 +41,63 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(data)
 
 
-def serve(job: BinaryIO, out: BinaryIO) -> None:
+class _Outbox:
+    """Writes frames to the pipe on a thread, so the helper keeps parsing while the pipeline is
+    busy elsewhere, up to `limit` bytes ahead of it."""
+
+    def __init__(self, out: BinaryIO, limit: int) -> None:
+        self._out = out
+        self._limit = limit
+        self._frames: deque[bytes] = deque()
+        self._pending = 0
+        self._done = False
+        self._failed: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._write_all, name="read-helper-out", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+        with self._changed:
+            while self._frames and self._pending + len(data) > self._limit and self._failed is None:
+                self._changed.wait()
+            if self._failed is not None:
+                raise self._failed
+            self._frames.append(data)
+            self._pending += len(data)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _write_all(self) -> None:
+        while True:
+            with self._changed:
+                while not self._frames and not self._done:
+                    self._changed.wait()
+                if not self._frames:
+                    return
+                data = self._frames.popleft()
+            try:
+                self._out.write(_HEADER.pack(len(data)))
+                self._out.write(data)
+                self._out.flush()
+            except OSError as error:  # the pipeline stopped reading
+                with self._changed:
+                    self._failed = error
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._pending -= len(data)
+                self._changed.notify_all()
+
+
+def serve(job: BinaryIO, out: BinaryIO, read_ahead: int = READ_AHEAD_BYTES) -> None:
     """The helper's side: read the job, stream frames, end with `end` or `error`."""
+    outbox = _Outbox(out, read_ahead)
     try:
         source, access, uri = pickle.loads(job.read())
         tally = Tally()
@@ -53,23 +105,46 @@ def serve(job: BinaryIO, out: BinaryIO) -> None:
         for record in projected_records(source, access, uri, tally):
             batch.append(record)
             if len(batch) >= FRAME_RECORDS:
-                write_frame(out, ("records", batch, tally.take()))
+                outbox.put(("records", batch, tally.take()))
                 batch = []
-        write_frame(out, ("records", batch, tally.take()))
-        write_frame(out, ("end",))
+        outbox.put(("records", batch, tally.take()))
+        outbox.put(("end",))
     except SourceError as error:
-        write_frame(out, ("error", str(error)))
+        outbox.put(("error", str(error)))
+    except OSError:
+        return
     except Exception as error:  # reported to the pipeline as this file's failure, not a bare traceback
-        write_frame(out, ("error", f"the read helper failed: {type(error).__name__}: {error}"))
-    out.flush()
+        outbox.put(("error", f"the read helper failed: {type(error).__name__}: {error}"))
+    finally:
+        outbox.close()
 
 
 class HelperRead:
     """A helper process reading one file, started at once; `frames` yields what it sends.
 
     The process is stopped when `frames` ends or is closed, or when this object is dropped
-    unread (say, the caller failed before reading).
+    unread (say, the caller failed before reading). `start_early` starts the helper of the
+    file the pipeline will stream before the pipeline is even built; `for_file` hands it to
+    the step that reads that file when it runs in the same process (the DirectRunner), and
+    starts a new one otherwise.
     """
+
+    _early: dict[tuple[SourcePlan, str], HelperRead] = {}
+
+    @classmethod
+    def start_early(cls, source: SourcePlan, access: SourceAccess, uri: str) -> None:
+        cls._early[(source, uri)] = cls(source, access, uri)
+
+    @classmethod
+    def for_file(cls, source: SourcePlan, access: SourceAccess, uri: str) -> HelperRead:
+        early = cls._early.pop((source, uri), None)
+        return early if early is not None else cls(source, access, uri)
+
+    @classmethod
+    def discard_early(cls) -> None:
+        """Stop the early helpers no step took (the run failed before reading them)."""
+        while cls._early:
+            cls._early.popitem()[1]._stop()
 
     def __init__(self, source: SourcePlan, access: SourceAccess, uri: str) -> None:
         self._uri = uri

@@ -44,7 +44,8 @@ def projected_records(
     for line, payload in read_records(uri, access):
         tally.read += 1
         try:
-            doc_id, fields, unmatched = project(source, parse_record(payload))
+            line_text = payload if isinstance(payload, bytes) else None
+            doc_id, fields, unmatched = project(source, parse_record(payload), line_text)
         except RecordError as error:
             if isinstance(error, VectorError):
                 tally.invalid_vectors += 1

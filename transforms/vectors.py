@@ -13,8 +13,10 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 _SHOWN_VALUE_CHARS = 40
-_NUMBER_BYTES = b"0123456789+-.eE,"
+_NUMBER_BYTES = b"0123456789+-.eE, \t"
 _FLOAT_LIST = re.compile(rb"\[\s*-?\d+\.\d*(?:[eE][-+]?\d+)?\s*,")
 
 
@@ -34,8 +36,48 @@ def vector_problem(value: Any, dimension: int | None) -> str | None:
     return None
 
 
+def key_needle(key: str) -> bytes:
+    """How an object key `key` is written in JSON, quoted, as raw bytes (`b'"embedding"'`)."""
+    return orjson.dumps(key)
+
+
+def raw_vector(line: bytes, needle: bytes) -> bytes | None:
+    """The raw JSON text of the flat array of numbers that is the value of key `needle` in the
+    JSON object `line`, or None when that cannot be told for sure from the text alone.
+
+    Taking a vector's text as it is skips formatting its floats again, most of the cost of
+    projecting an embedding. It is only taken when it cannot be another value: the line has
+    no escapes (so every key is spelled as written), the key appears exactly once as a key,
+    written directly before its colon, and the text up to the first `]` is a flat array of
+    numbers. The caller has parsed the line and found an array of numbers at its path.
+    """
+    if b"\\" in line:
+        return None
+    value_at = -1
+    position = line.find(needle)
+    while position >= 0:
+        after = position + len(needle)
+        follower = line[after : after + 1]
+        if follower == b":":
+            if value_at >= 0:
+                return None
+            value_at = after + 1
+        elif follower.isspace():
+            return None
+        position = line.find(needle, after)
+    if value_at < 0:
+        return None
+    start = line.find(b"[", value_at)
+    end = line.find(b"]", start)
+    if start < 0 or end < 0 or line[value_at:start].strip():
+        return None
+    text = line[start : end + 1]
+    return text if numbers_only(text) else None
+
+
 def numbers_only(text: bytes) -> bool:
-    """True when the JSON array `text` (orjson output) is flat and holds only numbers."""
+    """True when the JSON array `text` is flat and holds only numbers (NaN and infinity are
+    `null` in orjson output, so they fail)."""
     return text.translate(None, _NUMBER_BYTES) == b"[]"
 
 
