@@ -11,6 +11,7 @@ bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -37,17 +38,25 @@ BulkAction = Literal["index", "create"]
 log = logging.getLogger("mlbatch")
 
 
-def fields_json(fields: dict[str, Any]) -> bytes:
-    """A document's JSON; bytes values are JSON already (see `transforms.projection.to_wire`)."""
-    return orjson.dumps(
-        {name: orjson.Fragment(v) if isinstance(v, bytes) else v for name, v in fields.items()}
-    )
+@functools.cache
+def _member_key(name: str) -> bytes:
+    return orjson.dumps(name) + b":"
 
 
 def encode_action(document: Document, action: BulkAction = "index") -> bytes:
-    """The two NDJSON lines of an `index` (or `create`) action, each document serialized once."""
-    meta = b"{}" if document.doc_id is None else b'{"_id":' + orjson.dumps(document.doc_id) + b"}"
-    return b'{"' + action.encode() + b'":' + meta + b"}\n" + fields_json(document.fields) + b"\n"
+    """The two NDJSON lines of an `index` (or `create`) action, each document serialized once.
+
+    Built in one join: bytes values are JSON already (see `transforms.projection.to_wire`) and
+    are copied in once, not re-encoded; other values are encoded with orjson.
+    """
+    meta = b"{}}\n" if document.doc_id is None else b'{"_id":' + orjson.dumps(document.doc_id) + b"}}\n"
+    parts = [b'{"', action.encode(), b'":', meta, b"{"]
+    for name, value in document.fields.items():
+        parts += (_member_key(name), value if isinstance(value, bytes) else orjson.dumps(value), b",")
+    if parts[-1] == b",":
+        parts.pop()
+    parts.append(b"}\n")
+    return b"".join(parts)
 
 
 class BulkBuffer:
