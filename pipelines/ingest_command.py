@@ -235,8 +235,13 @@ def _use_read_helper(choice: str, beam_args: list[str]) -> bool:
     """`auto`: on when the DirectRunner (one thread) runs on a machine with a core to spare."""
     if choice != "auto":
         return choice == "on"
-    runners = [arg.split("=", 1)[-1] for arg in beam_args if arg.startswith("--runner")]
-    return (not runners or runners[-1] in ("DirectRunner", "direct")) and (os.cpu_count() or 1) > 1
+    runner = "DirectRunner"
+    for position, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and position + 1 < len(beam_args):
+            runner = beam_args[position + 1]
+    return runner.lower() in ("directrunner", "direct") and (os.cpu_count() or 1) > 1
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""The helper process reads what in-process reading reads, fails the same way, and is always stopped."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.sources import SourceAccess, SourceError
+from pipelines.ingest_command import _use_read_helper
+from pipelines.plan import compile_plan, with_vector_checks
+from pipelines.request import parse_request
+from tests.data import jsonl, sagemaker_lines
+from transforms.read_helper import HelperRead
+from transforms.record_stream import Tally, projected_records
+
+LOCAL = SourceAccess("local")
+
+
+def source_plan(path: str):
+    request = {
+        "index_name": "i",
+        "field_map": {"text": "$.content[0]", "embedding": "$.SageMakerOutput[0]", "_id": "$.id"},
+        "data_source": {"type": "local", "source": [path]},
+    }
+    return with_vector_checks(compile_plan(parse_request(request)), {"embedding": 4}).sources[0]
+
+
+def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch):
+    monkeypatch.setattr("transforms.read_helper.FRAME_RECORDS", 3)
+    path = tmp_path / "mixed.jsonl"
+    bad_vector = {"SageMakerOutput": [[1.0]], "content": ["short"], "id": 99}
+    path.write_bytes(jsonl(sagemaker_lines(5, 4)) + b"{oops\n" + jsonl([bad_vector, {"content": ["no id"]}]))
+    source = source_plan(str(path))
+    here_tally = Tally()
+    here = list(projected_records(source, LOCAL, str(path), here_tally))
+    frames = list(HelperRead(source, LOCAL, str(path)).frames())
+    assert [record for records, _ in frames for record in records] == here
+    assert sum(tally.read for _, tally in frames) == here_tally.read == 8
+    assert sum(tally.invalid_vectors for _, tally in frames) == here_tally.invalid_vectors == 1
+
+
+def test_an_unreadable_file_fails_with_the_in_process_message(tmp_path):
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(b"not gzip at all")
+    source = source_plan(str(path))
+    with pytest.raises(SourceError) as here:
+        list(projected_records(source, LOCAL, str(path), Tally()))
+    with pytest.raises(SourceError) as helper:
+        list(HelperRead(source, LOCAL, str(path)).frames())
+    assert str(helper.value) == str(here.value) and str(path) in str(here.value)
+
+
+def test_an_early_helper_is_handed_over_once_and_unclaimed_ones_are_stopped(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl(sagemaker_lines(2, 4)))
+    source = source_plan(str(path))
+    HelperRead.start_early(source, LOCAL, str(path))
+    early = HelperRead._early[(source, str(path))]
+    assert HelperRead.for_file(source, LOCAL, str(path)) is early
+    assert HelperRead.for_file(source, LOCAL, str(path)) is not early
+    HelperRead.start_early(source, LOCAL, str(path))
+    unclaimed = HelperRead._early[(source, str(path))]
+    HelperRead.discard_early()
+    assert unclaimed._process.poll() is not None and not HelperRead._early
+
+
+def test_the_helper_is_on_for_the_direct_runner_only_unless_asked():
+    assert _use_read_helper("on", ["--runner=DataflowRunner"])
+    assert not _use_read_helper("off", [])
+    assert not _use_read_helper("auto", ["--runner", "DataflowRunner"])
+    assert _use_read_helper("auto", ["--runner=DirectRunner"]) == _use_read_helper("auto", [])
