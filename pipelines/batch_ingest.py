@@ -134,7 +134,7 @@ def _broadcast_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list)
         if source is streamed:
             continue
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(files), job.access, "batches"
+            source, list(files), job.access, "batches", job.read_helper
         )
         side.append(outputs.records)
         dead_letters.append(outputs[DEAD_LETTERS])

@@ -34,6 +34,7 @@ from pipelines.cli_common import (
 )
 from pipelines.join_strategy import (
     DEFAULT_BROADCAST_MAX_BYTES,
+    JoinStrategy,
     JoinStrategyError,
     choose_join_strategy,
     streamed_file,
@@ -41,7 +42,9 @@ from pipelines.join_strategy import (
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import RequestError, parse_request
 from transforms.read_helper import HelperRead
+from transforms.types import IngestPlan, SourcePlan
 
+_EARLY_SIDE_FILES = 8
 _BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
 
 
@@ -231,17 +234,44 @@ def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor
     )
 
 
+def _beam_option(beam_args: list[str], name: str, default: str) -> str:
+    """The last value given to Beam option `--name` (as `--name=value` or `--name value`)."""
+    value = default
+    for position, arg in enumerate(beam_args):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and position + 1 < len(beam_args):
+            value = beam_args[position + 1]
+    return value
+
+
 def _use_read_helper(choice: str, beam_args: list[str]) -> bool:
     """`auto`: on when the DirectRunner (one thread) runs on a machine with a core to spare."""
     if choice != "auto":
         return choice == "on"
-    runner = "DirectRunner"
-    for position, arg in enumerate(beam_args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and position + 1 < len(beam_args):
-            runner = beam_args[position + 1]
+    runner = _beam_option(beam_args, "runner", "DirectRunner")
     return runner.lower() in ("directrunner", "direct") and (os.cpu_count() or 1) > 1
+
+
+def _early_reads(
+    plan: IngestPlan, files: tuple[tuple[str, ...], ...], strategy: JoinStrategy
+) -> list[tuple[SourcePlan, str]]:
+    """The files whose read helpers start before Beam loads: the streamed file and, for a
+    broadcast join, the small sources' files (read first, to be held in memory)."""
+    streamed = streamed_file(strategy, files)
+    if streamed is None:
+        return []
+    reads = [(plan.sources[streamed[0]], streamed[1])]
+    if strategy.name == "broadcast":
+        side = [
+            (source, uri)
+            for source in plan.sources
+            if source.index != streamed[0]
+            for uri in files[source.index]
+        ]
+        if len(side) <= _EARLY_SIDE_FILES:
+            reads += side
+    return reads
 
 
 @contextlib.contextmanager
@@ -338,9 +368,10 @@ def run_ingest(
 
     checked_plan = with_vector_checks(plan, index.knn_fields)
     read_helper = _use_read_helper(args.read_helper, beam_args)
-    streamed = streamed_file(strategy, files) if read_helper else None
-    if streamed is not None:  # parsing starts now, while Beam loads and the pipeline is built
-        HelperRead.start_early(checked_plan.sources[streamed[0]], access, streamed[1])
+    in_process = _beam_option(beam_args, "direct_running_mode", "in_memory") == "in_memory"
+    if read_helper and in_process:  # parsing starts now, while Beam loads and the pipeline is built
+        for source, uri in _early_reads(checked_plan, files, strategy):
+            HelperRead.start_early(source, access, uri)
 
     from pipelines.batch_ingest import IngestJob, run_pipeline
     from transforms.bulk import OpenSearchWriteConfig
