@@ -8,7 +8,8 @@ starts the null `_bulk` sink on 127.0.0.1 (its index maps `embedding` as a 384-d
 `knn_vector`, so every vector is checked as against a real cluster), and runs, each as its
 own process, timed by whole-run wall clock including start-up:
 (a) the hand-written baseline (`benchmarks/baseline_script.py`: json + dict join + helpers.bulk),
-(b) `mlbatch ingest` on DirectRunner in_memory, (c) multi_processing with 2 workers,
+(b) `mlbatch ingest` on DirectRunner in_memory (its default broadcast join), the same with
+`--join-strategy shuffle`, (c) multi_processing with 2 workers,
 (d) the limit (`benchmarks/limit.py`: orjson parse + serialize only), and (e) `mlbatch ingest`
 of the single-source file. Prints a table (docs/s, input MB/s, peak RSS, ratio to the
 baseline and to the limit) and writes it as JSON.
@@ -131,6 +132,7 @@ def main() -> None:
                 "bench",
             ],
             "mlbatch in_memory": [*ingest, str(paths["join_request"])],
+            "mlbatch shuffle join": [*ingest, str(paths["join_request"]), "--join-strategy", "shuffle"],
             "multi_processing": [
                 *ingest,
                 str(paths["join_request"]),
@@ -145,7 +147,10 @@ def main() -> None:
             for name, command in contenders.items():
                 if name in args.skip.split(","):
                     continue
+                before = sink.documents
                 wall, peak = timed(command, env)
+                if name != "limit" and sink.documents - before != args.docs:
+                    raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
                 rows.append(
                     {
                         "contender": name,

@@ -58,7 +58,13 @@ def test_ingest_benchmark_runs_every_contender_and_writes_its_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     rows = {row["contender"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"baseline", "mlbatch in_memory", "limit", "mlbatch single source"}
+    assert set(rows) == {
+        "baseline",
+        "mlbatch in_memory",
+        "mlbatch shuffle join",
+        "limit",
+        "mlbatch single source",
+    }
     assert all(row["docs_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in rows.values())
     assert rows["baseline"]["vs_baseline"] == 1.0 and rows["limit"]["vs_limit"] == 1.0
     assert "contender" in result.stdout
