@@ -1,6 +1,6 @@
 """The ingest benchmark: one command, one generated data set, every contender in the same run.
 
-    python -m benchmarks.ingest_benchmark [--docs N] [--json results.json]
+    python -m benchmarks.ingest_benchmark [--docs N] [--repeat R] [--json results.json]
 
 Generates N documents across 2 sources (an OpenAI-batch-output-shaped file with 384-float
 embeddings and its input file in another order) and a single-source SageMaker-shaped file,
@@ -11,8 +11,11 @@ own process, timed by whole-run wall clock including start-up:
 (b) `mlbatch ingest` on DirectRunner in_memory (its default broadcast join), the same with
 `--join-strategy shuffle`, (c) multi_processing with 2 workers,
 (d) the limit (`benchmarks/limit.py`: orjson parse + serialize only), and (e) `mlbatch ingest`
-of the single-source file. Prints a table (docs/s, input MB/s, peak RSS, ratio to the
-baseline and to the limit) and writes it as JSON.
+of the single-source file. Prints a table (docs/s, input MB/s, peak RSS of the process tree,
+ratio to the baseline and to the limit) and writes it as JSON. With `--repeat R` the
+contenders run in R interleaved rounds and the table shows each one's median time (this
+machine's timings vary by a fifth from run to run). Every mlbatch and baseline run must
+deliver all N documents to the sink.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +116,12 @@ def main() -> None:
     parser.add_argument(
         "--skip", default="", help="comma-separated contenders to skip (e.g. multi_processing)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every contender, interleaved; the table shows each one's median (default 1)",
+    )
     args = parser.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,33 +152,39 @@ def main() -> None:
             "limit": [python, "-m", "benchmarks.limit", str(paths["output"]), str(paths["input"])],
             "mlbatch single source": [*ingest, str(paths["single_request"])],
         }
-        rows = []
+        chosen = {name: command for name, command in contenders.items() if name not in args.skip.split(",")}
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
         try:
-            for name, command in contenders.items():
-                if name in args.skip.split(","):
-                    continue
-                before = sink.documents
-                wall, peak = timed(command, env)
-                if name != "limit" and sink.documents - before != args.docs:
-                    raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
-                rows.append(
-                    {
-                        "contender": name,
-                        "seconds": round(wall, 2),
-                        "docs_per_s": round(args.docs / wall),
-                        "input_mb_per_s": round(input_mb / wall, 1),
-                        "peak_rss_mib": round(peak),
-                    }
-                )
-                print(f"{name}: {wall:.1f} s", file=sys.stderr, flush=True)
+            for round_number in range(args.repeat):
+                for name, command in chosen.items():
+                    before = sink.documents
+                    wall, peak = timed(command, env)
+                    if name != "limit" and sink.documents - before != args.docs:
+                        raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
+                    runs[name].append((wall, peak))
+                    print(f"round {round_number + 1}: {name}: {wall:.1f} s", file=sys.stderr, flush=True)
         finally:
             sink.close()
+    rows = []
+    for name, measured in runs.items():
+        wall = statistics.median(seconds for seconds, _ in measured)
+        rows.append(
+            {
+                "contender": name,
+                "seconds": round(wall, 2),
+                "docs_per_s": round(args.docs / wall),
+                "input_mb_per_s": round(input_mb / wall, 1),
+                "peak_rss_mib": round(max(peak for _, peak in measured)),
+                "runs_seconds": [round(seconds, 2) for seconds, _ in measured],
+            }
+        )
     by_name = {row["contender"]: row for row in rows}
     for row in rows:
         for reference in ("baseline", "limit"):
             if reference in by_name:
                 row[f"vs_{reference}"] = round(row["docs_per_s"] / by_name[reference]["docs_per_s"], 2)
-    print(f"{args.docs:,} documents, {input_mb:.0f} MB of 2-source input, {os.cpu_count()} cores")
+    rounds = f", median of {args.repeat} interleaved rounds" if args.repeat > 1 else ""
+    print(f"{args.docs:,} documents, {input_mb:.0f} MB of 2-source input, {os.cpu_count()} cores{rounds}")
     print(f"{'contender':<24}{'s':>8}{'docs/s':>10}{'MB/s':>8}{'peak RSS':>10}{'vs base':>9}{'vs limit':>10}")
     for row in rows:
         print(
@@ -177,7 +193,13 @@ def main() -> None:
         )
     Path(args.json).write_text(
         json.dumps(
-            {"docs": args.docs, "input_mb": round(input_mb, 1), "cores": os.cpu_count(), "rows": rows},
+            {
+                "docs": args.docs,
+                "input_mb": round(input_mb, 1),
+                "cores": os.cpu_count(),
+                "repeat": args.repeat,
+                "rows": rows,
+            },
             indent=2,
         )
     )
