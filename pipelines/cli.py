@@ -12,6 +12,8 @@ See `pipelines.ingest_command` and `pipelines.predict_command` for what each doe
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from connectors.task_store import TaskNotFound, TaskStore
@@ -80,5 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def run() -> None:
+    """The `mlbatch` command: `main`, then exit without the interpreter's teardown.
+
+    Once a run is over everything it wrote is closed (task store, DLQ files, helpers); what
+    is left is freeing Beam's modules and the run's objects one by one, which took 0.4 s of a
+    5 s ingest. Output streams and logs are flushed first.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
