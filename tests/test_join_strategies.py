@@ -137,3 +137,27 @@ def test_auto_broadcasts_only_while_the_held_sources_fit_the_limit(osmem_url, ca
     )
     assert code == 0 and record["join_strategy"] == "shuffle", record
     assert len(indexed_documents(osmem_url, "split")) == 6
+
+
+def test_forced_broadcast_without_a_single_file_source_fails_the_task_in_one_line(
+    osmem_url, capsys, tmp_path
+):
+    outputs, inputs, _ = openai_batch_files(4, 4)
+    for name, records in (("out", outputs), ("in", inputs)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.jsonl").write_bytes(jsonl(records[:2]))
+        (tmp_path / name / "b.jsonl").write_bytes(jsonl(records[2:]))
+    request = {
+        "index_name": "forced",
+        "field_map": {
+            "question_embedding": "source[0].$.response.body.data[0].embedding",
+            "_id": "$.custom_id",
+        },
+        "data_source": {"type": "local", "source": [str(tmp_path / "out"), str(tmp_path / "in")]},
+    }
+    code, record = run_ingest(
+        capsys, tmp_path, request, osmem_url, "--join-strategy", "broadcast", index_body=knn_index_body([], 4)
+    )
+    assert code == 1 and record["state"] == "FAILED"
+    assert record["error"] == "--join-strategy broadcast: no source is a single file to stream"
+    assert "Traceback" not in capsys.readouterr().err
