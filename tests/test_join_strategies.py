@@ -151,7 +151,7 @@ def test_forced_broadcast_without_a_single_file_source_fails_the_task_in_one_lin
         "index_name": "forced",
         "field_map": {
             "question_embedding": "source[0].$.response.body.data[0].embedding",
-            "_id": "$.custom_id",
+            "_id": ["source[0].$.custom_id", "source[1].$.custom_id"],
         },
         "data_source": {"type": "local", "source": [str(tmp_path / "out"), str(tmp_path / "in")]},
     }
