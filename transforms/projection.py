@@ -122,15 +122,14 @@ def to_wire(value: Any, name: str) -> Any:
     """A field value as it travels to the writer: lists and objects as their JSON bytes.
 
     Vectors are most of the data; as one bytes object each they cross the shuffle about 7x
-    faster than as lists of floats, and go into the bulk body as they are
-    (`orjson.Fragment`). Parquet decimals become floats; binary values are not JSON.
+    faster than as lists of floats, and are copied into the bulk body as they are
+    (`transforms.bulk.encode_action`). Parquet decimals become floats; binary values are not JSON.
     """
     if isinstance(value, list | dict):
         try:
-            text = orjson.dumps(value, default=_json_default)
+            return orjson.dumps(value, default=_json_default)
         except TypeError as error:
             raise RecordError("validate", f"not JSON: field {name!r}: {error}") from None
-        return text
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, bytes | bytearray):
