@@ -153,8 +153,11 @@ class HelperRead:
         )
         self._stop = weakref.finalize(self, _stop, self._process)
         assert self._process.stdin is not None
-        self._process.stdin.write(pickle.dumps((source, access, uri), pickle.HIGHEST_PROTOCOL))
-        self._process.stdin.close()
+        try:
+            self._process.stdin.write(pickle.dumps((source, access, uri), pickle.HIGHEST_PROTOCOL))
+            self._process.stdin.close()
+        except BrokenPipeError:  # the helper died at start; `frames` reports it as this file's failure
+            pass
 
     def frames(self) -> Iterator[tuple[list[ProjectedRecord | DeadLetter], Tally]]:
         """(records, their counts) frames of the file, in order."""
