@@ -11,6 +11,7 @@ cannot read raises SourceError with the same message.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import struct
 import subprocess
@@ -184,8 +185,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 if __name__ == "__main__":
