@@ -43,9 +43,9 @@ class SourceAccess:
 
     def s3_client(self) -> Any:
         """An S3 client with the request's keys when it is an S3 request, else the default AWS chain."""
-        if self.source_type != "s3":
-            import boto3
+        import boto3
 
+        if self.source_type != "s3":
             return boto3.session.Session().client("s3")
         keys = {
             "aws_access_key_id": self.credential.get("access_key"),
@@ -55,8 +55,6 @@ class SourceAccess:
             or os.environ.get("AWS_DEFAULT_REGION")
             or "us-east-1",
         }
-        import boto3
-
         return boto3.session.Session(**{k: v for k, v in keys.items() if v}).client("s3")
 
     def openai_client(self) -> Any:

@@ -49,7 +49,7 @@ class IngestJob:
     dlq_dir: str
     task_id: str
     redactor: Redactor
-    join_strategy: JoinStrategy = JoinStrategy("none")
+    join_strategy: JoinStrategy
     read_helper: bool = False
 
 

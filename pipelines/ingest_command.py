@@ -249,8 +249,15 @@ def _use_read_helper(choice: str, beam_args: list[str]) -> bool:
     """`auto`: on when the DirectRunner (one thread) runs on a machine with a core to spare."""
     if choice != "auto":
         return choice == "on"
-    runner = _beam_option(beam_args, "runner", "DirectRunner")
-    return runner.lower() in ("directrunner", "direct") and (os.cpu_count() or 1) > 1
+    runner = _beam_option(beam_args, "runner", "DirectRunner").lower()
+    return runner in ("directrunner", "direct") and (os.cpu_count() or 1) > 1
+
+
+def _in_process_direct_runner(beam_args: list[str]) -> bool:
+    """The DirectRunner in in_memory mode: its steps run in this process and can take early helpers."""
+    runner = _beam_option(beam_args, "runner", "DirectRunner").lower()
+    mode = _beam_option(beam_args, "direct_running_mode", "in_memory")
+    return runner in ("directrunner", "direct") and mode == "in_memory"
 
 
 def _early_reads(
@@ -337,12 +344,12 @@ def run_ingest(
     access = SourceAccess(request.source_type, request.credential)
     try:
         files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
-        sizes = (
-            []
-            if not plan.needs_join or args.join_strategy == "shuffle"
-            else [[file_size(uri, access) for uri in names] for names in files]
-        )
-        strategy = choose_join_strategy(sizes or files, args.join_strategy, args.broadcast_max_bytes)
+        could_broadcast = args.join_strategy != "shuffle" and any(len(names) == 1 for names in files)
+        sizes = [
+            [file_size(uri, access) if plan.needs_join and could_broadcast else 0 for uri in names]
+            for names in files
+        ]
+        strategy = choose_join_strategy(sizes, args.join_strategy, args.broadcast_max_bytes)
         index = prepare_index(cluster, plan.index_name, create_body)
     except (SourceError, ClusterError, JoinStrategyError) as error:
         log.error("%s", error)
@@ -368,37 +375,36 @@ def run_ingest(
 
     checked_plan = with_vector_checks(plan, index.knn_fields)
     read_helper = _use_read_helper(args.read_helper, beam_args)
-    in_process = _beam_option(beam_args, "direct_running_mode", "in_memory") == "in_memory"
-    if read_helper and in_process:  # parsing starts now, while Beam loads and the pipeline is built
-        for source, uri in _early_reads(checked_plan, files, strategy):
-            HelperRead.start_early(source, access, uri)
-
-    from pipelines.batch_ingest import IngestJob, run_pipeline
-    from transforms.bulk import OpenSearchWriteConfig
-
-    job = IngestJob(
-        plan=checked_plan,
-        files_by_source=files,
-        access=access,
-        write=OpenSearchWriteConfig(
-            cluster,
-            plan.index_name,
-            bulk_size=args.bulk_size,
-            bulk_bytes=args.bulk_bytes,
-            bulk_concurrency=args.bulk_concurrency,
-            retry=RetryPolicy(args.max_retries, args.initial_backoff, args.max_backoff),
-            action=args.action,
-            knn_fields=index.knn_fields,
-            source_count=len(plan.sources),
-        ),
-        dlq_dir=dlq_dir,
-        task_id=task_id,
-        redactor=redactor,
-        join_strategy=strategy,
-        read_helper=read_helper,
-    )
-    store.update(task_id, state="RUNNING")
     try:
+        if read_helper and _in_process_direct_runner(beam_args):  # parse now, while Beam loads
+            for source, uri in _early_reads(checked_plan, files, strategy):
+                HelperRead.start_early(source, access, uri)
+
+        from pipelines.batch_ingest import IngestJob, run_pipeline
+        from transforms.bulk import OpenSearchWriteConfig
+
+        job = IngestJob(
+            plan=checked_plan,
+            files_by_source=files,
+            access=access,
+            write=OpenSearchWriteConfig(
+                cluster,
+                plan.index_name,
+                bulk_size=args.bulk_size,
+                bulk_bytes=args.bulk_bytes,
+                bulk_concurrency=args.bulk_concurrency,
+                retry=RetryPolicy(args.max_retries, args.initial_backoff, args.max_backoff),
+                action=args.action,
+                knn_fields=index.knn_fields,
+                source_count=len(plan.sources),
+            ),
+            dlq_dir=dlq_dir,
+            task_id=task_id,
+            redactor=redactor,
+            join_strategy=strategy,
+            read_helper=read_helper,
+        )
+        store.update(task_id, state="RUNNING")
         with (
             _sigterm_interrupts(),
             bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext(),

@@ -3,7 +3,7 @@
 - Reconciliation: every record read from `source[N]` must be accounted for — indexed,
   dead-lettered, merged into a document, skipped as existing, or dropped by an inner join.
   A shortfall means the runner lost records: FAILED with "N records unaccounted for".
-- For joins, the number of groups the join made must equal the number of distinct `_id`
+- For shuffle joins, the number of groups the join made must equal the number of distinct `_id`
   buckets the readers sent (counted through a shuffle of their own); more groups means a
   bucket's records, and so some key's, were split into partial documents.
 - Otherwise COMPLETED, or COMPLETED_WITH_ERROR when records went to the dead-letter queue,
@@ -33,7 +33,7 @@ def unaccounted(counters: dict[str, int], source_count: int) -> dict[str, int]:
 
 
 def decide_outcome(
-    counters: dict[str, int], source_count: int, joined: bool, max_error_ratio: float | None = None
+    counters: dict[str, int], source_count: int, shuffled: bool, max_error_ratio: float | None = None
 ) -> Outcome:
     missing = unaccounted(counters, source_count)
     if missing:
@@ -42,7 +42,7 @@ def decide_outcome(
         return Outcome(
             "FAILED", f"{total} records unaccounted for ({detail}); the runner lost or duplicated records"
         )
-    if joined and counters.get("bucket_groups", 0) != counters.get("distinct_buckets", 0):
+    if shuffled and counters.get("bucket_groups", 0) != counters.get("distinct_buckets", 0):
         distinct, groups = counters.get("distinct_buckets", 0), counters.get("bucket_groups", 0)
         return Outcome(
             "FAILED", f"{distinct} _id buckets were joined in {groups} groups; the runner split or lost keys"

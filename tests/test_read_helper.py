@@ -68,3 +68,13 @@ def test_the_helper_is_on_for_the_direct_runner_only_unless_asked():
     assert not _use_read_helper("off", [])
     assert not _use_read_helper("auto", ["--runner", "DataflowRunner"])
     assert _use_read_helper("auto", ["--runner=DirectRunner"]) == _use_read_helper("auto", [])
+
+
+def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_path, monkeypatch):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl(sagemaker_lines(3, 4)))
+    (tmp_path / "transforms").mkdir()
+    (tmp_path / "transforms" / "__init__.py").write_text("raise ImportError('not mlbatch')\n")
+    monkeypatch.chdir(tmp_path)
+    source = source_plan(str(path))
+    assert sum(tally.read for _, tally in HelperRead(source, LOCAL, str(path)).frames()) == 3

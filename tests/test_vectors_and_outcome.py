@@ -7,8 +7,10 @@ import pytest
 
 from connectors.opensearch import knn_vector_fields
 from pipelines.outcome import decide_outcome
+from pipelines.plan import compile_plan, with_vector_checks
+from pipelines.request import parse_request
 from transforms.jsonpath import compile_path
-from transforms.projection import VectorError, check_vector, to_wire
+from transforms.projection import VectorError, check_vector, project, to_wire
 from transforms.types import FieldSpec
 from transforms.vectors import numbers_only, unmapped_vector_fields, vector_problem
 
@@ -75,24 +77,40 @@ BASE = {
 
 
 def test_everything_accounted_is_completed():
-    assert decide_outcome(BASE, 2, joined=True).state == "COMPLETED"
+    assert decide_outcome(BASE, 2, shuffled=True).state == "COMPLETED"
 
 
 def test_rejected_records_make_completed_with_error_or_failed_over_the_ratio():
     counters = {**BASE, "dlq": 2, "rejected_records": 2}
-    assert decide_outcome(counters, 2, joined=True).state == "COMPLETED_WITH_ERROR"
-    assert decide_outcome(counters, 2, joined=True, max_error_ratio=0.5).state == "COMPLETED_WITH_ERROR"
-    over = decide_outcome(counters, 2, joined=True, max_error_ratio=0.1)
+    assert decide_outcome(counters, 2, shuffled=True).state == "COMPLETED_WITH_ERROR"
+    assert decide_outcome(counters, 2, shuffled=True, max_error_ratio=0.5).state == "COMPLETED_WITH_ERROR"
+    over = decide_outcome(counters, 2, shuffled=True, max_error_ratio=0.1)
     assert over.state == "FAILED" and over.error.startswith("2 of 10 records rejected (20.00%)")
 
 
 def test_lost_records_fail_the_task():
-    outcome = decide_outcome({**BASE, "accounted.source[1]": 1}, 2, joined=True)
+    outcome = decide_outcome({**BASE, "accounted.source[1]": 1}, 2, shuffled=True)
     assert outcome.state == "FAILED"
     assert outcome.error.startswith("3 records unaccounted for (source[1]: 3)")
 
 
 def test_a_key_split_over_two_groups_fails_the_task():
-    outcome = decide_outcome({**BASE, "bucket_groups": 7}, 2, joined=True)
+    outcome = decide_outcome({**BASE, "bucket_groups": 7}, 2, shuffled=True)
     assert outcome.state == "FAILED" and outcome.error.startswith("6 _id buckets were joined in 7 groups")
-    assert decide_outcome({**BASE, "bucket_groups": 7}, 2, joined=False).state == "COMPLETED"
+    assert decide_outcome({**BASE, "bucket_groups": 7}, 2, shuffled=False).state == "COMPLETED"
+
+
+def test_a_null_knn_vector_is_left_to_the_index_as_before():
+    plan = compile_plan(
+        parse_request(
+            {
+                "index_name": "i",
+                "field_map": {"v": "$.v", "_id": "$.id"},
+                "data_source": {"type": "local", "source": ["x.jsonl"]},
+            }
+        )
+    )
+    source = with_vector_checks(plan, {"v": 3}).sources[0]
+    assert project(source, {"id": 1, "v": None}) == ("1", {"v": None}, [])
+    with pytest.raises(VectorError):
+        project(source, {"id": 1, "v": [1.0]})

@@ -1,4 +1,4 @@
-"""Records of a join travel in batches keyed by a hash bucket of their `_id` (the join's wire format).
+"""Records of a shuffle join travel in batches keyed by a hash bucket of their `_id` (its wire format).
 
 Beam's per-element cost dominates a shuffle of small records, so the read step groups the
 projected records of each source into `(bucket, (source, uri, [(doc_id, line, fields), ...]))`

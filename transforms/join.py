@@ -90,6 +90,10 @@ class KeyMerger:
         tallies["merged_records"] += len(document.origins)
         yield document
 
+    def tally_duplicate(self) -> None:
+        """Count a duplicate the caller set aside itself (the streamed file's, as it is read)."""
+        self._tallies["duplicates"] += 1
+
     def flush(self) -> None:
         """Add the tallies so far to the Beam counters."""
         for name, count in self._tallies.items():
@@ -168,7 +172,6 @@ class _StreamJoinFn(beam.DoFn):
     def __init__(self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess, helper: bool) -> None:
         self._reader = SourceReader(streamed, access, helper)
         self._merger = KeyMerger(plan)
-        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
 
     def process(self, uri: str, side_batches: Iterable[tuple[int, str, bytes]]) -> Iterator[Any]:
         records = self._reader.records(uri)
@@ -183,7 +186,7 @@ class _StreamJoinFn(beam.DoFn):
                 doc_id, line, fields = record
                 projected = Projected(Locator(streamed, uri, line), fields)
                 if doc_id in first_line:
-                    self._duplicates.inc()
+                    self._merger.tally_duplicate()
                     kept = Locator(streamed, uri, first_line[doc_id])
                     yield TaggedOutput(DEAD_LETTERS, duplicate_dead_letter(doc_id, projected, kept))
                     continue

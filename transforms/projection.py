@@ -83,7 +83,7 @@ def project(
         if line is not None and spec.needle is not None and _is_vector(value):
             raw = raw_vector(line, spec.needle)
         fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
-        if spec.knn_vector:
+        if spec.knn_vector and value is not None:
             check_vector(spec, value, wire, flat_numbers=raw is not None)
     return doc_id, fields, unmatched
 

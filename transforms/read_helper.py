@@ -12,7 +12,9 @@ cannot read raises SourceError with the same message.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -86,7 +88,7 @@ class _Outbox:
                 self._out.write(_HEADER.pack(len(data)))
                 self._out.write(data)
                 self._out.flush()
-            except OSError as error:  # the pipeline stopped reading
+            except BaseException as error:  # e.g. the pipeline stopped reading: `put` must not wait forever
                 with self._changed:
                     self._failed = error
                     self._changed.notify_all()
@@ -150,7 +152,10 @@ class HelperRead:
     def __init__(self, source: SourcePlan, access: SourceAccess, uri: str) -> None:
         self._uri = uri
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "transforms.read_helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            # -P: never import a `transforms` package from the user's working directory
+            [sys.executable, "-P", "-m", "transforms.read_helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         self._stop = weakref.finalize(self, _stop, self._process)
         assert self._process.stdin is not None
@@ -191,5 +196,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
                 stream.close()
 
 
+def main() -> None:
+    """The helper process: frames go to the original stdout, anything printed goes to stderr,
+    and Ctrl-C is left to the pipeline, which stops the helper."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, frames)
+
+
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    main()

@@ -49,7 +49,8 @@ def raw_vector(line: bytes, needle: bytes) -> bytes | None:
     projecting an embedding. It is only taken when it cannot be another value: the line has
     no escapes (so every key is spelled as written), the key appears exactly once as a key,
     written directly before its colon, and the text up to the first `]` is a flat array of
-    numbers. The caller has parsed the line and found an array of numbers at its path.
+    numbers. The caller has parsed the line and found an array at the key's path whose first
+    element is a float; the slice is checked to hold only numbers.
     """
     if b"\\" in line:
         return None
