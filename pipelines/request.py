@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.index_names import index_name_problem
+
 SOURCE_TYPES = {"s3": "s3", "openai": "openAI", "local": "local"}
 KNOWN_FIELDS = ("index_name", "field_map", "ingest_fields", "credential", "data_source", "connector_id")
-_INDEX_NAME_FORBIDDEN = ' \\/*?"<>|,#:'
 _S3_URI = re.compile(r"^s3://([a-zA-Z0-9.-]+)(/.*)?$")
 
 
@@ -39,22 +40,6 @@ class IngestRequest:
     sources: tuple[str, ...]
     credential: dict[str, str] = field(default_factory=dict, repr=False)
     connector_id: str | None = None
-
-
-def index_name_problem(name: str) -> str | None:
-    """Why OpenSearch would refuse `name` as an index name, or None."""
-    if name != name.lower():
-        return "it must be lowercase"
-    bad = sorted(set(name) & set(_INDEX_NAME_FORBIDDEN))
-    if bad:
-        return f"it must not contain {' '.join(repr(char) for char in bad)}"
-    if name[0] in "_-+":
-        return "it must not start with '_', '-' or '+'"
-    if name in (".", ".."):
-        return "it must not be '.' or '..'"
-    if len(name.encode()) > 255:
-        return "it must be at most 255 bytes"
-    return None
 
 
 def _require_string_list(value: Any, name: str) -> tuple[str, ...]:
