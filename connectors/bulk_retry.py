@@ -1,8 +1,15 @@
-"""What is retried, what is dead-lettered, what fails the job (the **write** step's policy).
+"""What is retried, split, dead-lettered, or fails the job (the **write** step's policy).
 
 One decision table, as Data Prepper's `BulkRetryStrategy`:
 - a whole `_bulk` request that fails with 429, 5xx, a timeout or a connection error is sent
-  again after an exponential backoff with full jitter; 401/403 and other 4xx fail the job;
+  again after an exponential backoff with full jitter, for up to `max_retry_time` seconds
+  per batch (10 minutes by default; `max_retries` is an optional cap on the count);
+- a whole request refused with 413 (body too large) or 400 (a document the cluster rejects
+  before looking at items, such as an over-long `_id`) is split in halves, which are sent
+  on their own, until the offending document stands alone and goes to the dead-letter queue
+  with the cluster's reason; after a 413 the body size is remembered (`BodyLimit`) so the
+  rest of the run cuts smaller bodies;
+- 401/403 and other 4xx fail the job;
 - in a partial failure only the failed items are re-sent: 429 and 5xx items are retried,
   400/404/409 (and other 4xx) items are permanent and go to the dead-letter queue.
 `send_with_retries` applies it to one batch given a `send` function, so it is tested without
@@ -12,17 +19,23 @@ a network and used unchanged by the Beam writer.
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 DEFAULT_BULK_CONCURRENCY = 4  # with 2, a run waited on the cluster for about a sixth of its time
+DEFAULT_MAX_RETRY_TIME = 600.0  # seconds a batch keeps being retried, as Data Prepper's sink
+DEFAULT_INITIAL_BACKOFF = 0.5
+DEFAULT_MAX_BACKOFF = 30.0
 
 
 class Decision(Enum):
     RETRY = "retry"
+    SPLIT = "split"
     DEAD_LETTER = "dead_letter"
     FAIL = "fail"
 
@@ -40,40 +53,72 @@ class BulkFailed(RuntimeError):
     """The job cannot go on: the cluster refused or kept failing a `_bulk` request."""
 
 
+def is_retryable_status(status: int | None) -> bool:
+    """429, 5xx and no HTTP answer at all (timeouts, resets) are worth another try."""
+    return status is None or status == 429 or status >= 500
+
+
 def request_decision(status: int | None) -> Decision:
     """What to do when a whole `_bulk` request failed with `status` (None: no HTTP answer)."""
-    if status is None or status == 429 or status >= 500:
+    if is_retryable_status(status):
         return Decision.RETRY
+    if status in (400, 413):
+        return Decision.SPLIT
     return Decision.FAIL
 
 
 def item_decision(status: int) -> Decision:
     """What to do with one failed bulk item."""
-    if status == 429 or status >= 500:
+    if is_retryable_status(status):
         return Decision.RETRY
     return Decision.DEAD_LETTER
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait: delays are uniform in [0, min(max, initial * 2**attempt)]."""
+    """How long to keep trying and how long to wait: delays are uniform in
+    [0, min(max_backoff, initial_backoff * 2**attempt)]; a batch is given up once it has been
+    retried for `max_retry_time` seconds or `max_retries` times (each None: no limit)."""
 
-    max_retries: int = 8
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
+    max_retries: int | None = None
+    initial_backoff: float = DEFAULT_INITIAL_BACKOFF
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    max_retry_time: float | None = DEFAULT_MAX_RETRY_TIME
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.max_backoff, self.initial_backoff * (2**attempt))
+        ceiling = min(self.max_backoff, self.initial_backoff * (2 ** min(attempt, 62)))
         return (rng or random).uniform(0, ceiling)
+
+    def exhausted(self, attempt: int, elapsed: float) -> bool:
+        """True once `attempt` retries or `elapsed` seconds of retrying are all the policy allows."""
+        return (self.max_retries is not None and attempt >= self.max_retries) or (
+            self.max_retry_time is not None and elapsed >= self.max_retry_time
+        )
+
+
+class BodyLimit:
+    """The largest `_bulk` body, in bytes, the run sends; lowered for good after a 413 (shared
+    by a writer's sender threads)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def refused(self, size: int) -> None:
+        """A body of `size` bytes was too large: later bodies stay at half of it at most."""
+        with self._lock:
+            self.max_bytes = max(1, min(self.max_bytes, size // 2))
 
 
 @dataclass
 class BulkOutcome:
-    """The per-item results of one batch after retries."""
+    """The per-item results of one batch after retries and splits."""
 
     results: list[Any] = field(default_factory=list)
     failures: list[tuple[int, int, str]] = field(default_factory=list)
+    requests: int = 0
     retries: int = 0
+    splits: int = 0
 
 
 def item_status(item: dict[str, Any]) -> int:
@@ -93,49 +138,116 @@ def item_reason(item: dict[str, Any]) -> str:
     return reason
 
 
+def _gave_up(attempt: int, elapsed: float) -> str:
+    return f" (gave up after {attempt} retries in {elapsed:.0f} s)"
+
+
+def _lone_document_reason(error: BulkRequestError, size: int) -> str:
+    if error.status == 413:
+        return f"HTTP 413: the cluster refuses a _bulk body of {size} bytes holding only this document"
+    return f"{error.reason} (the cluster refused a _bulk request holding only this document)"
+
+
+class _BatchSender:
+    """Sends the groups of one batch until each action has a final answer (see module docstring)."""
+
+    def __init__(
+        self,
+        encoded: Sequence[bytes],
+        send: Callable[[bytes], list[dict[str, Any]]],
+        policy: RetryPolicy,
+        limit: BodyLimit | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.encoded, self.send, self.policy, self.limit, self.clock = encoded, send, policy, limit, clock
+        self.outcome = BulkOutcome(results=[None] * len(encoded))
+        self.started = clock()
+
+    def exhausted(self, attempt: int) -> bool:
+        return self.policy.exhausted(attempt, self.clock() - self.started)
+
+    def send_group(self, group: list[int], attempt: int, later: list[list[int]]) -> list[list[int]]:
+        """Send one group; returns the halves to send next (after a split), and adds what must
+        be retried after a backoff to `later`."""
+        body = b"".join(self.encoded[i] for i in group)
+        self.outcome.requests += 1
+        try:
+            items = self.send(body)
+        except BulkRequestError as error:
+            return self._request_failed(error, group, body, attempt, later)
+        if len(items) != len(group):
+            raise BulkFailed(f"the cluster answered {len(items)} items for a _bulk request of {len(group)}")
+        retry: list[int] = []
+        for position, item in zip(group, items, strict=True):
+            status = item_status(item)
+            if 200 <= status < 300:
+                self.outcome.results[position] = item
+            elif item_decision(status) is Decision.RETRY and not self.exhausted(attempt):
+                retry.append(position)
+            else:
+                suffix = (
+                    _gave_up(attempt, self.clock() - self.started)
+                    if item_decision(status) is Decision.RETRY
+                    else ""
+                )
+                self.outcome.failures.append((position, status, item_reason(item) + suffix))
+        if retry:
+            later.append(retry)
+        return []
+
+    def _request_failed(
+        self, error: BulkRequestError, group: list[int], body: bytes, attempt: int, later: list[list[int]]
+    ) -> list[list[int]]:
+        decision = request_decision(error.status)
+        if decision is Decision.FAIL:
+            raise BulkFailed(error.reason) from None
+        if decision is Decision.SPLIT:
+            if error.status == 413 and self.limit is not None:
+                self.limit.refused(len(body))
+            if len(group) == 1:
+                self.outcome.failures.append(
+                    (group[0], error.status or 400, _lone_document_reason(error, len(body)))
+                )
+                return []
+            self.outcome.splits += 1
+            half = len(group) // 2
+            return [group[:half], group[half:]]
+        if self.exhausted(attempt):
+            raise BulkFailed(error.reason + _gave_up(attempt, self.clock() - self.started)) from None
+        later.append(group)
+        return []
+
+
 def send_with_retries(
     encoded: Sequence[bytes],
     send: Callable[[bytes], list[dict[str, Any]]],
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    limit: BodyLimit | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> BulkOutcome:
     """Send the actions `encoded` (one bytes per document) until each has a final answer.
 
     `outcome.results[i]` is the successful item result of action i, or None when it failed;
     `outcome.failures` lists (i, status, reason) of permanent or retry-exhausted failures.
-    Raises BulkFailed when a whole request fails permanently or past `policy.max_retries`.
+    Raises BulkFailed when a whole request fails permanently or past the retry budget.
     """
-    outcome = BulkOutcome(results=[None] * len(encoded))
-    pending = list(range(len(encoded)))
+    sender = _BatchSender(encoded, send, policy, limit, clock)
+    pending: deque[list[int]] = deque([list(range(len(encoded)))] if encoded else [])
     attempt = 0
     while pending:
-        try:
-            items = send(b"".join(encoded[i] for i in pending))
-        except BulkRequestError as error:
-            if request_decision(error.status) is Decision.FAIL:
-                raise BulkFailed(error.reason) from None
-            if attempt >= policy.max_retries:
-                raise BulkFailed(f"{error.reason} (gave up after {attempt} retries)") from None
-        else:
-            retry: list[int] = []
-            for position, item in zip(pending, items, strict=True):
-                status = item_status(item)
-                if 200 <= status < 300:
-                    outcome.results[position] = item
-                elif item_decision(status) is Decision.RETRY and attempt < policy.max_retries:
-                    retry.append(position)
-                else:
-                    suffix = (
-                        f" (gave up after {attempt} retries)"
-                        if item_decision(status) is Decision.RETRY
-                        else ""
-                    )
-                    outcome.failures.append((position, status, item_reason(item) + suffix))
-            pending = retry
-            if not pending:
-                break
-        sleep(policy.delay(attempt, rng))
+        later: list[list[int]] = []
+        while pending:
+            halves = sender.send_group(pending.popleft(), attempt, later)
+            pending.extendleft(reversed(halves))
+        if not later:
+            break
+        wait = policy.delay(attempt, rng)
+        if policy.max_retry_time is not None:
+            wait = min(wait, max(0.0, policy.max_retry_time - (clock() - sender.started)))
+        sleep(wait)
         attempt += 1
-        outcome.retries += 1
-    return outcome
+        sender.outcome.retries += len(later)
+        pending.extend(later)
+    return sender.outcome

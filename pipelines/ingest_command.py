@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from connectors.bulk_retry import DEFAULT_BULK_CONCURRENCY, BulkFailed
+from connectors.bulk_retry import (
+    DEFAULT_BULK_CONCURRENCY,
+    DEFAULT_INITIAL_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MAX_RETRY_TIME,
+    BulkFailed,
+)
 from connectors.opensearch import SIGV4_SERVICES, ClusterError, OpenSearchConfig
 from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
 from connectors.sources import SourceAccess, SourceError
@@ -41,6 +47,7 @@ from pipelines.join_strategy import (
 )
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import RequestError, parse_request
+from transforms.document_ids import with_cluster_assigned_ids
 from transforms.read_helper import HelperRead
 from transforms.types import IngestPlan, SourcePlan
 
@@ -110,12 +117,36 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         help=f"_bulk requests in flight per worker (default {DEFAULT_BULK_CONCURRENCY})",
     )
     parser.add_argument(
-        "--max-retries", type=int, default=8, help="retries of a failed _bulk request or item (default 8)"
+        "--max-retry-time",
+        type=float,
+        default=DEFAULT_MAX_RETRY_TIME,
+        metavar="S",
+        help="keep retrying a failed _bulk request or item for up to S seconds per batch "
+        f"(default {DEFAULT_MAX_RETRY_TIME:.0f}); 0: no retries",
     )
     parser.add_argument(
-        "--initial-backoff", type=float, default=0.5, help="first retry delay ceiling, s (default 0.5)"
+        "--max-retries",
+        type=int,
+        help="also stop after this many retries of a batch (default: no cap, only --max-retry-time)",
     )
-    parser.add_argument("--max-backoff", type=float, default=30.0, help="retry delay ceiling, s (default 30)")
+    parser.add_argument(
+        "--initial-backoff",
+        type=float,
+        default=DEFAULT_INITIAL_BACKOFF,
+        help=f"first retry delay ceiling, s (default {DEFAULT_INITIAL_BACKOFF})",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=DEFAULT_MAX_BACKOFF,
+        help=f"retry delay ceiling, s (default {DEFAULT_MAX_BACKOFF:.0f})",
+    )
+    parser.add_argument(
+        "--cluster-ids",
+        action="store_true",
+        help="a source without an _id path: let the cluster assign ids (ML Commons' behaviour; a retry "
+        "or re-run writes duplicates) instead of ids derived from each record's file and line",
+    )
     parser.add_argument(
         "--action",
         choices=("index", "create"),
@@ -144,8 +175,10 @@ def check_ingest_options(
         parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
     if args.broadcast_max_bytes < 0:
         parser.error("--broadcast-max-bytes must not be negative")
-    if args.max_retries < 0 or args.initial_backoff < 0 or args.max_backoff < 0:
-        parser.error("--max-retries, --initial-backoff and --max-backoff must not be negative")
+    if min(args.max_retry_time, args.initial_backoff, args.max_backoff, args.max_retries or 0) < 0:
+        parser.error(
+            "--max-retry-time, --max-retries, --initial-backoff and --max-backoff must not be negative"
+        )
     if args.bulk_tuning and args.aws_sigv4 == "aoss":
         parser.error("--bulk-tuning: OpenSearch Serverless has no index replica or refresh settings to tune")
     if not beam_args:
@@ -177,6 +210,7 @@ def _summarize(counters: dict[str, int]) -> dict[str, Any]:
             "invalid_vectors",
             "bulk_requests",
             "bulk_retries",
+            "bulk_splits",
             "dlq",
             "rejected_records",
         )
@@ -374,6 +408,12 @@ def run_ingest(
             log.warning("field %r is mapped as %s, not knn_vector", name, index.properties[name]["type"])
 
     checked_plan = with_vector_checks(plan, index.knn_fields)
+    if args.cluster_ids and any(source.id_path is None for source in plan.sources):
+        log.warning(
+            "--cluster-ids: the cluster assigns document ids; a retried _bulk request or a re-run "
+            "writes the same records again as duplicates"
+        )
+        checked_plan = with_cluster_assigned_ids(checked_plan)
     read_helper = _use_read_helper(args.read_helper, beam_args)
     try:
         if read_helper and _in_process_direct_runner(beam_args):  # parse now, while Beam loads
@@ -393,7 +433,9 @@ def run_ingest(
                 bulk_size=args.bulk_size,
                 bulk_bytes=args.bulk_bytes,
                 bulk_concurrency=args.bulk_concurrency,
-                retry=RetryPolicy(args.max_retries, args.initial_backoff, args.max_backoff),
+                retry=RetryPolicy(
+                    args.max_retries, args.initial_backoff, args.max_backoff, args.max_retry_time
+                ),
                 action=args.action,
                 knn_fields=index.knn_fields,
                 source_count=len(plan.sources),

@@ -5,7 +5,14 @@ It is `mlbatch serve-index`'s server (in memory) with faults on top:
   before anything is applied;
 - every Kth item gets 429 without being applied (`item_429_every=K`);
 - basic auth can be required; `Authorization` headers (e.g. SigV4) and gzip bodies are recorded;
-- `_bulk` can be slowed down (`bulk_delay` seconds), for kill-and-rerun tests.
+- `_bulk` can be slowed down (`bulk_delay` seconds), for kill-and-rerun tests;
+- bodies over `max_body_bytes` are refused with 413, as by a proxy or `http.max_content_length`;
+- a whole `_bulk` request holding an `_id` over 512 bytes is refused with 400, as OpenSearch does;
+- every Nth `_bulk` request is applied and then answered 502 (`lost_answer_every=N`), as when
+  the answer is lost on the way back, so the client retries a request that was applied;
+- `_bulk` requests numbered in `outage` (1-based) all fail with 503, as a restarting cluster;
+- a whole `_bulk` request holding the text `poison` is refused with 400, as a cluster refuses
+  a request for one document it cannot take.
 `applied` counts successful writes per `_id`, so tests can check "exactly once".
 """
 
@@ -28,8 +35,16 @@ class FaultServer(LocalIndexServer):
         item_429_every: int = 0,
         basic_auth: tuple[str, str] | None = None,
         bulk_delay: float = 0.0,
+        max_body_bytes: int | None = None,
+        lost_answer_every: int = 0,
+        outage: range = range(0),
+        poison: str | None = None,
     ) -> None:
         super().__init__()
+        self.outage = outage
+        self.poison = poison.encode() if poison else None
+        self.max_body_bytes = max_body_bytes
+        self.lost_answer_every = lost_answer_every
         self.request_faults = request_faults or {}
         self.item_429_every = item_429_every
         self.basic_auth = basic_auth
@@ -70,11 +85,20 @@ class FaultServer(LocalIndexServer):
             self.content_encodings.append(headers.get("Content-Encoding"))
             time.sleep(self.bulk_delay)
             self.bulk_calls += 1
+            if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+                return 413, b"413 Request Entity Too Large"
+            if self.bulk_calls in self.outage:
+                return error_reply(503, "cluster_block_exception", "the cluster is restarting (injected)")
+            if self.poison is not None and self.poison in body:
+                return error_reply(400, "illegal_argument_exception", "a poisoned document (injected)")
             for status, every in self.request_faults.items():
                 if self.bulk_calls % every == 0:
                     return error_reply(
                         status, "injected_fault", f"injected HTTP {status} on _bulk {self.bulk_calls}"
                     )
+            long_id = _long_id_problem(body)
+            if long_id:
+                return error_reply(400, "action_request_validation_exception", long_id)
         if path.endswith("/_settings") and method == "PUT":
             self.settings_history.append(dict(json.loads(body)["index"]))
         status, payload = super().handle(method, path, headers, body)
@@ -83,4 +107,22 @@ class FaultServer(LocalIndexServer):
                 result = next(iter(item.values()))
                 if result.get("result") in ("created", "updated"):
                     self.applied[result["_id"]] += 1
+            if self.lost_answer_every and self.bulk_calls % self.lost_answer_every == 0:
+                return error_reply(502, "injected_fault", "applied, then the answer was lost")
         return status, payload
+
+
+def _long_id_problem(body: bytes) -> str | None:
+    """OpenSearch's validation of a whole `_bulk` request: every `_id` at most 512 bytes."""
+    for line in body.split(b"\n")[0::2]:
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        meta = next(iter(action.values())) if isinstance(action, dict) and action else {}
+        doc_id = meta.get("_id") if isinstance(meta, dict) else None
+        if isinstance(doc_id, str) and len(doc_id.encode()) > 512:
+            return (
+                f"Validation Failed: 1: id [{doc_id}] is too long, must be no longer than 512 bytes "
+                f"but was: {len(doc_id.encode())};"
+            )
+    return None

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from connectors.bulk_retry import (
+    BodyLimit,
     BulkFailed,
     BulkRequestError,
     Decision,
@@ -73,11 +74,11 @@ def test_a_document_bigger_than_the_byte_limit_goes_alone():
         (502, Decision.RETRY),
         (503, Decision.RETRY),
         (504, Decision.RETRY),
-        (400, Decision.FAIL),
+        (400, Decision.SPLIT),
         (401, Decision.FAIL),
         (403, Decision.FAIL),
         (404, Decision.FAIL),
-        (413, Decision.FAIL),
+        (413, Decision.SPLIT),
     ],
 )
 def test_whole_request_decision_table(status, decision):
@@ -147,7 +148,7 @@ def test_partial_bulk_failure_resends_only_failed_items():
     assert cluster.bodies == [["a", "b", "c"], ["b"]]
     assert [r is not None for r in outcome.results] == [True, True, False]
     assert outcome.failures == [(2, 400, "HTTP 400 mapper_parsing_exception: because")]
-    assert outcome.retries == 1 and len(sleeps) == 1
+    assert outcome.retries == 1 and outcome.requests == 2 and len(sleeps) == 1
 
 
 def test_whole_request_429_and_500_are_retried():
@@ -169,8 +170,93 @@ def test_retries_are_bounded():
     with pytest.raises(BulkFailed, match="gave up after 2 retries"):
         send_with_retries(encoded("a"), cluster.send, RetryPolicy(max_retries=2), lambda _: None)
     items = ScriptedCluster(*[lambda i: failed(i, 429)] * 3)
-    outcome = send_with_retries(encoded("a"), items.send, RetryPolicy(max_retries=2), lambda _: None)
-    assert outcome.failures == [(0, 429, "HTTP 429 x_exception: because (gave up after 2 retries)")]
+    clock = FakeClock()
+    outcome = send_with_retries(
+        encoded("a"), items.send, RetryPolicy(2, initial_backoff=0.1), clock.sleep, clock=clock.now
+    )
+    assert outcome.failures == [(0, 429, "HTTP 429 x_exception: because (gave up after 2 retries in 0 s)")]
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.time += seconds
+
+
+def test_the_retry_budget_is_time_not_a_count():
+    clock = FakeClock()
+    policy = RetryPolicy(initial_backoff=1.0, max_backoff=8.0, max_retry_time=60.0)
+    flaky = ScriptedCluster(*[BulkRequestError(503, "unavailable")] * 12, ok)
+    outcome = send_with_retries(
+        encoded("a"), flaky.send, policy, clock.sleep, random.Random(3), clock=clock.now
+    )
+    assert outcome.results[0] is not None and outcome.retries == 12
+    down = ScriptedCluster(*[BulkRequestError(503, "unavailable")] * 1000)
+    clock = FakeClock()
+    with pytest.raises(BulkFailed, match=r"gave up after \d+ retries in 60 s"):
+        send_with_retries(encoded("a"), down.send, policy, clock.sleep, random.Random(3), clock=clock.now)
+    assert clock.time == pytest.approx(60.0)
+
+
+def test_no_retries_at_all_with_a_zero_budget():
+    cluster = ScriptedCluster(BulkRequestError(503, "unavailable"))
+    with pytest.raises(BulkFailed, match="gave up after 0 retries"):
+        send_with_retries(encoded("a"), cluster.send, RetryPolicy(max_retry_time=0), lambda _: None)
+
+
+class SizeLimitedCluster:
+    """Refuses bodies over `limit` bytes with 413 and a whole request holding a `bad` id with 400."""
+
+    def __init__(self, limit: int, bad: frozenset[str] = frozenset()) -> None:
+        self.limit, self.bad = limit, bad
+        self.sizes: list[int] = []
+
+    def send(self, body: bytes) -> list[dict]:
+        self.sizes.append(len(body))
+        if len(body) > self.limit:
+            raise BulkRequestError(413, "HTTP 413 request entity too large")
+        ids = [orjson.loads(line)["index"]["_id"] for line in body.splitlines()[0::2]]
+        if self.bad & set(ids):
+            raise BulkRequestError(400, "HTTP 400 action_request_validation_exception: id is too long")
+        return [ok(doc_id) for doc_id in ids]
+
+
+def test_a_413_splits_the_body_and_the_limit_is_remembered():
+    actions = encoded(*[str(i) for i in range(16)])
+    one = len(actions[0])
+    cluster = SizeLimitedCluster(limit=4 * one)
+    limit = BodyLimit(16 * one)
+    outcome = send_with_retries(actions, cluster.send, RetryPolicy(), lambda _: None, limit=limit)
+    assert all(result is not None for result in outcome.results) and not outcome.failures
+    refused = [size for size in cluster.sizes if size > cluster.limit]
+    assert len(refused) == outcome.splits >= 3
+    assert limit.max_bytes == min(refused) // 2 < cluster.limit
+
+
+def test_a_document_larger_than_the_limit_alone_is_a_dead_letter():
+    actions = [*encoded("a"), encode_action(doc("big", text="x" * 500)), *encoded("b")]
+    cluster = SizeLimitedCluster(limit=200)
+    outcome = send_with_retries(actions, cluster.send, RetryPolicy(), lambda _: None, limit=BodyLimit(10**6))
+    assert [result is not None for result in outcome.results] == [True, False, True]
+    ((position, status, reason),) = outcome.failures
+    assert (position, status) == (1, 413) and "refuses a _bulk body of" in reason
+
+
+def test_a_whole_request_400_is_split_until_the_offender_stands_alone():
+    ids = [str(i) for i in range(9)]
+    cluster = SizeLimitedCluster(limit=10**9, bad=frozenset({"6"}))
+    outcome = send_with_retries(encoded(*ids), cluster.send, RetryPolicy(), lambda _: None)
+    assert [i for i, result in enumerate(outcome.results) if result is None] == [6]
+    ((position, status, reason),) = outcome.failures
+    assert (position, status) == (6, 400) and "id is too long" in reason
+    assert outcome.requests < 2 * len(ids)
 
 
 def test_item_reason_reports_type_reason_and_cause():

@@ -25,7 +25,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from connectors.bulk_retry import DEFAULT_BULK_CONCURRENCY, BulkOutcome, RetryPolicy, send_with_retries
+from connectors.bulk_retry import (
+    DEFAULT_BULK_CONCURRENCY,
+    BodyLimit,
+    BulkOutcome,
+    RetryPolicy,
+    send_with_retries,
+)
 from connectors.opensearch import BulkClient, OpenSearchConfig
 from transforms import progress
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
@@ -127,6 +133,7 @@ class _BulkWriteFn(beam.DoFn):
                 "bulk_rejected",
                 "bulk_requests",
                 "bulk_retries",
+                "bulk_splits",
             )
         }
         self._accounted = [accounted_counter(source) for source in range(config.source_count)]
@@ -138,6 +145,8 @@ class _BulkWriteFn(beam.DoFn):
         )
         self._warned_fields: set[str] = set()
         self._mapping_checks_left = _MAPPING_CHECK_DOCUMENTS
+        self._body_limit = BodyLimit(self._config.bulk_bytes)
+        self._reported_limit = self._config.bulk_bytes
 
     def start_bundle(self) -> None:
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
@@ -174,6 +183,7 @@ class _BulkWriteFn(beam.DoFn):
             )
             return
         rejected: list[DeadLetter] = []
+        self._buffer.max_bytes = self._body_limit.max_bytes
         if self._buffer.would_overflow(encoded):
             rejected += self._submit()
         self._buffer.add(document, encoded)
@@ -197,15 +207,19 @@ class _BulkWriteFn(beam.DoFn):
         while len(self._in_flight) >= self._config.bulk_concurrency:
             rejected += self._collect_oldest()
         chunks, documents = self._buffer.take()
-        future = self._pool.submit(send_with_retries, chunks, self._client.send, self._config.retry)
+        future = self._pool.submit(
+            send_with_retries, chunks, self._client.send, self._config.retry, limit=self._body_limit
+        )
         self._in_flight.append((documents, future))
         return rejected
 
     def _collect_oldest(self) -> list[DeadLetter]:
         documents, future = self._in_flight.popleft()
         outcome = future.result()
-        self._counters["bulk_requests"].inc(1 + outcome.retries)
+        self._counters["bulk_requests"].inc(outcome.requests)
         self._counters["bulk_retries"].inc(outcome.retries)
+        self._counters["bulk_splits"].inc(outcome.splits)
+        self._report_body_limit()
         rejected: list[DeadLetter] = []
         skipped: list[Document] = []
         for position, status, reason in outcome.failures:
@@ -230,6 +244,14 @@ class _BulkWriteFn(beam.DoFn):
         self._counters["created"].inc(len(written) - updated)
         progress.INDEXED.add(len(written))
         return rejected
+
+    def _report_body_limit(self) -> None:
+        if self._body_limit.max_bytes < self._reported_limit:
+            self._reported_limit = self._body_limit.max_bytes
+            log.warning(
+                "the cluster refused a _bulk body as too large (HTTP 413); bodies are now cut at %d bytes",
+                self._reported_limit,
+            )
 
     def teardown(self) -> None:
         pool = getattr(self, "_pool", None)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
 from transforms.types import FieldSpec, SourcePlan
 from transforms.vectors import numbers_only, raw_vector, vector_problem
@@ -48,18 +49,6 @@ def parse_record(payload: bytes | dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def document_id(value: Any, expression: str) -> str:
-    """The `_id` value as the document id string (numbers are stringified, as OpenSearch does)."""
-    if value is MISSING or value is None:
-        raise RecordError("map", f"missing _id: {expression} matched nothing")
-    if isinstance(value, bool | dict | list):
-        raise RecordError("map", f"invalid _id: {expression} is {orjson.dumps(value).decode()[:80]}")
-    text = value if isinstance(value, str) else str(value)
-    if not text:
-        raise RecordError("map", f"invalid _id: {expression} is an empty string")
-    return text
-
-
 def project(
     source: SourcePlan, record: dict[str, Any], line: bytes | None = None
 ) -> tuple[str | None, dict[str, Any], list[str]]:
@@ -70,7 +59,7 @@ def project(
     doc_id = (
         None
         if source.id_path is None
-        else document_id(source.id_path.evaluate(record), source.id_path.expression)
+        else _checked_id(source.id_path.evaluate(record), source.id_path.expression)
     )
     fields: dict[str, Any] = {}
     unmatched: list[str] = []
@@ -86,6 +75,13 @@ def project(
         if spec.knn_vector and value is not None:
             check_vector(spec, value, wire, flat_numbers=raw is not None)
     return doc_id, fields, unmatched
+
+
+def _checked_id(value: Any, expression: str) -> str:
+    try:
+        return document_id(value, expression)
+    except DocumentIdError as error:
+        raise RecordError("map", str(error)) from None
 
 
 def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = False) -> None:

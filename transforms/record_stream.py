@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.sources import SourceAccess, read_records
+from transforms.document_ids import canonical_uri, derived_document_id
 from transforms.projection import RecordError, VectorError, parse_record, project
 from transforms.types import DeadLetter, Locator, SourcePlan, dead_letter
 
@@ -39,8 +40,14 @@ class Tally:
 def projected_records(
     source: SourcePlan, access: SourceAccess, uri: str, tally: Tally
 ) -> Iterator[ProjectedRecord | DeadLetter]:
-    """Every record of `uri`, projected for `source` (or dead-lettered with its line)."""
+    """Every record of `uri`, projected for `source` (or dead-lettered with its line).
+
+    Without an `_id` path, each record's id is derived from the file and its line
+    (`transforms.document_ids`), unless the plan asks for cluster-assigned ids.
+    """
     index = source.index
+    derive_ids = source.id_path is None and not source.cluster_ids
+    canonical = canonical_uri(uri, access.source_type)
     for line, payload in read_records(uri, access):
         tally.read += 1
         try:
@@ -51,6 +58,8 @@ def projected_records(
                 tally.invalid_vectors += 1
             yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
             continue
+        if derive_ids:
+            doc_id = derived_document_id(canonical, line)
         for name in unmatched:
             tally.unmatched[name] += 1
         tally.projected += 1

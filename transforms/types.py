@@ -36,6 +36,7 @@ class SourcePlan:
     uri: str
     id_path: CompiledPath | None
     fields: tuple[FieldSpec, ...]
+    cluster_ids: bool = False  # without id_path: let the cluster assign ids instead of deriving them
 
 
 @dataclass(frozen=True)
