@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import orjson
@@ -130,14 +130,23 @@ def _refused(error: TransportError) -> bool:
     return isinstance(error.status_code, int) and error.status_code in (401, 403)
 
 
-def knn_vector_fields(properties: dict[str, Any], prefix: str = "") -> dict[str, int | None]:
-    """`{field path: dimension}` of every `knn_vector` field in a mapping's properties."""
-    found: dict[str, int | None] = {}
+class KnnField(NamedTuple):
+    """What a `knn_vector` mapping says about its vectors: `dimension` (bits for `binary`) and
+    `data_type` (`float`, `byte` or `binary`)."""
+
+    dimension: int | None
+    data_type: str = "float"
+
+
+def knn_vector_fields(properties: dict[str, Any], prefix: str = "") -> dict[str, KnnField]:
+    """`{field path: KnnField}` of every `knn_vector` field in a mapping's properties."""
+    found: dict[str, KnnField] = {}
     for name, spec in properties.items():
         path = f"{prefix}{name}"
         if spec.get("type") == "knn_vector":
             dimension = spec.get("dimension")
-            found[path] = int(dimension) if dimension is not None else None
+            data_type = str(spec.get("data_type") or "float").lower()
+            found[path] = KnnField(int(dimension) if dimension is not None else None, data_type)
         if isinstance(spec.get("properties"), dict):
             found.update(knn_vector_fields(spec["properties"], f"{path}."))
     return found
@@ -151,7 +160,7 @@ class IndexInfo:
     properties: dict[str, Any]
 
     @property
-    def knn_fields(self) -> dict[str, int | None]:
+    def knn_fields(self) -> dict[str, KnnField]:
         return knn_vector_fields(self.properties)
 
 
@@ -186,13 +195,28 @@ def prepare_index(config: OpenSearchConfig, index_name: str, create_body: dict[s
     return IndexInfo(created, properties)
 
 
+def index_settings(answer: Any, index_name: str) -> dict[str, Any]:
+    """The `index` settings of `GET <index>/_settings`'s answer; ClusterError for another shape."""
+    entry = answer.get(index_name) if isinstance(answer, dict) else None
+    if entry is None and isinstance(answer, dict) and len(answer) == 1:
+        entry = next(iter(answer.values()))
+    settings = entry.get("settings") if isinstance(entry, dict) else None
+    index = settings.get("index") if isinstance(settings, dict) else None
+    if not isinstance(index, dict):
+        shown = orjson.dumps(answer).decode()[:120] if isinstance(answer, dict | list) else repr(answer)[:120]
+        raise ClusterError(
+            f"index {index_name!r}: cannot apply --bulk-tuning: the cluster answered GET _settings with "
+            f"an unexpected shape: {shown}"
+        )
+    return index
+
+
 @contextmanager
 def bulk_tuning(config: OpenSearchConfig, index_name: str) -> Iterator[None]:
     """`refresh_interval: -1` and `number_of_replicas: 0` for the run; restored after it, failed or not."""
     client = config.client()
     try:
-        current = client.indices.get_settings(index=index_name)
-        settings = next(iter(current.values()))["settings"]["index"]
+        settings = index_settings(client.indices.get_settings(index=index_name), index_name)
         previous = {name: settings.get(name) for name in TUNED_SETTINGS}
         if all(str(previous[name]) == str(value) for name, value in TUNED_SETTINGS.items()):
             previous = dict.fromkeys(TUNED_SETTINGS)
@@ -202,7 +226,7 @@ def bulk_tuning(config: OpenSearchConfig, index_name: str) -> Iterator[None]:
                 TUNED_SETTINGS,
             )
         client.indices.put_settings(index=index_name, body={"index": TUNED_SETTINGS})
-    except TransportError as error:
+    except (TransportError, OpenSearchConnectionError) as error:
         raise ClusterError(f"index {index_name!r}: cannot apply --bulk-tuning: {describe(error)}") from None
     log.info("bulk tuning on %r: %s (was %s)", index_name, TUNED_SETTINGS, previous)
     try:

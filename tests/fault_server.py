@@ -12,7 +12,8 @@ It is `mlbatch serve-index`'s server (in memory) with faults on top:
   the answer is lost on the way back, so the client retries a request that was applied;
 - `_bulk` requests numbered in `outage` (1-based) all fail with 503, as a restarting cluster;
 - a whole `_bulk` request holding the text `poison` is refused with 400, as a cluster refuses
-  a request for one document it cannot take.
+  a request for one document it cannot take;
+- `GET _settings` can answer `settings_answer` instead (a proxy or another cluster's shape).
 `applied` counts successful writes per `_id`, so tests can check "exactly once".
 """
 
@@ -39,8 +40,10 @@ class FaultServer(LocalIndexServer):
         lost_answer_every: int = 0,
         outage: range = range(0),
         poison: str | None = None,
+        settings_answer: Any = None,
     ) -> None:
         super().__init__()
+        self.settings_answer = settings_answer
         self.outage = outage
         self.poison = poison.encode() if poison else None
         self.max_body_bytes = max_body_bytes
@@ -101,6 +104,8 @@ class FaultServer(LocalIndexServer):
                 return error_reply(400, "action_request_validation_exception", long_id)
         if path.endswith("/_settings") and method == "PUT":
             self.settings_history.append(dict(json.loads(body)["index"]))
+        if path.endswith("/_settings") and method == "GET" and self.settings_answer is not None:
+            return 200, self.settings_answer
         status, payload = super().handle(method, path, headers, body)
         if path.endswith("/_bulk") and status == 200:
             for item in payload["items"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.opensearch import KnnField
 from connectors.sources import SourceAccess, SourceError
 from pipelines.ingest_command import _use_read_helper
 from pipelines.plan import compile_plan, with_vector_checks
@@ -21,7 +22,7 @@ def source_plan(path: str):
         "field_map": {"text": "$.content[0]", "embedding": "$.SageMakerOutput[0]", "_id": "$.id"},
         "data_source": {"type": "local", "source": [path]},
     }
-    return with_vector_checks(compile_plan(parse_request(request)), {"embedding": 4}).sources[0]
+    return with_vector_checks(compile_plan(parse_request(request)), {"embedding": KnnField(4)}).sources[0]
 
 
 def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch):

@@ -202,3 +202,50 @@ def test_every_fault_together_loses_nothing_and_duplicates_nothing(server, capsy
     assert record["counts"]["read"] == 400 and record["counts"]["rejected_records"] == 4
     lines = sorted((entry["line"], entry["stage"]) for entry in dead_letters(record))
     assert lines == [(11, "map"), (78, "bulk"), (201, "validate"), (334, "bulk")]
+
+
+def test_bulk_tuning_against_an_unexpected_settings_answer_fails_in_one_line(server, capsys, tmp_path):
+    sink = server(settings_answer={"vectors": {"index": {"refresh_interval": "1s"}}})
+    path = tmp_path / "records.jsonl"
+    write_records(path, 3)
+    record, err = ingest_logging(
+        capsys, tmp_path, request_for(path), sink.url, "--bulk-tuning", index_body=MAPPING
+    )
+    assert record["state"] == "FAILED" and "Traceback" not in err and "KeyError" not in err
+    assert (
+        "cannot apply --bulk-tuning: the cluster answered GET _settings with an unexpected shape"
+        in (record["error"])
+    )
+
+
+def test_binary_vectors_have_one_int8_per_8_bits_of_dimension(server, capsys, tmp_path):
+    sink = server()
+    mapping = {
+        "settings": {"index.knn": True},
+        "mappings": {
+            "properties": {
+                "bits": {
+                    "type": "knn_vector",
+                    "dimension": 32,
+                    "data_type": "binary",
+                    "method": {"name": "hnsw", "engine": "faiss", "space_type": "hamming"},
+                },
+                "text": {"type": "text"},
+            }
+        },
+    }
+    records = [{"id": f"b{i}", "bits": [i, -1, 0, 127], "text": f"doc {i}"} for i in range(10)]
+    records[3]["bits"] = [0] * 32
+    records[6]["bits"] = [1, 2, 300, 4]
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(jsonl(records))
+    request = request_for(path)
+    request["field_map"] = {"_id": "$.id", "bits": "$.bits", "text": "$.text"}
+    code, record = run_ingest(capsys, tmp_path, request, sink.url, index_body=mapping)
+    assert code == 3 and record["counts"]["indexed"] == 8, record
+    assert sink.docs("vectors")["b0"]["bits"] == [0, -1, 0, 127]
+    reasons = {entry["line"]: entry["reason"] for entry in dead_letters(record)}
+    assert reasons == {
+        4: "vector field 'bits' has 32 elements; a binary vector of dimension 32 has 4 (one int8 per 8 bits)",
+        7: "vector field 'bits' element 2 is 300; a binary vector holds integers in [-128, 127]",
+    }

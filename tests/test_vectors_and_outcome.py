@@ -5,7 +5,7 @@ import re
 import orjson
 import pytest
 
-from connectors.opensearch import knn_vector_fields
+from connectors.opensearch import KnnField, knn_vector_fields
 from pipelines.outcome import decide_outcome
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import parse_request
@@ -62,7 +62,7 @@ def test_knn_vector_fields_of_a_mapping_including_nested_objects():
         "t": {"type": "text"},
         "o": {"properties": {"w": {"type": "knn_vector", "dimension": 2}}},
     }
-    assert knn_vector_fields(properties) == {"v": 384, "o.w": 2}
+    assert knn_vector_fields(properties) == {"v": (384, "float"), "o.w": (2, "float")}
 
 
 BASE = {
@@ -110,7 +110,44 @@ def test_a_null_knn_vector_is_left_to_the_index_as_before():
             }
         )
     )
-    source = with_vector_checks(plan, {"v": 3}).sources[0]
+    source = with_vector_checks(plan, {"v": KnnField(3)}).sources[0]
     assert project(source, {"id": 1, "v": None}) == ("1", {"v": None}, [])
     with pytest.raises(VectorError):
         project(source, {"id": 1, "v": [1.0]})
+
+
+@pytest.mark.parametrize(
+    ("value", "data_type", "dimension", "problem"),
+    [
+        ([1, -128, 127], "byte", 3, None),
+        ([1.0, 2.0, 3.0], "byte", 3, None),
+        ([1, 2.5, 3], "byte", 3, "element 1 is 2.5; a byte vector holds integers in [-128, 127]"),
+        ([1, 128, 3], "byte", 3, "element 1 is 128; a byte vector holds integers in [-128, 127]"),
+        ([1, 2], "byte", 3, "has 2 dimensions; the index mapping expects 3"),
+        ([7, -1, 0, 127], "binary", 32, None),
+        ([7, -1, 0, 127], "binary", None, None),
+        (
+            [0] * 32,
+            "binary",
+            32,
+            "has 32 elements; a binary vector of dimension 32 has 4 (one int8 per 8 bits)",
+        ),
+        ([7, -200, 0, 1], "binary", 32, "element 1 is -200; a binary vector holds integers in [-128, 127]"),
+    ],
+)
+def test_byte_and_binary_vectors_hold_int8_binary_dimension_in_bits(value, data_type, dimension, problem):
+    assert vector_problem(value, dimension, data_type) == problem
+    spec = FieldSpec("v", compile_path("$.v"), knn_vector=True, dimension=dimension, data_type=data_type)
+    if problem is None:
+        check_vector(spec, value, to_wire(value, "v"))
+    else:
+        with pytest.raises(VectorError, match=re.escape(problem)):
+            check_vector(spec, value, to_wire(value, "v"))
+
+
+def test_knn_vector_fields_read_the_data_type():
+    properties = {
+        "b": {"type": "knn_vector", "dimension": 64, "data_type": "binary"},
+        "y": {"type": "knn_vector", "dimension": 8, "data_type": "byte"},
+    }
+    assert knn_vector_fields(properties) == {"b": (64, "binary"), "y": (8, "byte")}

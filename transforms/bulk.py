@@ -32,7 +32,7 @@ from connectors.bulk_retry import (
     RetryPolicy,
     send_with_retries,
 )
-from connectors.opensearch import BulkClient, OpenSearchConfig
+from connectors.opensearch import BulkClient, KnnField, OpenSearchConfig
 from transforms import progress
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
 from transforms.vectors import unmapped_vector_fields
@@ -108,7 +108,7 @@ class OpenSearchWriteConfig:
     bulk_concurrency: int = DEFAULT_BULK_CONCURRENCY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     action: BulkAction = "index"
-    knn_fields: dict[str, int | None] = field(default_factory=dict)
+    knn_fields: dict[str, KnnField] = field(default_factory=dict)
     source_count: int = 1
 
 

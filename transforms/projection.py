@@ -93,13 +93,14 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
     """
     if (
         value.__class__ is list
+        and spec.data_type == "float"
         and wire.__class__ is bytes
         and (spec.dimension is None or len(value) == spec.dimension)
         and len(value) > 0
         and (flat_numbers or numbers_only(wire))
     ):
         return
-    problem = vector_problem(value, spec.dimension)
+    problem = vector_problem(value, spec.dimension, spec.data_type)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
 

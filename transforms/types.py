@@ -25,6 +25,7 @@ class FieldSpec:
     path: CompiledPath
     knn_vector: bool = False  # a knn_vector field of the index: checked as the record is projected
     dimension: int | None = None  # its mapping's dimension (None: any)
+    data_type: str = "float"  # its mapping's data_type: float, byte or binary (dimension in bits)
     needle: bytes | None = None  # the path's last key as JSON text: vectors are taken from the raw line
 
 

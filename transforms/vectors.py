@@ -1,8 +1,9 @@
 """Vector checks (the **project / validate** step, pure).
 
 The index mapping is read once; every value of a `knn_vector` field must be a list of
-finite numbers of the mapping's `dimension` (`transforms.projection.check_vector` runs these
-as each record is projected), so bad records go to the dead-letter queue instead of failing
+finite numbers of the mapping's `dimension`, integers in [-128, 127] for a `byte` or `binary`
+`data_type` (whose `dimension` is in bits: 8 per element); `transforms.projection.check_vector`
+runs these as each record is projected, so bad records go to the dead-letter queue instead of failing
 inside the cluster. Fields that carry vectors but are not `knn_vector` in the mapping are
 reported so the user can fix the mapping.
 """
@@ -17,11 +18,21 @@ import orjson
 
 _SHOWN_VALUE_CHARS = 40
 _NUMBER_BYTES = b"0123456789+-.eE, \t"
+_INT8_TYPES = ("byte", "binary")
 _FLOAT_LIST = re.compile(rb"\[\s*-?\d+\.\d*(?:[eE][-+]?\d+)?\s*,")
 
 
-def vector_problem(value: Any, dimension: int | None) -> str | None:
-    """Why `value` cannot be a k-NN vector of `dimension` (None: any length), or None if it can."""
+def expected_elements(dimension: int | None, data_type: str = "float") -> int | None:
+    """How many elements a vector of a mapping's `dimension` has: a `binary` dimension is in
+    bits, one int8 element per 8 of them; `float` and `byte` have one element per dimension."""
+    if dimension is None or data_type != "binary":
+        return dimension
+    return dimension // 8
+
+
+def vector_problem(value: Any, dimension: int | None, data_type: str = "float") -> str | None:
+    """Why `value` cannot be a k-NN vector of the mapping's `dimension` (None: any length) and
+    `data_type` (`float`, `byte` or `binary`), or None if it can."""
     if not isinstance(value, list):
         return f"is not a list of numbers but {type(value).__name__}"
     for position, number in enumerate(value):
@@ -29,7 +40,18 @@ def vector_problem(value: Any, dimension: int | None) -> str | None:
             return f"element {position} is not a number: {repr(number)[:_SHOWN_VALUE_CHARS]}"
         if not math.isfinite(number):
             return f"element {position} is not finite: {number}"
-    if dimension is not None and len(value) != dimension:
+        if data_type in _INT8_TYPES and (number != int(number) or not -128 <= number <= 127):
+            return (
+                f"element {position} is {repr(number)[:_SHOWN_VALUE_CHARS]}; a {data_type} vector holds "
+                "integers in [-128, 127]"
+            )
+    elements = expected_elements(dimension, data_type)
+    if elements is not None and len(value) != elements:
+        if data_type == "binary":
+            return (
+                f"has {len(value)} elements; a binary vector of dimension {dimension} has {elements} "
+                "(one int8 per 8 bits)"
+            )
         return f"has {len(value)} dimensions; the index mapping expects {dimension}"
     if not value:
         return "is empty"
@@ -82,7 +104,7 @@ def numbers_only(text: bytes) -> bool:
     return text.translate(None, _NUMBER_BYTES) == b"[]"
 
 
-def unmapped_vector_fields(fields: dict[str, Any], knn_fields: dict[str, int | None]) -> list[str]:
+def unmapped_vector_fields(fields: dict[str, Any], knn_fields: dict[str, Any]) -> list[str]:
     """Fields holding a list of 2+ numbers that the mapping does not declare as `knn_vector`."""
     return [name for name, value in fields.items() if name not in knn_fields and _looks_like_vector(value)]
 
