@@ -1,8 +1,9 @@
 """OpenSearch's rules for index names (pure): used by request checks and by `serve-index` routes.
 
-A name is refused when it is not lowercase, contains `\\ / * ? " < > | , # :`, a space or a
-control / line / paragraph separator character, is `.` or `..`, starts with `_`, `-` or `+`,
-or is longer than 255 UTF-8 bytes. Every such name is also unsafe as a directory name.
+A name is refused when it is not lowercase, contains `\\ / * ? " < > | , # :`, a space (named
+as such) or another control / line / paragraph / space separator character, is `.` or `..`,
+starts with `_`, `-` or `+`, or is longer than 255 UTF-8 bytes.
+Every such name is also unsafe as a directory name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def index_name_problem(name: str) -> str | None:
         return "it must not be empty"
     if len(name.encode("utf-8", "surrogatepass")) > _MAX_BYTES:
         return f"it must be at most {_MAX_BYTES} bytes"
-    invisible = sorted({char for char in name if unicodedata.category(char) in _INVISIBLE_CATEGORIES})
+    invisible = sorted(
+        {char for char in name if char != " " and unicodedata.category(char) in _INVISIBLE_CATEGORIES}
+    )
     if invisible:
         return "it must not contain control or separator characters (" + ", ".join(
             f"U+{ord(char):04X}" for char in invisible

@@ -6,7 +6,8 @@ runs, so every field-map mistake is reported up front with the field's name.
 
 Semantics, following ML Commons:
 - `"$.path"` reads from the only source; `"source[N].$.path"` from source N (the index is
-  parsed, so `source[1]` never matches `source[10]`).
+  parsed, so `source[1]` never matches `source[10]`; N is ASCII digits only, at most
+  `MAX_SOURCE_DIGITS` of them).
 - `_id` is one path or a list with one path per source. When every path it lists is the
   same, sources it does not name use that path too (the seed's 3-file OpenAI request).
 - `ingest_fields` copy a value as-is under the path's last segment (`$.id` -> `id`).
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.request import IngestRequest, RequestError
+from transforms.echo import echo, label
 from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
 from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
 from transforms.vectors import key_needle
+
+if TYPE_CHECKING:
+    from connectors.opensearch import KnnField
 
 METADATA_FIELDS = frozenset(
     {
@@ -37,7 +42,9 @@ METADATA_FIELDS = frozenset(
         "_ignored",
     }
 )
-_SOURCE_PREFIX = re.compile(r"^source\[(\d+)\]\.(.*)$", re.DOTALL)
+_SOURCE_PREFIX = re.compile(r"^source\[([0-9]+)\]\.(.*)$", re.DOTALL)
+MAX_SOURCE_DIGITS = 6
+MAX_ID_PATHS = 1000
 
 
 def _split_source(value: Any, where: str, source_count: int) -> tuple[int | None, str]:
@@ -46,13 +53,15 @@ def _split_source(value: Any, where: str, source_count: int) -> tuple[int | None
     match = _SOURCE_PREFIX.match(value)
     if match is None:
         if value.startswith("source"):
-            raise RequestError(f"{where}: {value!r} is not of the form 'source[N].$.path'")
+            raise RequestError(f"{where}: {echo(value)} is not of the form 'source[N].$.path'")
         return None, value
-    index = int(match[1])
-    if index >= source_count:
+    digits = match[1]
+    index = int(digits) if len(digits) <= MAX_SOURCE_DIGITS else None
+    if index is None or index >= source_count:
+        shown = digits[:MAX_SOURCE_DIGITS] + "…" if index is None else str(index)
         noun = "entry" if source_count == 1 else "entries"
         raise RequestError(
-            f"{where}: source[{index}] is out of range: data_source.source has {source_count} {noun}"
+            f"{where}: source[{shown}] is out of range: data_source.source has {source_count} {noun}"
         )
     return index, match[2]
 
@@ -79,6 +88,8 @@ def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
     entries = value if isinstance(value, list) else [value]
     if not entries:
         raise RequestError("field_map._id: is an empty list")
+    if len(entries) > MAX_ID_PATHS:
+        raise RequestError(f"field_map._id: has {len(entries)} paths; at most {MAX_ID_PATHS} are supported")
     named: dict[int, CompiledPath] = {}
     shared: CompiledPath | None = None
     for position, entry in enumerate(entries):
@@ -93,7 +104,9 @@ def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
             shared = path
             continue
         if index in named and named[index] != path:
-            raise RequestError(f"{where}: source[{index}] already has _id path {named[index].expression!r}")
+            raise RequestError(
+                f"{where}: source[{index}] already has _id path {echo(named[index].expression)}"
+            )
         named[index] = path
     distinct = set(named.values()) | ({shared} if shared else set())
     if len(distinct) == 1:
@@ -122,10 +135,10 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
     def add(name: str, raw: Any, where: str) -> None:
         if name in METADATA_FIELDS:
             raise RequestError(
-                f"{where}: {name!r} is an OpenSearch metadata field and cannot be stored in a document"
+                f"{where}: {echo(name)} is an OpenSearch metadata field and cannot be stored in a document"
             )
         if name in produced_by:
-            raise RequestError(f"{where}: field {name!r} is already produced by {produced_by[name]}")
+            raise RequestError(f"{where}: field {echo(name)} is already produced by {produced_by[name]}")
         index, expression = _split_source(raw, where, source_count)
         path = _compile(expression, where)
         last = path.steps[-1] if path.steps else None
@@ -140,7 +153,7 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
             continue
         if not name.strip():
             raise RequestError("field_map: field names must be non-empty")
-        add(name, raw, f"field_map.{name}")
+        add(name, raw, f"field_map.{label(name)}")
     for position, raw in enumerate(request.ingest_fields):
         _, expression = _split_source(raw, f"ingest_fields[{position}]", source_count)
         add(field_name_of(expression), raw, f"ingest_fields[{position}]")
@@ -152,14 +165,15 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
     return IngestPlan(request.index_name, request.source_type, sources, tuple(produced_by), join)
 
 
-def with_vector_checks(plan: IngestPlan, knn_fields: dict[str, int | None]) -> IngestPlan:
+def with_vector_checks(plan: IngestPlan, knn_fields: dict[str, KnnField]) -> IngestPlan:
     """`plan` with the index mapping's `knn_vector` fields marked, so their values are checked
     (a list of finite numbers of the mapping's dimension) when each record is projected."""
 
     def marked(spec: FieldSpec) -> FieldSpec:
         if spec.name not in knn_fields:
             return spec
-        return replace(spec, knn_vector=True, dimension=knn_fields[spec.name])
+        mapped = knn_fields[spec.name]
+        return replace(spec, knn_vector=True, dimension=mapped.dimension, data_type=mapped.data_type)
 
     sources = tuple(
         replace(source, fields=tuple(marked(spec) for spec in source.fields)) for source in plan.sources

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 
@@ -88,10 +89,12 @@ def test_openai_needs_a_key():
     assert error_of(without(OPENAI_REQUEST, "credential")).startswith("credential.openAI_key: missing")
 
 
-def test_unknown_top_level_field_is_named():
+def test_unknown_top_level_field_is_ignored_with_a_warning(caplog):
     body = copy.deepcopy(SAGEMAKER_REQUEST)
     body["fieldmap"] = {}
-    assert error_of(body).startswith("request body: unknown field 'fieldmap'")
+    with caplog.at_level(logging.WARNING, logger="mlbatch"):
+        assert parse_request(body).index_name == "my-nlp-index"
+    assert "request body: ignoring unknown field(s) 'fieldmap'" in caplog.text
 
 
 def test_connector_id_without_credential_is_reported_unsupported():

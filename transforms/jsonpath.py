@@ -6,7 +6,9 @@ indexes walked directly; everything else goes through jsonpath-ng's extended par
 Both give the same answers (tests compare them): a definite path yields its single
 match, an indefinite one (wildcard, slice, filter, `..`, union) yields the list of its
 matches, as Jayway JsonPath does in ML Commons. A path that matches nothing yields
-`MISSING`, never an exception.
+`MISSING`, never an exception. Paths are capped at `MAX_PATH_CHARS` characters and
+`MAX_PATH_SEGMENTS` segments (keys, indexes, wildcards, filters), so a request cannot make
+the parser or the evaluation run for minutes or recurse without bound.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from jsonpath_ng import Child, Fields, Index, Root
 from jsonpath_ng.ext import parse as parse_extended
+
+from transforms.echo import cut, echo
 
 
 class _Missing:
@@ -39,6 +43,9 @@ _STEP = re.compile(
     re.VERBOSE,
 )
 _RESERVED_NAMES = frozenset({"where", "wherenot"})
+MAX_PATH_CHARS = 1000
+MAX_PATH_SEGMENTS = 100
+_MAX_PARSER_MESSAGE = 120
 
 
 class JsonPathError(ValueError):
@@ -118,16 +125,44 @@ class CompiledPath:
         return compile_path, (self.expression,)
 
 
+def _segments(parsed: Any) -> int:
+    """How many segments a parsed path has: the leaves of its tree of `Child`/`Descendants`
+    nodes, not counting the root."""
+    count, stack = 0, [parsed]
+    while stack:
+        node = stack.pop()
+        children = [getattr(node, side) for side in ("left", "right") if hasattr(node, side)]
+        stack.extend(children)
+        count += not children and not isinstance(node, Root)
+    return count
+
+
 def compile_path(expression: str) -> CompiledPath:
     """Compile `expression`; raise JsonPathError naming what is wrong."""
     if not isinstance(expression, str) or not expression.startswith("$"):
-        raise JsonPathError(f"{expression!r} is not a JSONPath (it must start with '$')")
+        raise JsonPathError(f"{echo(expression)} is not a JSONPath (it must start with '$')")
+    if len(expression) > MAX_PATH_CHARS:
+        raise JsonPathError(
+            f"{echo(expression)} is {len(expression)} characters long; a JSONPath may have at most "
+            f"{MAX_PATH_CHARS}"
+        )
+    steps = simple_steps(expression)
+    if steps is not None and len(steps) > MAX_PATH_SEGMENTS:
+        raise JsonPathError(_too_many_segments(expression, len(steps)))
     try:
         parsed = parse_extended(expression)
     except Exception as error:  # jsonpath-ng raises bare Exception subclasses for syntax errors
-        raise JsonPathError(f"invalid JSONPath {expression!r}: {error}") from None
-    steps = simple_steps(expression)
+        raise JsonPathError(
+            f"invalid JSONPath {echo(expression)}: {cut(str(error), _MAX_PARSER_MESSAGE)}"
+        ) from None
+    segments = len(steps) if steps is not None else _segments(parsed)
+    if segments > MAX_PATH_SEGMENTS:
+        raise JsonPathError(_too_many_segments(expression, segments))
     return CompiledPath(expression, steps, parsed, steps is not None or _is_definite(parsed))
+
+
+def _too_many_segments(expression: str, segments: int) -> str:
+    return f"{echo(expression)} has {segments} segments; a JSONPath may have at most {MAX_PATH_SEGMENTS}"
 
 
 def field_name_of(expression: str) -> str:
