@@ -267,7 +267,7 @@ def test_bulk_refused_mid_run_fails_the_task_with_one_line(tmp_path, mlbatch_hom
     record = json.loads(result.stdout)
     assert result.returncode == 1 and record["state"] == "FAILED"
     assert record["error"] == (
-        "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk (gave up after 1 retries)"
+        "_bulk to 'local-index' failed: HTTP 500 configured to refuse _bulk (gave up after 1 retries in 0 s)"
     )
     if debug:
         assert "Traceback" in result.stderr
