@@ -7,8 +7,9 @@ One decision table, as Data Prepper's `BulkRetryStrategy`:
 - a whole request refused with 413 (body too large) or 400 (a document the cluster rejects
   before looking at items, such as an over-long `_id`) is split in halves, which are sent
   on their own, until the offending document stands alone and goes to the dead-letter queue
-  with the cluster's reason; after a 413 the body size is remembered (`BodyLimit`) so the
-  rest of the run cuts smaller bodies;
+  with the cluster's reason (when document after document is refused alone for the same
+  reason, the request itself is refused, and the job fails); after a 413 the body size is
+  remembered (`BodyLimit`) so the rest of the run cuts smaller bodies;
 - 401/403 and other 4xx fail the job;
 - in a partial failure only the failed items are re-sent: 429 and 5xx items are retried,
   400/404/409 (and other 4xx) items are permanent and go to the dead-letter queue.
@@ -31,6 +32,7 @@ DEFAULT_BULK_CONCURRENCY = 4  # with 2, a run waited on the cluster for about a 
 DEFAULT_MAX_RETRY_TIME = 600.0  # seconds a batch keeps being retried, as Data Prepper's sink
 DEFAULT_INITIAL_BACKOFF = 0.5
 DEFAULT_MAX_BACKOFF = 30.0
+LONE_REFUSALS_TO_FAIL = 8  # documents refused alone in a row with the same 400: the request, not them
 
 
 class Decision(Enum):
@@ -162,6 +164,7 @@ class _BatchSender:
         self.encoded, self.send, self.policy, self.limit, self.clock = encoded, send, policy, limit, clock
         self.outcome = BulkOutcome(results=[None] * len(encoded))
         self.started = clock()
+        self._lone_refusals: list[str] = []
 
     def exhausted(self, attempt: int) -> bool:
         return self.policy.exhausted(attempt, self.clock() - self.started)
@@ -177,6 +180,7 @@ class _BatchSender:
             return self._request_failed(error, group, body, attempt, later)
         if len(items) != len(group):
             raise BulkFailed(f"the cluster answered {len(items)} items for a _bulk request of {len(group)}")
+        self._lone_refusals.clear()
         retry: list[int] = []
         for position, item in zip(group, items, strict=True):
             status = item_status(item)
@@ -195,6 +199,20 @@ class _BatchSender:
             later.append(retry)
         return []
 
+    def _refused_alone(self, error: BulkRequestError) -> None:
+        """Fail the job when document after document is refused alone for the same reason: the
+        cluster refuses the request itself (a closed index, a proxy rule), not those documents."""
+        if error.status != 400:
+            return
+        if self._lone_refusals and self._lone_refusals[-1] != error.reason:
+            self._lone_refusals.clear()
+        self._lone_refusals.append(error.reason)
+        if len(self._lone_refusals) >= LONE_REFUSALS_TO_FAIL:
+            raise BulkFailed(
+                f"{error.reason} (the cluster refused {len(self._lone_refusals)} documents in a row, "
+                "each sent alone, for the same reason)"
+            )
+
     def _request_failed(
         self, error: BulkRequestError, group: list[int], body: bytes, attempt: int, later: list[list[int]]
     ) -> list[list[int]]:
@@ -205,6 +223,7 @@ class _BatchSender:
             if error.status == 413 and self.limit is not None:
                 self.limit.refused(len(body))
             if len(group) == 1:
+                self._refused_alone(error)
                 self.outcome.failures.append(
                     (group[0], error.status or 400, _lone_document_reason(error, len(body)))
                 )

@@ -259,6 +259,13 @@ def test_a_whole_request_400_is_split_until_the_offender_stands_alone():
     assert outcome.requests < 2 * len(ids)
 
 
+def test_a_cluster_that_refuses_every_request_with_400_fails_the_job_quickly():
+    cluster = SizeLimitedCluster(limit=10**9, bad=frozenset(str(i) for i in range(500)))
+    with pytest.raises(BulkFailed, match="refused 8 documents in a row, each sent alone"):
+        send_with_retries(encoded(*[str(i) for i in range(500)]), cluster.send, RetryPolicy(), lambda _: None)
+    assert len(cluster.sizes) < 40
+
+
 def test_item_reason_reports_type_reason_and_cause():
     bad = {
         "index": {
