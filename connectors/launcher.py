@@ -1,8 +1,10 @@
 """Submit, poll and cancel remote batch jobs as BATCH_PREDICTION tasks (the batch-predict flow).
 
 `submit` renders the connector's `batch_predict` action with the merged parameters, sends it
-once and records the answer as the task's `remote_job`. `refresh` calls the status action
-(given or derived), merges the answer into `remote_job` and maps it to a task state; after
+once and records the answer as the task's `remote_job`; from then on the task waits on the
+remote job and no local process owns it (see `connectors.task_store`). `refresh` calls the
+status action (given or derived), merges the answer into `remote_job` and maps it to a task
+state; after
 `MAX_POLL_FAILURES` failed polls in a row the task is UNREACHABLE. `cancel` calls the cancel
 action and records CANCELLING or CANCELLED from the answer. Records never hold credentials:
 the connector is kept by path and re-read when the job is polled.
@@ -30,6 +32,7 @@ from connectors.templating import merge_parameters
 
 TASK_TYPE = "BATCH_PREDICTION"
 MAX_POLL_FAILURES = 10
+SUBMIT_INTERRUPTED = "interrupted while submitting; the service may have started the job"
 STATUS_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.5, max_backoff=5.0)
 log = logging.getLogger("mlbatch")
 
@@ -87,8 +90,11 @@ class Launcher:
                 answer = call(connector, request)
         except (ConnectorError, RemoteCallError) as error:
             return self.store.update(task["task_id"], state="FAILED", error=str(error))
+        except KeyboardInterrupt:
+            self.store.update(task["task_id"], state="FAILED", error=SUBMIT_INTERRUPTED)
+            raise
         log.info("submitted the batch job: %s", redactor.text(orjson.dumps(answer).decode())[:300])
-        return self.store.update(task["task_id"], remote_job=redactor.value(answer))
+        return self.store.update(task["task_id"], drop=("owner",), remote_job=redactor.value(answer))
 
     def _job_parameters(self, connector: Connector, record: dict[str, Any]) -> dict[str, str]:
         request = {**record.get("parameters", {}), **remote_job_parameters(record.get("remote_job") or {})}

@@ -3,16 +3,23 @@
 Records look like `GET /_plugins/_ml/tasks/{id}`: `task_id`, `task_type`, `state`,
 `create_time` / `last_update_time` (epoch milliseconds), plus our `counts` and `error`.
 Callers redact credentials before saving; the store keeps what it is given.
+
+A task that a local process is running (CREATED or RUNNING) names that process in `owner`:
+host, pid and the process's start time, so a pid the system later gives to another process
+is not mistaken for it. Whenever tasks are read, one whose owner on this host is gone (killed,
+crashed) becomes FAILED with "the process running it died", keeping the counts it had. A
+task without an owner (a batch prediction waiting on its remote job) is never failed this way.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sqlite3
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,9 @@ from typing import Any
 import orjson
 
 _ID_ALPHABET = string.ascii_letters + string.digits + "-_"
+OWNED_STATES = frozenset({"CREATED", "RUNNING"})
+OWNER_DIED = "the process running it died"
+_PROC = Path("/proc")
 
 
 def mlbatch_home() -> Path:
@@ -35,6 +45,57 @@ def new_task_id() -> str:
 
 def now_millis() -> int:
     return int(time.time() * 1000)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); None if
+    there is no such process or it has exited (a zombie). Without /proc, 0 for any process that
+    exists (the pid alone)."""
+    if _PROC.is_dir():
+        try:
+            stat = (_PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # the fields after "pid (comm)", from field 3 on
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return 0
+    return 0
+
+
+def this_process() -> dict[str, Any]:
+    """The `owner` of tasks this process runs."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start_time": process_start_time(pid)}
+
+
+def owner_is_gone(owner: Mapping[str, Any], host: str, start_time_of: Callable[[int], int | None]) -> bool:
+    """Whether the process that owns a task is known to be gone: it ran on `host` (other hosts
+    cannot be checked) and its pid is free or belongs to a process started at another time."""
+    if owner.get("host") != host or not isinstance(owner.get("pid"), int):
+        return False
+    started = start_time_of(owner["pid"])
+    return started is None or started != owner.get("start_time")
+
+
+def orphaned(record: Mapping[str, Any], host: str, start_time_of: Callable[[int], int | None]) -> bool:
+    """A CREATED or RUNNING task whose owner process is gone."""
+    owner = record.get("owner")
+    return (
+        record.get("state") in OWNED_STATES
+        and isinstance(owner, Mapping)
+        and owner_is_gone(owner, host, start_time_of)
+    )
+
+
+def as_died(record: Mapping[str, Any], stamp: int) -> dict[str, Any]:
+    """What a task whose process died becomes: FAILED, its counts kept, no owner."""
+    died = {key: value for key, value in record.items() if key != "owner"}
+    return {**died, "state": "FAILED", "error": OWNER_DIED, "last_update_time": stamp}
 
 
 class TaskNotFound(LookupError):
@@ -63,6 +124,7 @@ class TaskStore:
             db.close()
 
     def create(self, task_type: str, **fields: Any) -> dict[str, Any]:
+        """A CREATED task owned by this process (`update(..., drop=("owner",))` lets go of it)."""
         stamp = now_millis()
         record = {
             "task_id": new_task_id(),
@@ -70,6 +132,7 @@ class TaskStore:
             "state": "CREATED",
             "create_time": stamp,
             "last_update_time": stamp,
+            "owner": this_process(),
             **fields,
         }
         with self._connect() as db:
@@ -77,10 +140,14 @@ class TaskStore:
         return record
 
     def update(self, task_id: str, drop: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
-        """Set `fields` (and remove the `drop` fields) of a task; returns the new record."""
+        """Set `fields` (and remove the `drop` fields) of a task; returns the new record.
+
+        A task that leaves CREATED and RUNNING has no owner any more."""
         record = {**self.get(task_id), **fields, "last_update_time": now_millis()}
         for name in drop:
             record.pop(name, None)
+        if record.get("state") not in OWNED_STATES:
+            record.pop("owner", None)
         with self._connect() as db:
             db.execute("UPDATE tasks SET record = ? WHERE task_id = ?", (orjson.dumps(record), task_id))
         return record
@@ -90,9 +157,26 @@ class TaskStore:
             row = db.execute("SELECT record FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(f"task {task_id!r} not found in {self.path}")
-        return orjson.loads(row[0])
+        return self._settled(row[0])
 
     def list(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT record FROM tasks ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+        return [self._settled(row[0]) for row in rows]
+
+    def _settled(self, stored: bytes) -> dict[str, Any]:
+        """The record, made FAILED (and saved so) when the process running it died."""
+        record = orjson.loads(stored)
+        if not orphaned(record, socket.gethostname(), process_start_time):
+            return record
+        task_id, died = record["task_id"], as_died(record, now_millis())
+        with self._connect() as db:  # only if no one changed it since it was read
+            changed = db.execute(
+                "UPDATE tasks SET record = ? WHERE task_id = ? AND record = ?",
+                (orjson.dumps(died), task_id, stored),
+            ).rowcount
+            if not changed:
+                return orjson.loads(
+                    db.execute("SELECT record FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
+                )
+        return died

@@ -4,7 +4,8 @@
 the chosen runner and returns the job's counters. One source needs no shuffle; several are
 joined on `_id`, by a broadcast join (one large file streamed, the small sources in memory)
 or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose. Rejected records from
-every step go to the dead-letter queue.
+every step go to the dead-letter queue, written by a writer fused into that step (so they are
+written while the job runs, and kept when it fails; see `transforms.dead_letters`).
 
 Runnable as a module with the same options as `mlbatch ingest`:
 
@@ -29,7 +30,7 @@ from pipelines.join_strategy import JoinStrategy
 from transforms import progress
 from transforms.buckets import BUCKETS
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
-from transforms.dead_letters import WriteDeadLetters
+from transforms.dead_letters import WriteDeadLetters, close_open_files
 from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, IngestPlan
@@ -105,11 +106,10 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         dead_letters.append(outputs[DEAD_LETTERS])
         documents = outputs.records
     dead_letters.append(documents | "Write" >> WriteToOpenSearch(job.write))
-    (
-        tuple(dead_letters)
-        | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLetterQueue" >> WriteDeadLetters(job.dlq_dir, job.task_id, job.redactor, job.access)
-    )
+    for position, rejected in enumerate(dead_letters):  # one writer per step, not after a Flatten
+        rejected | f"DeadLetterQueue[{position}]" >> WriteDeadLetters(
+            job.dlq_dir, job.task_id, job.redactor, job.access
+        )
 
 
 def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -> beam.PCollection:
@@ -148,13 +148,18 @@ def _broadcast_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list)
 
 
 def run_pipeline(job: IngestJob, beam_args: list[str]) -> dict[str, int]:
-    """Run the pipeline to completion; return its counters by name."""
+    """Run the pipeline to completion; return its counters by name.
+
+    When the run fails or is interrupted, the dead-letter files of its unfinished bundles in
+    this process are closed, so the records rejected so far are in the DLQ."""
     pipeline = beam.Pipeline(options=beam_options(beam_args))
     build_pipeline(pipeline, job)
-    progress.READ.restart()
-    progress.INDEXED.restart()
-    result = pipeline.run()
-    result.wait_until_finish()
+    progress.restart_all()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        close_open_files()
     counters: dict[str, int] = {}
     query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
     for counter in query["counters"]:

@@ -6,7 +6,9 @@
     mlbatch task get TASK_ID | mlbatch task list [--limit N]
     mlbatch serve-index | serve-embeddings | search "text" --index NAME
 
-See `pipelines.ingest_command` and `pipelines.predict_command` for what each does.
+See `pipelines.ingest_command` and `pipelines.predict_command` for what each does. Ctrl-C
+and SIGTERM interrupt any command the same way: one line on stderr, exit 130 (a task it was
+running is recorded as such).
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ import os
 import sys
 
 from connectors.task_store import TaskNotFound, TaskStore
-from pipelines.cli_common import EXIT_OK, EXIT_USAGE, UsageError, configure_logging, print_json, read_json
+from pipelines import task_lifecycle
+from pipelines.cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    configure_logging,
+    log,
+    print_json,
+    read_json,
+)
 from pipelines.ingest_command import add_ingest_options, check_ingest_options, run_ingest
 from pipelines.local_commands import add_local_commands, run_local_command
 from pipelines.predict_command import add_predict_commands, run_predict
@@ -69,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if runs_ingest:
         check_ingest_options(parser, args, extra)
+    if args.command in ("serve-index", "serve-embeddings"):  # they stop on Ctrl-C or SIGTERM by design
+        return _run(args, extra)
+    try:
+        with task_lifecycle.interrupts_raise():
+            return _run(args, extra)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         if args.command == "ingest":
             return run_ingest(args, extra, read_json(args.request, "request"))

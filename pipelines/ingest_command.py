@@ -3,7 +3,10 @@
 The request and the cluster are checked before anything runs; the task record is created
 (BATCH_INGEST), the pipeline runs in the foreground with progress on stderr, the counters
 are reconciled into the final state, and the record is printed as JSON on stdout.
-Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or usage, 3 COMPLETED_WITH_ERROR.
+Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or usage, 3 COMPLETED_WITH_ERROR, 130 interrupted
+(Ctrl-C or SIGTERM; the task is FAILED with "interrupted"). A run that fails or is interrupted
+records the counts this process reached (`transforms.progress`), and they are saved every few
+seconds while it runs, so even a killed run's record keeps them.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import argparse
 import contextlib
 import os
 import re
-import signal
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,10 +25,11 @@ from connectors.bulk_retry import (
     DEFAULT_MAX_RETRY_TIME,
     BulkFailed,
 )
-from connectors.opensearch import SIGV4_SERVICES, ClusterError, OpenSearchConfig
+from connectors.opensearch import DEFAULT_TIMEOUT, SIGV4_SERVICES, ClusterError, OpenSearchConfig
 from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
 from connectors.sources import SourceAccess, SourceError
 from connectors.task_store import TaskStore, mlbatch_home
+from pipelines import task_lifecycle
 from pipelines.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -46,7 +48,8 @@ from pipelines.join_strategy import (
     streamed_file,
 )
 from pipelines.plan import compile_plan, with_vector_checks
-from pipelines.request import RequestError, parse_request
+from pipelines.request import IngestRequest, RequestError, parse_request
+from transforms import progress
 from transforms.document_ids import with_cluster_assigned_ids
 from transforms.read_helper import HelperRead
 from transforms.types import IngestPlan, SourcePlan
@@ -111,6 +114,13 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
     parser.add_argument("--compress", action="store_true", help="gzip request bodies")
     parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for each cluster request before retrying it (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    parser.add_argument(
         "--bulk-concurrency",
         type=int,
         default=DEFAULT_BULK_CONCURRENCY,
@@ -173,6 +183,8 @@ def check_ingest_options(
 ) -> None:
     if min(args.bulk_size, args.bulk_bytes, args.bulk_concurrency) < 1:
         parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
+    if args.request_timeout <= 0:
+        parser.error("--request-timeout must be positive")
     if args.broadcast_max_bytes < 0:
         parser.error("--broadcast-max-bytes must not be negative")
     if min(args.max_retry_time, args.initial_backoff, args.max_backoff, args.max_retries or 0) < 0:
@@ -251,6 +263,7 @@ def _cluster_config(args: argparse.Namespace) -> OpenSearchConfig:
         verify_certs=not args.insecure,
         ca_certs=args.ca_certs,
         compress=args.compress,
+        timeout=args.request_timeout,
     )
 
 
@@ -315,18 +328,31 @@ def _early_reads(
     return reads
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C during the run, so the task is recorded and settings restored."""
+def _counts_so_far(beam_args: list[str]) -> dict[str, Any]:
+    """What a run that has not finished reached, from this process's tallies (Beam's metrics are
+    gone when a run fails): the whole job with the in-process DirectRunner, `partial` with runners
+    whose steps run in other processes."""
+    counts = _summarize(progress.snapshot())
+    if not _in_process_direct_runner(beam_args):
+        counts["partial"] = True
+    return counts
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _ended_early(beam_args: list[str], dlq_dir: str, error: str) -> dict[str, Any]:
+    """The fields of a task that failed or was interrupted during the run: the counts it reached,
+    the dead-letter directory when it may hold entries, and the error."""
+    counts = _counts_so_far(beam_args)
+    dlq = {"dlq": dlq_dir} if counts["dlq"] or counts.get("partial") else {}
+    return {"state": "FAILED", "counts": counts, **dlq, "error": error}
+
+
+def _checkpoint(store: TaskStore, task_id: str, beam_args: list[str]) -> contextlib.AbstractContextManager:
+    """Save the counts so far into the running task every few seconds (in-process runs only)."""
+    if not _in_process_direct_runner(beam_args):
+        return contextlib.nullcontext()
+    return task_lifecycle.CountsCheckpoint(
+        lambda counts: store.update(task_id, counts=counts), lambda: _counts_so_far(beam_args)
+    )
 
 
 def run_ingest(
@@ -355,6 +381,30 @@ def run_ingest(
     )
     task_id = task["task_id"]
     dlq_dir = args.dlq or str(mlbatch_home() / "dlq" / task_id)
+    progress.restart_all()
+    try:
+        return _run_task(
+            args, beam_args, request, plan, create_body, cluster, redactor, store, task_id, dlq_dir
+        )
+    except KeyboardInterrupt:  # from the first check to the final record: Ctrl-C or SIGTERM
+        log.error("ingestion interrupted")
+        print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, task_lifecycle.INTERRUPTED)))
+        return EXIT_INTERRUPTED
+
+
+def _run_task(
+    args: argparse.Namespace,
+    beam_args: list[str],
+    request: IngestRequest,
+    plan: IngestPlan,
+    create_body: Any,
+    cluster: OpenSearchConfig,
+    redactor: Redactor,
+    store: TaskStore,
+    task_id: str,
+    dlq_dir: str,
+) -> int:
+    """Check the sources and the cluster, run the pipeline, record how task `task_id` ended."""
     log.info(
         "task %s: %d source(s) into index %r at %s",
         task_id,
@@ -448,21 +498,19 @@ def run_ingest(
         )
         store.update(task_id, state="RUNNING")
         with (
-            _sigterm_interrupts(),
+            _checkpoint(store, task_id, beam_args),
             bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext(),
         ):
             counters = run_pipeline(job, beam_args)
-    except KeyboardInterrupt:
-        log.error("ingestion interrupted")
-        finish("FAILED", error="interrupted")
-        return EXIT_INTERRUPTED
     except Exception as error:  # the runner wraps worker errors; report the cause in one line
+        if task_lifecycle.is_interrupt(error):
+            raise KeyboardInterrupt from None
         cause = redactor.text(_root_cause(error))
         log.error("ingestion failed: %s", cause)
-        code = finish("FAILED", error=cause)
+        print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, cause)))
         if args.debug:
             raise
-        return code
+        return EXIT_FAILED
     finally:
         HelperRead.discard_early()
     counts = _summarize(counters)

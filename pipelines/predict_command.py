@@ -9,6 +9,7 @@
 COMPLETED (exit 0), ends otherwise (exit 1) or `--timeout` passes (exit 124). With
 `--then-ingest`, `${remote_job.x}` placeholders in the request's `data_source.source` are
 filled from the finished job and the ingestion runs, its task record printed instead.
+Interrupting `wait` (Ctrl-C, SIGTERM) stops the waiting, not the remote job: exit 130.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from connectors.launcher import Launcher, load_connector, redactor_for
 from connectors.redact import RedactingFilter
 from connectors.remote_call import RemoteCallError
 from connectors.task_store import TaskNotFound, TaskStore
-from pipelines.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, log, print_json, read_json
+from pipelines.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    UsageError,
+    log,
+    print_json,
+    read_json,
+)
 from pipelines.ingest_command import add_ingest_options, run_ingest
 
 FINAL_STATES = TERMINAL_STATES | {"UNREACHABLE"}
@@ -103,6 +113,14 @@ def _wait(launcher: Launcher, args: argparse.Namespace) -> dict[str, Any]:
         delay = min(delay * 1.5, args.max_interval)
 
 
+def wait_interrupted(task_id: str) -> str:
+    """The line for an interrupted `wait`: the remote job is not cancelled."""
+    return (
+        f"interrupted waiting for task {task_id}; the batch job keeps running; "
+        f"`mlbatch predict cancel {task_id}` stops it"
+    )
+
+
 def _ingest_request(path: str) -> dict[str, Any]:
     """The --then-ingest request, read and shape-checked before any waiting."""
     body = read_json(path, "--then-ingest")
@@ -172,6 +190,9 @@ def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
             print_json(timeout.args[0])
             log.error("task %s: still %s after %.0f s", args.task_id, timeout.args[0]["state"], args.timeout)
             return EXIT_TIMEOUT
+        except KeyboardInterrupt:
+            log.error("%s", wait_interrupted(args.task_id))
+            return EXIT_INTERRUPTED
         if record["state"] != "COMPLETED":
             print_json(record)
             log.error("task %s ended %s", args.task_id, record["state"])

@@ -5,13 +5,23 @@ with the request's S3 credential or the default AWS chain), one entry per record
 stage, reason, source, line and the raw line or document. Known secrets are redacted
 before anything is written. A record counts as accounted for (see `pipelines.outcome`)
 only once its entry is written here.
+
+Every step that rejects records gets its own `WriteDeadLetters` (see `pipelines.batch_ingest`),
+so the writer is fused into that step on every runner and an entry is written while its
+bundle runs, not after the whole job. A bundle's file is closed when the bundle finishes; when
+the job fails or is interrupted instead, the files of the bundles cut short in this process are
+closed by `close_open_files()` (the in-process runner's bundles: nothing is written twice, as
+those bundles never finish). On a distributed runner a failed bundle's file is left unclosed
+(an S3 upload never completed is not written) and the bundle's retry writes its entries once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import uuid
-from typing import Any
+from typing import IO, Any
 
 import apache_beam as beam
 import orjson
@@ -20,7 +30,25 @@ from apache_beam.metrics import Metrics
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
+from transforms import progress
 from transforms.types import METRICS_NAMESPACE, DeadLetter, accounted_counter
+
+log = logging.getLogger("mlbatch")
+_open_files: set[IO[bytes]] = set()
+_open_files_lock = threading.Lock()
+
+
+def close_open_files() -> int:
+    """Close the DLQ files of bundles that did not finish (a failed or interrupted run); how many."""
+    with _open_files_lock:
+        streams = list(_open_files)
+        _open_files.clear()
+    for stream in streams:
+        try:
+            stream.close()
+        except Exception as error:  # a failing store must not hide the run's own error
+            log.warning("could not close a dead-letter file: %s", error)
+    return len(streams)
 
 
 def _raw_json(value: Any) -> Any:
@@ -45,6 +73,8 @@ class _WriteDeadLettersFn(beam.DoFn):
             path = f"{self._directory}/rejected-{uuid.uuid4().hex}.jsonl"
             params = {"client": self._access.s3_client()} if path.startswith("s3://") else {}
             self._stream = smart_open.open(path, "wb", transport_params=params)
+            with _open_files_lock:
+                _open_files.add(self._stream)
         entry = self._redactor.value(dead.to_json(self._task_id))
         self._stream.write(orjson.dumps(entry, default=_raw_json) + b"\n")
         Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
@@ -52,9 +82,13 @@ class _WriteDeadLettersFn(beam.DoFn):
         Metrics.counter(METRICS_NAMESPACE, "rejected_records").inc(len(dead.origins))
         for origin in dead.origins:
             accounted_counter(origin.source).inc()
+        progress.DEAD_LETTERS.add()
+        progress.REJECTED_RECORDS.add(len(dead.origins))
 
     def finish_bundle(self) -> None:
         if self._stream is not None:
+            with _open_files_lock:
+                _open_files.discard(self._stream)
             self._stream.close()
             self._stream = None
 
