@@ -1,8 +1,9 @@
 """Status and cancel actions of a batch connector, and what a submitted job tells them (pure).
 
 When a connector has no `batch_predict_status` / `cancel_batch_predict` action, they are
-derived from the `batch_predict` URL as ML Commons does, by the first provider name in it
-(after the connector's own parameters are filled in):
+derived from the `batch_predict` URL as ML Commons does: the connector's own parameters are
+filled into it first (so `url: ${parameters.endpoint}` derives from the endpoint), and the
+first provider name in it decides:
 
 | provider | status | cancel |
 |---|---|---|
@@ -10,10 +11,12 @@ derived from the `batch_predict` URL as ML Commons does, by the first provider n
 | openai, cohere | GET `<url>/${parameters.id}` | POST `<url>/${parameters.id}/cancel` |
 | bedrock | GET `<url>/${parameters.processedJobArn}` | POST `<url>/${parameters.processedJobArn}/stop` |
 
-Headers are copied from `batch_predict` (for SageMaker's JSON protocol the `X-Amz-Target`
-operation is switched too). The submit response is kept as `remote_job`; its string fields
-become parameters of the status and cancel calls, plus `TransformJobName` (from
-`TransformJobArn`), `processedJobArn` (Bedrock's `jobArn`, URL-encoded) and `id` (Cohere's `job_id`).
+Placeholders the connector's parameters do not fill (request parameters, `${credential.x}`,
+defaults) stay in the derived url for the call. Headers are copied from `batch_predict` (for
+SageMaker's JSON protocol the `X-Amz-Target` operation is switched too). The submit response
+is kept as `remote_job`; its string fields become parameters of the status and cancel calls,
+plus `TransformJobName` (from `TransformJobArn`), `processedJobArn` (Bedrock's `jobArn`,
+URL-encoded) and `id` (Cohere's `job_id`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.connector import Connector, ConnectorAction, ConnectorError
-from connectors.templating import fill, merge_parameters
+from connectors.templating import fill_known, merge_parameters
+from transforms.echo import cut, echo
 
 PROVIDERS = ("sagemaker", "openai", "bedrock", "cohere")
 _SAGEMAKER_BODY = '{ "TransformJobName" : "${parameters.TransformJobName}"}'
@@ -39,11 +43,12 @@ def provider_of(url: str) -> str | None:
 def _derive(connector: Connector, action_type: str) -> ConnectorAction:
     submit = connector.action("batch_predict")
     assert submit is not None  # parse_connector guarantees it
-    provider = provider_of(fill(submit.url, merge_parameters(connector.parameters, {}), {}))
+    url = fill_known(submit.url, merge_parameters(connector.parameters, {}))
+    provider = provider_of(url)
     verb = "get the batch job details" if action_type == "batch_predict_status" else "cancel the batch job"
     if provider is None:
         raise ConnectorError(
-            f"actions: no {action_type} action, and none can be derived from {submit.url!r}; "
+            f"actions: no {action_type} action, and none can be derived from {echo(submit.url)}; "
             f"please configure the action type to {verb} in the connector"
         )
     status = action_type == "batch_predict_status"
@@ -54,14 +59,14 @@ def _derive(connector: Connector, action_type: str) -> ConnectorAction:
             for name, value in submit.headers.items()
         }
         return ConnectorAction(
-            action_type, "POST", submit.url.replace("CreateTransformJob", operation), headers, _SAGEMAKER_BODY
+            action_type, "POST", url.replace("CreateTransformJob", operation), headers, _SAGEMAKER_BODY
         )
     key = "processedJobArn" if provider == "bedrock" else "id"
     suffix = "" if status else ("/stop" if provider == "bedrock" else "/cancel")
     return ConnectorAction(
         action_type,
         "GET" if status else "POST",
-        f"{submit.url.rstrip('/')}/${{parameters.{key}}}{suffix}",
+        f"{url.rstrip('/')}/${{parameters.{key}}}{suffix}",
         dict(submit.headers),
     )
 
@@ -106,12 +111,12 @@ def resolve_remote_job(text: str, remote_job: dict[str, Any]) -> str:
             value = lookup(remote_job, match.group(1))
         except KeyError:
             raise ConnectorError(
-                f"${{remote_job.{match.group(1)}}}: the finished job has no such field "
+                f"${{remote_job.{cut(match.group(1))}}}: the finished job has no such field "
                 f"(it has: {', '.join(sorted(remote_job)) or 'nothing'})"
             ) from None
         if not isinstance(value, str | int):
             raise ConnectorError(
-                f"${{remote_job.{match.group(1)}}}: is not a string but {type(value).__name__}"
+                f"${{remote_job.{cut(match.group(1))}}}: is not a string but {type(value).__name__}"
             )
         return str(value)
 

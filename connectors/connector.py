@@ -3,7 +3,10 @@
 A connector names a protocol (`http` or `aws_sigv4`), default `parameters`, a `credential`
 and `actions`, each with `action_type`, `method`, `url`, `headers` and `request_body`
 templates. `parse_connector` returns a `Connector` or raises `ConnectorError` naming the
-field; secrets stay out of every repr.
+field; secrets stay out of every repr. An `aws_sigv4` connector takes `service_name` and
+`region` from its parameters, else from its credential, as ML Commons' `AwsConnector` does
+(with its messages "Missing service name" / "Missing region"); its keys may be left out for
+the default AWS chain.
 """
 
 from __future__ import annotations
@@ -56,6 +59,18 @@ class Connector:
 
     def action(self, action_type: str) -> ConnectorAction | None:
         return next((action for action in self.actions if action.action_type == action_type), None)
+
+    def aws_setting(self, name: str) -> str | None:
+        """`service_name` or `region` of an `aws_sigv4` connector: parameters first, then credential."""
+        return aws_setting(self.parameters, self.credential, name)
+
+
+def aws_setting(parameters: dict[str, Any], credential: dict[str, str], name: str) -> str | None:
+    """A SigV4 setting from the connector's parameters, else its credential (ML Commons' order)."""
+    value = parameters.get(name)
+    if isinstance(value, str) and value:
+        return value
+    return credential.get(name) or None
 
 
 def _parse_action(raw: Any, where: str) -> ConnectorAction:
@@ -110,9 +125,9 @@ def parse_connector(body: Any) -> Connector:
     if not any(action.action_type == "batch_predict" for action in actions):
         raise ConnectorError("actions: no batch_predict action; a batch connector needs one")
     if protocol == "aws_sigv4":
-        for name in ("region", "service_name"):
-            if not isinstance(parameters.get(name), str):
-                raise ConnectorError(f"parameters.{name}: required for protocol aws_sigv4")
+        for name, message in (("service_name", "Missing service name"), ("region", "Missing region")):
+            if aws_setting(parameters, credential, name) is None:
+                raise ConnectorError(message)
     return Connector(
         name=str(body.get("name") or "connector"),
         protocol=protocol,

@@ -2,9 +2,12 @@
 
 `render_action` fills an action's url, headers and body; `call` sends it over plain HTTP
 (`http` protocol) or signed with botocore's SigV4 (`aws_sigv4`: `service_name` and `region`
-from the connector parameters, keys from its `credential` or the default AWS chain, with
-`session_token` honoured). Status and cancel calls are retried on 429, 5xx and connection
-errors with the same backoff policy as the bulk writer; a submit is sent once.
+from the connector parameters or else its credential, keys from its `credential` or the
+default AWS chain, with `session_token` honoured). Status and cancel calls are retried on
+429, 5xx and connection errors with the same backoff policy as the bulk writer; a submit is
+sent once. Headers follow ML Commons' rules, with its messages: no `${parameters.x}` in
+credential-bearing headers (`Authorization`, `X-Api-Key`, …), no control characters in a
+filled value, at most 8 KB per header and 64 KB in all.
 """
 
 from __future__ import annotations
@@ -19,8 +22,31 @@ import requests
 from connectors.bulk_retry import RetryPolicy
 from connectors.connector import Connector, ConnectorAction, ConnectorError
 from connectors.templating import render_body, render_text
+from transforms.echo import cut, echo
 
 DEFAULT_TIMEOUT = 30.0
+MAX_HEADER_BYTES = 8192
+MAX_HEADERS_BYTES = 65536
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-token",
+        "x-auth-header",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "true-client-ip",
+        "x-originating-ip",
+        "host",
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "forwarded",
+    }
+)
 
 
 class RemoteCallError(RuntimeError):
@@ -39,6 +65,30 @@ class RenderedRequest:
     body: str | None = field(default=None, repr=False)
 
 
+def check_header_templates(headers: dict[str, str]) -> None:
+    """ML Commons' rule: headers that carry credentials or client identity take no request parameters."""
+    for name, value in headers.items():
+        if "${parameters." in value and name.lower() in CREDENTIAL_HEADERS:
+            raise ConnectorError(
+                f"Header '{cut(name)}' cannot use ${{parameters.*}} placeholders for security reasons. "
+                "Use ${credential.*} instead."
+            )
+
+
+def check_filled_headers(headers: dict[str, str]) -> None:
+    """ML Commons' checks of filled header values: no control characters (a tab is fine), sizes capped."""
+    total = 0
+    for name, value in headers.items():
+        if any((char < " " and char != "\t") or char == "\x7f" for char in value):
+            raise ConnectorError("Header value contains invalid control character")
+        size = len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            raise ConnectorError("Header size (key + value) exceeds 8KB limit")
+        total += size
+    if total > MAX_HEADERS_BYTES:
+        raise ConnectorError("Total headers size (key + value) exceeds 64KB limit")
+
+
 def render_action(
     connector: Connector, action: ConnectorAction, parameters: dict[str, str]
 ) -> RenderedRequest:
@@ -46,11 +96,13 @@ def render_action(
     where = f"{action.action_type} action"
     url = render_text(action.url, parameters, connector.credential, f"{where} url")
     if not url.startswith(("http://", "https://")):
-        raise ConnectorError(f"{where} url: {url!r} is not an http(s) URL")
+        raise ConnectorError(f"{where} url: {echo(action.url)} does not give an http(s) URL")
+    check_header_templates(action.headers)
     headers = {
-        name: render_text(value, parameters, connector.credential, f"{where} header {name!r}")
+        name: render_text(value, parameters, connector.credential, f"{where} header {echo(name)}")
         for name, value in action.headers.items()
     }
+    check_filled_headers(headers)
     body = None
     if action.request_body is not None:
         body = render_body(action.request_body, parameters, connector.credential)
@@ -77,9 +129,8 @@ def _sign(connector: Connector, request: RenderedRequest) -> dict[str, str]:
     aws_request = AWSRequest(
         method=request.method, url=request.url, data=request.body or "", headers=request.headers
     )
-    SigV4Auth(credentials, connector.parameters["service_name"], connector.parameters["region"]).add_auth(
-        aws_request
-    )
+    service_name, region = connector.aws_setting("service_name"), connector.aws_setting("region")
+    SigV4Auth(credentials, service_name, region).add_auth(aws_request)
     return dict(aws_request.headers.items())
 
 

@@ -3,12 +3,16 @@
 - Parameters are strings: a non-string value (object, list, number, null) is inserted as its
   JSON text, so `"TransformInput": ${parameters.TransformInput}` yields an object.
 - Request parameters overlay connector parameters and are JSON-escaped unless they already
-  are a JSON object or array, so a string can sit between quotes in a JSON body.
+  are a JSON object or array, or are named in the request parameter `no_escape_params`
+  (comma-separated names), so a string can sit between quotes in a JSON body.
 - `${parameters.x}` and `${credential.x}` are filled in urls, headers and bodies;
   `${parameters.x:-default}` falls back to `default`; a quoted `"${parameters.x:-null}"` becomes
   a bare JSON `null`; values are filled recursively; `$${...}` is a literal `${...}`.
 - A body with a placeholder left over fails with ML Commons' message
-  "Some parameter placeholder not filled in payload: a, b".
+  "Some parameter placeholder not filled in payload: a, b"; a `${credential.x}` left over
+  fails too (ML Commons would send it as it is), naming the placeholder, never a value.
+- `fill_known` fills only the parameters it is given and leaves every other placeholder for
+  later (the status and cancel actions derived from `batch_predict`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 from typing import Any
 
 from connectors.connector import ConnectorError
+from transforms.echo import cut
 
 _PLACEHOLDER = re.compile(r"(\$?)\$\{(parameters|credential)\.([^}:]+)(?::-([^}]*))?\}")
 _NULL_DEFAULT = re.compile(r"\"\$\{parameters\.(\w+):-null\}\"")
@@ -25,6 +30,7 @@ _UNFILLED = re.compile(r"\$\{parameters\.([^}]+)\}")
 _UNFILLED_CREDENTIAL = re.compile(r"\$\{credential\.([^}]+)\}")
 _MAX_DEPTH = 10
 _LITERAL = "\x00{"
+NO_ESCAPE_PARAMS = "no_escape_params"
 
 
 def parameter_text(value: Any) -> str:
@@ -49,16 +55,25 @@ def escape_json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=True)[1:-1]
 
 
+def no_escape_names(request_parameters: dict[str, Any]) -> frozenset[str]:
+    """The request parameters named in `no_escape_params` ("a, b"), which are inserted unescaped."""
+    names = request_parameters.get(NO_ESCAPE_PARAMS)
+    if not isinstance(names, str):
+        return frozenset()
+    return frozenset(name.strip() for name in names.split(","))
+
+
 def merge_parameters(
     connector_parameters: dict[str, Any], request_parameters: dict[str, Any]
 ) -> dict[str, str]:
-    """Connector parameters overlaid by the request's; request strings escaped unless already JSON."""
+    """Connector parameters overlaid by the request's; request strings escaped unless already JSON
+    or named in `no_escape_params`."""
     merged = {name: parameter_text(value) for name, value in connector_parameters.items()}
+    unescaped = no_escape_names(request_parameters)
     for name, value in request_parameters.items():
         text = parameter_text(value)
-        merged[name] = (
-            text if not isinstance(value, str) or is_json_container(text) else escape_json_string(text)
-        )
+        keep = not isinstance(value, str) or name in unescaped or is_json_container(text)
+        merged[name] = text if keep else escape_json_string(text)
     return merged
 
 
@@ -86,9 +101,29 @@ def _fill(text: str, parameters: dict[str, str], credential: dict[str, str], dep
     return _PLACEHOLDER.sub(substitute, text)
 
 
+def fill_known(template: str, parameters: dict[str, str]) -> str:
+    """`template` with the `${parameters.x}` placeholders named in `parameters` filled (values
+    recursively, as `fill`); every other placeholder, default and `$${` literal is left as it is."""
+    return _fill_known(template, parameters, 0)
+
+
+def _fill_known(text: str, parameters: dict[str, str], depth: int) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        value = parameters.get(match.group(3))
+        if match.group(1) or match.group(2) != "parameters" or match.group(4) is not None or value is None:
+            return match.group(0)
+        return _fill_known(value, parameters, depth + 1) if depth < _MAX_DEPTH else value
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
 def unfilled_parameters(text: str) -> list[str]:
     """Names of `${parameters.x}` placeholders left in `text`, in order (duplicates kept)."""
     return _UNFILLED.findall(text)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(cut(name) for name in names)
 
 
 def render_body(template: str, parameters: dict[str, str], credential: dict[str, str]) -> str:
@@ -99,7 +134,14 @@ def render_body(template: str, parameters: dict[str, str], credential: dict[str,
     marked = _fill_marked(template, parameters, credential)
     missing = unfilled_parameters(marked)
     if missing:
-        raise ConnectorError("Some parameter placeholder not filled in payload: " + ", ".join(missing))
+        raise ConnectorError("Some parameter placeholder not filled in payload: " + _names(missing))
+    missing = _UNFILLED_CREDENTIAL.findall(marked)
+    if missing:
+        raise ConnectorError(
+            "Some credential placeholder not filled in payload: "
+            + ", ".join(f"${{credential.{cut(name)}}}" for name in missing)
+            + " (the connector's credential has no such key)"
+        )
     payload = marked.replace(_LITERAL, "${")
     try:
         json.loads(payload)
@@ -115,5 +157,5 @@ def render_text(template: str, parameters: dict[str, str], credential: dict[str,
     marked = _fill_marked(template, parameters, credential)
     missing = unfilled_parameters(marked) + _UNFILLED_CREDENTIAL.findall(marked)
     if missing:
-        raise ConnectorError(f"{where} contains unresolved placeholder(s): {', '.join(missing)}")
+        raise ConnectorError(f"{where} contains unresolved placeholder(s): {_names(missing)}")
     return marked.replace(_LITERAL, "${")

@@ -7,6 +7,7 @@ import pytest
 from connectors.batch_actions import job_action, remote_job_parameters, resolve_remote_job
 from connectors.connector import ConnectorError, parse_connector
 from connectors.job_status import PARTIAL_WARNING, map_status
+from connectors.remote_call import check_filled_headers, check_header_templates
 from connectors.templating import fill, merge_parameters, render_body, render_text
 
 CREDENTIAL = {"openAI_key": "sk-abc"}
@@ -189,7 +190,8 @@ def test_remote_job_placeholders_in_sources():
     [
         ({"protocol": "ftp"}, "protocol: 'ftp' is not one of http, aws_sigv4"),
         ({"actions": []}, "actions: must be a non-empty list"),
-        ({"protocol": "aws_sigv4"}, "parameters.region: required for protocol aws_sigv4"),
+        ({"protocol": "aws_sigv4"}, "Missing service name"),
+        ({"protocol": "aws_sigv4", "parameters": {"service_name": "sagemaker"}}, "Missing region"),
         ({"surprise": 1}, "connector: unknown field 'surprise'"),
     ],
 )
@@ -202,4 +204,70 @@ def test_connector_validation(change, message):
 def test_provider_is_found_after_connector_parameters_are_filled():
     body = connector("${parameters.base_url}/batches", parameters={"base_url": "https://api.openai.com/v1"})
     status = job_action(parse_connector(body), "batch_predict_status")
-    assert status.url == "${parameters.base_url}/batches/${parameters.id}"
+    assert status.url == "https://api.openai.com/v1/batches/${parameters.id}"
+
+
+def test_derived_actions_start_from_the_filled_url():
+    endpoint = "https://api.sagemaker.us-east-1.amazonaws.com/CreateTransformJob"
+    body = connector("${parameters.endpoint}", parameters={"endpoint": endpoint})
+    sagemaker = parse_connector(body)
+    assert job_action(sagemaker, "batch_predict_status").url == endpoint.replace("Create", "Describe")
+    assert job_action(sagemaker, "cancel_batch_predict").url == endpoint.replace("Create", "Stop")
+
+
+def test_derived_urls_keep_what_the_connector_parameters_do_not_fill():
+    url = "https://${parameters.host}/${parameters.region:-us}/$${parameters.literal}/openai/${credential.k}"
+    parsed = parse_connector(connector(url, parameters={"host": "h.example"}))
+    assert job_action(parsed, "batch_predict_status").url == (
+        "https://h.example/${parameters.region:-us}/$${parameters.literal}/openai/${credential.k}"
+        "/${parameters.id}"
+    )
+
+
+def test_no_escape_params_are_inserted_as_they_are():
+    request = {"fields": '"a": 1, "b": "x"', "text": 'say "hi"', "no_escape_params": "x, fields"}
+    params = merge_parameters({}, request)
+    assert params["fields"] == '"a": 1, "b": "x"' and params["text"] == 'say \\"hi\\"'
+    assert json.loads(render_body("{${parameters.fields}}", params, {})) == {"a": 1, "b": "x"}
+    assert merge_parameters({}, {"fields": '"a"'})["fields"] == '\\"a\\"'
+
+
+def test_unfilled_credential_in_a_body_is_refused_without_values():
+    with pytest.raises(ConnectorError) as caught:
+        render_body(
+            '{"key": "${credential.api_key}", "k": "${credential.present}"}', {}, {"present": "sk-value"}
+        )
+    assert str(caught.value) == (
+        "Some credential placeholder not filled in payload: ${credential.api_key} "
+        "(the connector's credential has no such key)"
+    )
+    assert "sk-value" not in str(caught.value)
+    with pytest.raises(ConnectorError, match=r"^Some parameter placeholder not filled in payload: p$"):
+        render_body('{"a": "${parameters.p}", "b": "${credential.c}"}', {}, {})
+
+
+def test_aws_sigv4_settings_may_sit_in_the_credential():
+    body = connector("https://runtime.sagemaker.us-east-1.amazonaws.com/CreateTransformJob")
+    body.update(protocol="aws_sigv4", credential={"region": "eu-west-1", "service_name": "sagemaker"})
+    parsed = parse_connector(body)
+    assert (parsed.aws_setting("region"), parsed.aws_setting("service_name")) == ("eu-west-1", "sagemaker")
+    body["parameters"] = {"region": "us-east-1"}
+    assert parse_connector(body).aws_setting("region") == "us-east-1"
+
+
+def test_header_rules_follow_ml_commons():
+    with pytest.raises(ConnectorError) as caught:
+        check_header_templates({"Authorization": "Bearer ${parameters.key}"})
+    assert str(caught.value) == (
+        "Header 'Authorization' cannot use ${parameters.*} placeholders for security reasons. "
+        "Use ${credential.*} instead."
+    )
+    check_header_templates({"X-Model": "${parameters.model}", "Authorization": "Bearer ${credential.key}"})
+    for value in ("a\r\nX-Injected: 1", "a\x00", "a\x7f"):
+        with pytest.raises(ConnectorError, match="^Header value contains invalid control character$"):
+            check_filled_headers({"X": value})
+    check_filled_headers({"X": "a\tb"})
+    with pytest.raises(ConnectorError, match="^Header size \\(key \\+ value\\) exceeds 8KB limit$"):
+        check_filled_headers({"X": "v" * 8192})
+    with pytest.raises(ConnectorError, match="^Total headers size \\(key \\+ value\\) exceeds 64KB limit$"):
+        check_filled_headers({f"X{n}": "v" * 8000 for n in range(9)})
