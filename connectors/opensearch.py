@@ -27,6 +27,7 @@ from opensearchpy.serializer import JSONSerializer
 from connectors.bulk_retry import BulkRequestError
 
 DEFAULT_URL = "http://localhost:9200"
+DEFAULT_TIMEOUT = 60.0
 SIGV4_SERVICES = ("es", "aoss")
 TUNED_SETTINGS = {"refresh_interval": "-1", "number_of_replicas": 0}
 log = logging.getLogger("mlbatch")
@@ -48,7 +49,7 @@ class OpenSearchConfig:
     verify_certs: bool = True
     ca_certs: str | None = None
     compress: bool = False
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
     def from_env(cls, url: str | None = None, user: str | None = None, **kwargs: Any) -> OpenSearchConfig:

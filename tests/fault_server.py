@@ -13,7 +13,9 @@ It is `mlbatch serve-index`'s server (in memory) with faults on top:
 - `_bulk` requests numbered in `outage` (1-based) all fail with 503, as a restarting cluster;
 - a whole `_bulk` request holding the text `poison` is refused with 400, as a cluster refuses
   a request for one document it cannot take;
-- `GET _settings` can answer `settings_answer` instead (a proxy or another cluster's shape).
+- `GET _settings` can answer `settings_answer` instead (a proxy or another cluster's shape);
+- every Nth `_bulk` request hangs for `hang_seconds` before it is applied (`hang_every=N`), so
+  the client times out and retries a request that is applied later.
 `applied` counts successful writes per `_id`, so tests can check "exactly once".
 """
 
@@ -41,8 +43,11 @@ class FaultServer(LocalIndexServer):
         outage: range = range(0),
         poison: str | None = None,
         settings_answer: Any = None,
+        hang_every: int = 0,
+        hang_seconds: float = 0.0,
     ) -> None:
         super().__init__()
+        self.hang_every, self.hang_seconds = hang_every, hang_seconds
         self.settings_answer = settings_answer
         self.outage = outage
         self.poison = poison.encode() if poison else None
@@ -90,6 +95,8 @@ class FaultServer(LocalIndexServer):
             self.bulk_calls += 1
             if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
                 return 413, b"413 Request Entity Too Large"
+            if self.hang_every and self.bulk_calls % self.hang_every == 0:
+                time.sleep(self.hang_seconds)
             if self.bulk_calls in self.outage:
                 return error_reply(503, "cluster_block_exception", "the cluster is restarting (injected)")
             if self.poison is not None and self.poison in body:

@@ -177,8 +177,30 @@ def test_a_retry_budget_in_time_fails_a_cluster_that_stays_down(server, capsys, 
     assert "the cluster is restarting" in record["error"] and "gave up after" in record["error"]
 
 
+def test_without_id_requests_that_time_out_and_are_applied_later_write_no_duplicates(
+    server, capsys, tmp_path
+):
+    sink = server(hang_every=4, hang_seconds=1.5)
+    path = tmp_path / "records.jsonl"
+    write_records(path, 60)
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        request_for(path, with_id=False),
+        sink.url,
+        "--bulk-size=10",
+        "--request-timeout=0.5",
+        *FAST_RETRIES,
+        index_body=MAPPING,
+    )
+    assert code == 0 and record["counts"]["bulk_retries"] > 0, record
+    assert len(sink.docs("vectors")) == 60 and record["counts"]["indexed"] == 60
+
+
 def test_every_fault_together_loses_nothing_and_duplicates_nothing(server, capsys, tmp_path):
     sink = server(
+        hang_every=13,
+        hang_seconds=1.0,
         request_faults={429: 5, 500: 7},
         item_429_every=11,
         lost_answer_every=6,
@@ -193,7 +215,14 @@ def test_every_fault_together_loses_nothing_and_duplicates_nothing(server, capsy
         {10: {"id": "x" * 600}, 77: {"text": "POISON"}, 200: {"vec": [1.0]}, 333: {"text": "y" * 3000}},
     )
     code, record = run_ingest(
-        capsys, tmp_path, request_for(path), sink.url, "--bulk-size=25", *FAST_RETRIES, index_body=MAPPING
+        capsys,
+        tmp_path,
+        request_for(path),
+        sink.url,
+        "--bulk-size=25",
+        "--request-timeout=0.4",
+        *FAST_RETRIES,
+        index_body=MAPPING,
     )
     assert code == 3 and record["state"] == "COMPLETED_WITH_ERROR", record
     good = {r["id"] for position, r in enumerate(records) if position not in (10, 77, 200, 333)}
