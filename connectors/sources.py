@@ -3,7 +3,9 @@
 - `local`: paths, directories and globs on this machine.
 - `s3`: `s3://bucket/key`, prefixes (`s3://bucket/output/`) and key globs, through boto3 and
   smart_open, with the request's `credential` or the default AWS chain; boto3 honours
-  `AWS_ENDPOINT_URL` (moto server, MinIO).
+  `AWS_ENDPOINT_URL` (moto server, MinIO). Key globs match as a shell's do (`s3_glob`): `*`,
+  `?` and `[...]` never match `/`; `**` matches across `/`, and `**/` also matches no folder
+  at all (as a local `glob(..., recursive=True)` does).
 - `openAI`: `file-...` IDs through the openai SDK (`credential.openAI_key`, `OPENAI_BASE_URL`).
 Files ending in `.gz` are decompressed transparently; `.parquet` files yield one record per row.
 `expand_source` runs once at plan time; `read_records` runs on the workers.
@@ -11,9 +13,9 @@ Files ending in `.gz` are decompressed transparently; `.parquet` files yield one
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -67,6 +69,51 @@ def _has_glob(text: str) -> bool:
     return any(char in _GLOB_CHARS for char in text)
 
 
+def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
+    """The regex for the `[...]` class at `start` and the index after it, or None if unclosed."""
+    end = start + 1
+    if end < len(pattern) and pattern[end] in "!^":
+        end += 1
+    if end < len(pattern) and pattern[end] == "]":
+        end += 1
+    end = pattern.find("]", end)
+    if end < 0:
+        return None
+    body = pattern[start + 1 : end]
+    negate = body[:1] in ("!", "^")
+    members = body[1:] if negate else body
+    escaped = re.escape(members).replace("\\-", "-")
+    return (f"[^/{escaped}]" if negate else f"(?!/)[{escaped}]"), end + 1
+
+
+def s3_glob(pattern: str) -> re.Pattern[str]:
+    """A key glob as a regex over whole keys: `*`, `?` and `[...]` stay within one `/` segment,
+    `**` crosses segments and `**/` may stand for no folder at all."""
+    parts: list[str] = []
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if pattern.startswith("**/", position):
+            parts.append("(?:.*/)?")
+            position += 3
+        elif pattern.startswith("**", position):
+            parts.append(".*")
+            position += 2
+        elif char == "*":
+            parts.append("[^/]*")
+            position += 1
+        elif char == "?":
+            parts.append("[^/]")
+            position += 1
+        elif char == "[" and (bracket := _bracket(pattern, position)) is not None:
+            parts.append(bracket[0])
+            position = bracket[1]
+        else:
+            parts.append(re.escape(char))
+            position += 1
+    return re.compile("".join(parts), re.DOTALL)
+
+
 def _expand_local(path: str) -> list[str]:
     if _has_glob(path):
         files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
@@ -108,11 +155,12 @@ def _expand_s3(uri: str, client: Any) -> list[str]:
         if char in _GLOB_CHARS:
             prefix = key[: key.rfind("/", 0, position) + 1]
             break
+    matcher = s3_glob(key) if _has_glob(key) else None
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             name = item["Key"]
-            if name.endswith("/") or (_has_glob(key) and not fnmatch.fnmatchcase(name, key)):
+            if name.endswith("/") or (matcher is not None and not matcher.fullmatch(name)):
                 continue
             keys.append(name)
     if not keys:
