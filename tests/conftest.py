@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the local batch services.
+"""Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the local batch services,
+fault-injecting OpenSearch-compatible servers.
 
 osmem-server's pytest plugin provides `osmem_url`: a fresh clone of an OpenSearch-compatible
 server per test.
@@ -6,12 +7,14 @@ server per test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.batch_services import BatchServices
+from tests.fault_server import FaultServer
 from tests.servers import MotoS3
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
@@ -54,3 +57,17 @@ def openai_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchServices]:
     monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
     yield server
     server.close()
+
+
+@pytest.fixture
+def fault_servers() -> Iterator[Callable[..., FaultServer]]:
+    """Starts `FaultServer(**options)` on 127.0.0.1 per call; all are closed after the test."""
+    started: list[FaultServer] = []
+
+    def start(**options: Any) -> FaultServer:
+        started.append(FaultServer(**options).start())
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.close()

@@ -9,10 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.data import jsonl
-from tests.fault_server import FaultServer
 from tests.ingest_helpers import REPO, dead_letters, mlbatch_command, run_ingest, run_mlbatch, write_request
 
 FAST_RETRIES = ("--initial-backoff=0.01", "--max-backoff=0.05")
@@ -26,19 +23,6 @@ MAPPING = {
         }
     },
 }
-
-
-@pytest.fixture
-def server():
-    servers: list[FaultServer] = []
-
-    def start(**options) -> FaultServer:
-        servers.append(FaultServer(**options).start())
-        return servers[-1]
-
-    yield start
-    for running in servers:
-        running.close()
 
 
 def request_for(path: Path, index: str = "vectors") -> dict:
@@ -59,8 +43,10 @@ def write_records(path: Path, count: int, bad: dict[int, dict] | None = None) ->
     return {record["id"]: record for record in records}
 
 
-def test_faults_retried_bad_records_dead_lettered_every_good_document_exactly_once(server, capsys, tmp_path):
-    sink = server(request_faults={429: 3, 500: 5}, item_429_every=7)
+def test_faults_retried_bad_records_dead_lettered_every_good_document_exactly_once(
+    fault_servers, capsys, tmp_path
+):
+    sink = fault_servers(request_faults={429: 3, 500: 5}, item_429_every=7)
     bad = {
         4: {"vec": [1.0, 2.0]},
         9: {"vec": [1.0, "x", 1.0, 1.0]},
@@ -97,8 +83,8 @@ def test_faults_retried_bad_records_dead_lettered_every_good_document_exactly_on
     assert set(sink.docs("vectors")) == good
 
 
-def test_max_error_ratio_turns_rejections_into_failure(server, capsys, tmp_path):
-    sink = server()
+def test_max_error_ratio_turns_rejections_into_failure(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 10, {1: {"vec": [1.0]}, 2: {"vec": [1.0]}})
     code, record = run_ingest(
@@ -108,8 +94,8 @@ def test_max_error_ratio_turns_rejections_into_failure(server, capsys, tmp_path)
     assert record["error"].startswith("2 of 10 records rejected (20.00%)")
 
 
-def test_create_action_skips_existing_ids(server, capsys, tmp_path):
-    sink = server()
+def test_create_action_skips_existing_ids(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 5)
     run_ingest(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)
@@ -119,8 +105,8 @@ def test_create_action_skips_existing_ids(server, capsys, tmp_path):
     assert sink.docs("vectors")["d0"] == {"text": "kept"}
 
 
-def test_auth_refused_fails_fast_and_basic_auth_works(server, capsys, tmp_path, monkeypatch):
-    sink = server(basic_auth=("admin", "correct-horse-battery"))
+def test_auth_refused_fails_fast_and_basic_auth_works(fault_servers, capsys, tmp_path, monkeypatch):
+    sink = fault_servers(basic_auth=("admin", "correct-horse-battery"))
     path = tmp_path / "records.jsonl"
     write_records(path, 3)
     code, record = run_ingest(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)
@@ -132,8 +118,8 @@ def test_auth_refused_fails_fast_and_basic_auth_works(server, capsys, tmp_path, 
     assert code == 0 and len(sink.docs("vectors")) == 3
 
 
-def test_sigv4_signs_every_request(server, capsys, tmp_path, monkeypatch):
-    sink = server()
+def test_sigv4_signs_every_request(fault_servers, capsys, tmp_path, monkeypatch):
+    sink = fault_servers()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret-access-key")
     path = tmp_path / "records.jsonl"
@@ -156,16 +142,16 @@ def test_sigv4_signs_every_request(server, capsys, tmp_path, monkeypatch):
     assert "example-secret-access-key" not in json.dumps(record)
 
 
-def test_gzip_bodies_with_compress(server, capsys, tmp_path):
-    sink = server()
+def test_gzip_bodies_with_compress(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 4)
     code, _ = run_ingest(capsys, tmp_path, request_for(path), sink.url, "--compress", index_body=MAPPING)
     assert code == 0 and sink.content_encodings == ["gzip"] and len(sink.docs("vectors")) == 4
 
 
-def test_bulk_tuning_is_restored_after_success_and_failure(server, capsys, tmp_path):
-    sink = server()
+def test_bulk_tuning_is_restored_after_success_and_failure(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 4)
     code, _ = run_ingest(capsys, tmp_path, request_for(path), sink.url, "--bulk-tuning", index_body=MAPPING)
@@ -184,7 +170,7 @@ def test_bulk_tuning_is_restored_after_success_and_failure(server, capsys, tmp_p
     assert "refresh_interval" not in sink.indices["vectors"]["settings"]
 
 
-def test_credentials_never_appear_in_any_output(server, tmp_path, mlbatch_home, s3):
+def test_credentials_never_appear_in_any_output(fault_servers, tmp_path, mlbatch_home, s3):
     secrets = {
         "access_key": "AKIASECRETACCESSKEY1",
         "secret_key": "s3cr3t-key-value-123",
@@ -197,7 +183,7 @@ def test_credentials_never_appear_in_any_output(server, tmp_path, mlbatch_home, 
         Key="out/records.jsonl",
         Body=jsonl([{"id": "x", "vec": [1.0, 1.0], "rank": 1, "note": secrets["secret_key"]}]),
     )
-    sink = server(basic_auth=("admin", secrets["password"]))
+    sink = fault_servers(basic_auth=("admin", secrets["password"]))
     request = {
         **request_for(tmp_path),
         "credential": {
@@ -231,8 +217,8 @@ def test_credentials_never_appear_in_any_output(server, tmp_path, mlbatch_home, 
         assert all(secret not in text for text in written), secret
 
 
-def test_killed_mid_run_then_rerun_completes_the_index(server, tmp_path, mlbatch_home):
-    sink = server(bulk_delay=0.3)
+def test_killed_mid_run_then_rerun_completes_the_index(fault_servers, tmp_path, mlbatch_home):
+    sink = fault_servers(bulk_delay=0.3)
     path = tmp_path / "records.jsonl"
     records = write_records(path, 120)
     request_path, mapping_path = write_request(tmp_path, request_for(path), MAPPING)
@@ -262,7 +248,7 @@ def test_killed_mid_run_then_rerun_completes_the_index(server, tmp_path, mlbatch
     assert sink.docs("vectors")["d7"] == {"embedding": records["d7"]["vec"], "rank": 7, "text": "doc 7"}
 
 
-def test_dead_letters_can_go_to_s3(server, capsys, tmp_path, s3):
+def test_dead_letters_can_go_to_s3(fault_servers, capsys, tmp_path, s3):
     s3.create_bucket(Bucket="batch")
     s3.put_object(Bucket="batch", Key="in/records.jsonl", Body=b'{"id": "a", "vec": [1.0]}\n{not json\n')
     request = {
@@ -270,7 +256,7 @@ def test_dead_letters_can_go_to_s3(server, capsys, tmp_path, s3):
         "credential": {"access_key": "AKIAEXAMPLE", "secret_key": "example-secret"},
         "data_source": {"type": "s3", "source": ["s3://batch/in/records.jsonl"]},
     }
-    sink = server()
+    sink = fault_servers()
     code, record = run_ingest(
         capsys, tmp_path, request, sink.url, "--dlq", "s3://batch/dlq/run-1/", index_body=MAPPING
     )
@@ -284,8 +270,8 @@ def test_dead_letters_can_go_to_s3(server, capsys, tmp_path, s3):
     assert sorted((entry["stage"], entry["line"]) for entry in lines) == [("parse", 2), ("validate", 1)]
 
 
-def test_vectors_in_a_field_not_mapped_as_knn_vector_are_warned_about(server, capsys, tmp_path):
-    sink = server()
+def test_vectors_in_a_field_not_mapped_as_knn_vector_are_warned_about(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 2)
     mapping = {"mappings": {"properties": {"embedding": {"type": "float"}}}}
@@ -327,8 +313,8 @@ def join_request(tmp_path, outputs: list[dict], inputs: list[dict]) -> dict:
     }
 
 
-def test_a_rejected_joined_document_lists_every_record_and_counts_them(server, capsys, tmp_path):
-    sink = server()
+def test_a_rejected_joined_document_lists_every_record_and_counts_them(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     request = join_request(
         tmp_path,
         [{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0, 2.0, 3.0, 4.0]}],
@@ -348,9 +334,9 @@ def test_a_rejected_joined_document_lists_every_record_and_counts_them(server, c
 
 
 def test_a_bad_vector_in_a_join_rejects_its_record_and_the_rest_of_the_key_is_indexed(
-    server, capsys, tmp_path
+    fault_servers, capsys, tmp_path
 ):
-    sink = server()
+    sink = fault_servers()
     request = join_request(
         tmp_path,
         [{"k": "a", "vec": [1.0, 2.0, 3.0, 4.0]}, {"k": "b", "vec": [1.0]}],
@@ -364,8 +350,8 @@ def test_a_bad_vector_in_a_join_rejects_its_record_and_the_rest_of_the_key_is_in
     assert sink.docs("vectors")["b"] == {"text": "bee"}
 
 
-def test_bulk_tuning_left_over_by_a_killed_run_is_reset_not_kept(server, capsys, tmp_path):
-    sink = server()
+def test_bulk_tuning_left_over_by_a_killed_run_is_reset_not_kept(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 2)
     run_ingest(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)

@@ -1,12 +1,10 @@
 """The sink under faults found by trying to break it: lost answers, long ids, 413, whole-request 400s,
-outages longer than a retry count, all through `mlbatch ingest` against a fault-injecting server."""
+outages longer than a retry count, all through `mlbatch ingest` against a fault-injecting fault_servers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pytest
 
 from pipelines.cli import main
 from tests.data import jsonl
@@ -20,19 +18,6 @@ MAPPING = {
         "properties": {"embedding": {"type": "knn_vector", "dimension": 4}, "text": {"type": "text"}}
     },
 }
-
-
-@pytest.fixture
-def server():
-    servers: list[FaultServer] = []
-
-    def start(**options) -> FaultServer:
-        servers.append(FaultServer(**options).start())
-        return servers[-1]
-
-    yield start
-    for running in servers:
-        running.close()
 
 
 def write_records(path: Path, count: int, changes: dict[int, dict] | None = None) -> list[dict]:
@@ -74,8 +59,8 @@ def texts(sink: FaultServer) -> list[str]:
     return sorted(doc["text"] for doc in sink.docs("vectors").values())
 
 
-def test_without_id_a_retried_request_and_a_rerun_write_no_duplicates(server, capsys, tmp_path):
-    sink = server(lost_answer_every=3)
+def test_without_id_a_retried_request_and_a_rerun_write_no_duplicates(fault_servers, capsys, tmp_path):
+    sink = fault_servers(lost_answer_every=3)
     path = tmp_path / "records.jsonl"
     records = write_records(path, 100)
     request = request_for(path, with_id=False)
@@ -90,8 +75,8 @@ def test_without_id_a_retried_request_and_a_rerun_write_no_duplicates(server, ca
     assert len(sink.docs("vectors")) == 100
 
 
-def test_derived_ids_do_not_depend_on_the_working_directory(server, capsys, tmp_path, monkeypatch):
-    sink = server()
+def test_derived_ids_do_not_depend_on_the_working_directory(fault_servers, capsys, tmp_path, monkeypatch):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 5)
     monkeypatch.chdir(tmp_path)
@@ -102,8 +87,8 @@ def test_derived_ids_do_not_depend_on_the_working_directory(server, capsys, tmp_
     assert set(sink.docs("vectors")) == first and len(first) == 5
 
 
-def test_cluster_ids_keep_ml_commons_behaviour_with_a_warning(server, capsys, tmp_path):
-    sink = server()
+def test_cluster_ids_keep_ml_commons_behaviour_with_a_warning(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 10)
     request = request_for(path, with_id=False)
@@ -113,8 +98,10 @@ def test_cluster_ids_keep_ml_commons_behaviour_with_a_warning(server, capsys, tm
     assert "writes the same records again as duplicates" in err
 
 
-def test_an_id_over_512_bytes_is_a_dead_letter_and_everything_else_is_written(server, capsys, tmp_path):
-    sink = server()
+def test_an_id_over_512_bytes_is_a_dead_letter_and_everything_else_is_written(
+    fault_servers, capsys, tmp_path
+):
+    sink = fault_servers()
     path = tmp_path / "records.jsonl"
     write_records(path, 1000, {400: {"id": "é" * 300}})
     code, record = run_ingest(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)
@@ -125,8 +112,8 @@ def test_an_id_over_512_bytes_is_a_dead_letter_and_everything_else_is_written(se
     assert "600 bytes long; OpenSearch allows at most 512" in entry["reason"]
 
 
-def test_a_whole_request_400_is_split_to_dead_letter_only_the_offender(server, capsys, tmp_path):
-    sink = server(poison="POISON")
+def test_a_whole_request_400_is_split_to_dead_letter_only_the_offender(fault_servers, capsys, tmp_path):
+    sink = fault_servers(poison="POISON")
     path = tmp_path / "records.jsonl"
     write_records(path, 200, {37: {"text": "POISON"}, 150: {"text": "POISON too"}})
     code, record = run_ingest(
@@ -141,9 +128,9 @@ def test_a_whole_request_400_is_split_to_dead_letter_only_the_offender(server, c
 
 
 def test_a_size_limited_cluster_gets_smaller_bodies_and_a_too_large_document_is_a_dead_letter(
-    server, capsys, tmp_path
+    fault_servers, capsys, tmp_path
 ):
-    sink = server(max_body_bytes=4096)
+    sink = fault_servers(max_body_bytes=4096)
     path = tmp_path / "records.jsonl"
     write_records(path, 300, {123: {"text": "x" * 5000}})
     record, err = ingest_logging(capsys, tmp_path, request_for(path), sink.url, index_body=MAPPING)
@@ -155,8 +142,10 @@ def test_a_size_limited_cluster_gets_smaller_bodies_and_a_too_large_document_is_
     assert "bodies are now cut at" in err
 
 
-def test_an_outage_longer_than_any_retry_count_slows_the_run_instead_of_failing_it(server, capsys, tmp_path):
-    sink = server(outage=range(3, 30))
+def test_an_outage_longer_than_any_retry_count_slows_the_run_instead_of_failing_it(
+    fault_servers, capsys, tmp_path
+):
+    sink = fault_servers(outage=range(3, 30))
     path = tmp_path / "records.jsonl"
     write_records(path, 100)
     code, record = run_ingest(
@@ -166,8 +155,8 @@ def test_an_outage_longer_than_any_retry_count_slows_the_run_instead_of_failing_
     assert len(sink.docs("vectors")) == 100 and record["counts"]["bulk_retries"] >= 27
 
 
-def test_a_retry_budget_in_time_fails_a_cluster_that_stays_down(server, capsys, tmp_path):
-    sink = server(outage=range(1, 10**6))
+def test_a_retry_budget_in_time_fails_a_cluster_that_stays_down(fault_servers, capsys, tmp_path):
+    sink = fault_servers(outage=range(1, 10**6))
     path = tmp_path / "records.jsonl"
     write_records(path, 20)
     code, record = run_ingest(
@@ -178,9 +167,9 @@ def test_a_retry_budget_in_time_fails_a_cluster_that_stays_down(server, capsys, 
 
 
 def test_without_id_requests_that_time_out_and_are_applied_later_write_no_duplicates(
-    server, capsys, tmp_path
+    fault_servers, capsys, tmp_path
 ):
-    sink = server(hang_every=4, hang_seconds=1.5)
+    sink = fault_servers(hang_every=4, hang_seconds=1.5)
     path = tmp_path / "records.jsonl"
     write_records(path, 60)
     code, record = run_ingest(
@@ -197,8 +186,8 @@ def test_without_id_requests_that_time_out_and_are_applied_later_write_no_duplic
     assert len(sink.docs("vectors")) == 60 and record["counts"]["indexed"] == 60
 
 
-def test_every_fault_together_loses_nothing_and_duplicates_nothing(server, capsys, tmp_path):
-    sink = server(
+def test_every_fault_together_loses_nothing_and_duplicates_nothing(fault_servers, capsys, tmp_path):
+    sink = fault_servers(
         hang_every=13,
         hang_seconds=1.0,
         request_faults={429: 5, 500: 7},
@@ -233,8 +222,8 @@ def test_every_fault_together_loses_nothing_and_duplicates_nothing(server, capsy
     assert lines == [(11, "map"), (78, "bulk"), (201, "validate"), (334, "bulk")]
 
 
-def test_bulk_tuning_against_an_unexpected_settings_answer_fails_in_one_line(server, capsys, tmp_path):
-    sink = server(settings_answer={"vectors": {"index": {"refresh_interval": "1s"}}})
+def test_bulk_tuning_against_an_unexpected_settings_answer_fails_in_one_line(fault_servers, capsys, tmp_path):
+    sink = fault_servers(settings_answer={"vectors": {"index": {"refresh_interval": "1s"}}})
     path = tmp_path / "records.jsonl"
     write_records(path, 3)
     record, err = ingest_logging(
@@ -247,8 +236,8 @@ def test_bulk_tuning_against_an_unexpected_settings_answer_fails_in_one_line(ser
     )
 
 
-def test_binary_vectors_have_one_int8_per_8_bits_of_dimension(server, capsys, tmp_path):
-    sink = server()
+def test_binary_vectors_have_one_int8_per_8_bits_of_dimension(fault_servers, capsys, tmp_path):
+    sink = fault_servers()
     mapping = {
         "settings": {"index.knn": True},
         "mappings": {
