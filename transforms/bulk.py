@@ -5,8 +5,10 @@ Pure parts: `encode_action` serializes one document once (action line + source l
 `_BulkWriteFn` warns of vectors in fields the mapping does not declare `knn_vector` (the
 declared ones were checked at projection), buffers in `process`, sends full
 bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
-`connectors.bulk_retry.send_with_retries`, and turns every rejected document into a
-`DeadLetter` with its reason. Metrics are only touched on the bundle's own thread.
+`connectors.bulk_retry.send_with_retries` (retries, and splits after a 413 or a whole-request
+400; the body size a 413 taught is kept for the rest of the worker's bodies), and turns every
+rejected document into a `DeadLetter` with its reason. Metrics are only touched on the
+bundle's own thread.
 """
 
 from __future__ import annotations
@@ -219,6 +221,7 @@ class _BulkWriteFn(beam.DoFn):
         self._counters["bulk_requests"].inc(outcome.requests)
         self._counters["bulk_retries"].inc(outcome.retries)
         self._counters["bulk_splits"].inc(outcome.splits)
+        progress.RETRIES.add(outcome.retries)
         self._report_body_limit()
         rejected: list[DeadLetter] = []
         skipped: list[Document] = []
