@@ -1,53 +1,200 @@
 """The small HTTP server under every local service (`serve-index`, `serve-embeddings`, test servers).
 
-`JsonHttpServer` listens on 127.0.0.1 (a free port by default), reads each request body
-(gunzipping `Content-Encoding: gzip`), hands `(method, path, headers, body)` to one handler
-function, and writes its `(status, payload)` answer: bytes as they are, anything else as JSON.
+`JsonHttpServer` listens on 127.0.0.1 (a free port by default) and hands each request's
+`(method, raw path without query, headers, body)` to one handler function, then writes its
+`(status, payload)` answer: bytes as they are, anything else as JSON. The HTTP itself is
+waitress's (a pure-Python server): chunked bodies, a bounded pool of handler threads,
+connections read without a thread each and closed after `channel_timeout` seconds idle or
+stalled, bodies over `max_body_bytes` refused with 413, malformed requests answered with 400.
+A `Content-Encoding: gzip` body is inflated here, within the same size limit. Every error,
+the server's own included, is answered as JSON in the shape `error_reply` gives (OpenSearch's
+by default); a handler that raises is answered with a 500, never a closed connection.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
+import logging
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http import HTTPStatus
+from typing import Any, ClassVar, Self
+
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
 
 Reply = tuple[int, Any]
 Handle = Callable[[str, str, Message, bytes], Reply]
+MiB = 1024 * 1024
+log = logging.getLogger("mlbatch")
+
+_ERROR_KINDS = {400: "illegal_argument_exception", 413: "content_too_long_exception"}
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def opensearch_error(status: int, kind: str, reason: str) -> Reply:
+    """An error answer shaped as OpenSearch shapes them."""
+    return status, {
+        "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+        "status": status,
+    }
+
+
+def request_headers(environ: dict[str, Any]) -> Message:
+    """The request's headers from a WSGI environ, looked up case-insensitively with `.get`."""
+    headers = Message()
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-")] = value
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if environ.get(key):
+            headers[name] = environ[key]
+    return headers
+
+
+def request_path(environ: dict[str, Any]) -> str:
+    """The request target's path as sent (still percent-encoded), without the query."""
+    target = environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/"
+    if not target.startswith("/"):
+        target = "/" + target.split("://", 1)[-1].partition("/")[2]
+    return target.split("?", 1)[0].split("#", 1)[0]
+
+
+def decoded_body(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body with its `Content-Encoding` (none or gzip) undone, at most `limit` bytes."""
+    if not encoding or encoding.strip().lower() == "identity":
+        return raw
+    if encoding.strip().lower() != "gzip":
+        raise BodyError(400, f"unsupported Content-Encoding [{encoding}]: send gzip or none")
+    inflated = bytearray()
+    remaining = raw
+    try:
+        while remaining:
+            member = zlib.decompressobj(wbits=31)
+            inflated += member.decompress(remaining, limit + 1 - len(inflated))
+            if len(inflated) > limit:
+                raise BodyError(413, f"the gzip body inflates to more than {limit} bytes")
+            if not member.eof:
+                raise BodyError(400, "the gzip body is truncated")
+            remaining = member.unused_data
+    except zlib.error as error:
+        raise BodyError(400, f"the body is not valid gzip ({error})") from None
+    return bytes(inflated)
+
+
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def encoded(payload: Any) -> tuple[bytes, str]:
+    """The answer's bytes and content type: bytes as they are, anything else as JSON."""
+    if isinstance(payload, bytes):
+        return payload, "application/octet-stream"
+    return json.dumps(payload).encode(), "application/json"
 
 
 class JsonHttpServer:
-    """A threaded loopback HTTP server around one handler function (services subclass it)."""
+    """A loopback HTTP server around one handler function (services subclass it).
 
-    def __init__(self, handle: Handle, port: int = 0, url_suffix: str = "") -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    The limits are class attributes, each overridable per server by the keyword of its name.
+    """
 
-            def log_message(self, *args: object) -> None:
-                return
+    max_body_bytes: ClassVar[int] = 100 * MiB
+    channel_timeout: ClassVar[float] = 30.0
+    threads: ClassVar[int] = 8
+    connection_limit: ClassVar[int] = 500
 
-            def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                status, payload = handle(self.command, self.path.split("?")[0], self.headers, body)
-                binary = isinstance(payload, bytes)
-                data = payload if binary else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream" if binary else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+    def __init__(
+        self,
+        handle: Handle,
+        port: int = 0,
+        url_suffix: str = "",
+        *,
+        max_body_bytes: int | None = None,
+        channel_timeout: float | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self._handle = handle
+        self.max_body_bytes = max_body_bytes or type(self).max_body_bytes
+        self.channel_timeout = channel_timeout or type(self).channel_timeout
+        self.threads = threads or type(self).threads
+        self._server = create_server(
+            self._application,
+            host="127.0.0.1",
+            port=port,
+            threads=self.threads,
+            connection_limit=self.connection_limit,
+            channel_timeout=self.channel_timeout,
+            cleanup_interval=max(self.channel_timeout / 2, 0.25),
+            max_request_body_size=self.max_body_bytes + 1,
+            inbuf_overflow=min(self.max_body_bytes + 1, 16 * MiB),
+            recv_bytes=MiB,
+            asyncore_use_poll=True,
+            ident="mlbatch",
+        )
+        self._server.channel_class = self._channel_class()
+        self.url = f"http://127.0.0.1:{self._server.effective_port}{url_suffix}"
+        self._stopped = threading.Event()
+        self._serving = False
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
+    def error_reply(self, status: int, kind: str, reason: str) -> Reply:
+        """How this server shapes an error answer (OpenSearch's shape; services may override)."""
+        return opensearch_error(status, kind, reason)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}{url_suffix}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+    def _channel_class(self) -> type[HTTPChannel]:
+        """waitress's connection class, answering its own errors (400, 413, …) in `error_reply`'s shape."""
+        error_reply = self.error_reply
+
+        class JsonErrorTask(ErrorTask):
+            def execute(self) -> None:
+                error = self.request.error
+                status, payload = error_reply(
+                    error.code, _ERROR_KINDS.get(error.code, "http_exception"), str(error.body)
+                )
+                data, content_type = encoded(payload)
+                self.status = status_line(status)
+                self.response_headers.append(("Content-Type", content_type))
+                self.set_close_on_finish()
+                self.content_length = len(data)
+                self.write(data)
+
+        class JsonChannel(HTTPChannel):
+            error_task_class = JsonErrorTask
+
+        return JsonChannel
+
+    def _application(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], request_path(environ)
+        headers = request_headers(environ)
+        try:
+            body = decoded_body(
+                environ["wsgi.input"].read(), headers.get("Content-Encoding"), self.max_body_bytes
+            )
+            status, payload = self._handle(method, path, headers, body)
+        except BodyError as error:
+            status, payload = self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
+        except Exception as error:
+            log.exception("%s %s failed", method, path)
+            status, payload = self.error_reply(500, "exception", f"internal error: {type(error).__name__}")
+        data, content_type = encoded(payload)
+        start_response(
+            status_line(status), [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+        )
+        return [] if method == "HEAD" else [data]
 
     def start(self) -> Self:
         """Serve in a background thread; returns the server."""
@@ -55,8 +202,22 @@ class JsonHttpServer:
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        """Serve in this thread until `close` (from another thread) or KeyboardInterrupt."""
+        self._serving = True
+        try:
+            self._server.run()
+        finally:
+            self._stopped.set()
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stop serving: close the listening socket and every connection, stop the handler threads."""
+        if self._serving and not self._stopped.is_set():
+            self._server.trigger.pull_trigger(self._close_all)
+            self._stopped.wait(timeout=10)
+        else:
+            self._close_all()
+        self._server.task_dispatcher.shutdown(timeout=5)
+
+    def _close_all(self) -> None:
+        for channel in list(self._server._map.values()):
+            channel.close()
