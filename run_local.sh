@@ -9,7 +9,8 @@
 #      waits for it and ingests its output joined with its input by custom_id
 #      (samples/stdlib-request.json) into an index of the seed's mapping shape;
 #   5. runs a k-NN search for "how do I parse command line options".
-# Extra arguments: a different query text.
+# Extra arguments: a different query text. MLBATCH_DEMO_MODULES=json,csv builds the input from
+# those modules only (a smaller, faster run).
 set -euo pipefail
 cd "$(dirname "$0")"
 query=${1:-how do I parse command line options}
@@ -18,40 +19,47 @@ py=.venv/bin/python
 mlbatch=.venv/bin/mlbatch
 
 work=$(mktemp -d)
-pids=()
+pids=()  # the services: stopped (and waited for) on every exit, Ctrl-C and SIGTERM included
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 step() { printf '\n== %s\n' "$*" >&2; }
 
-start_service() {  # NAME COMMAND...: start in the background, wait for its URL line
+start_service() {  # NAME COMMAND...: start in the background of this shell (not of a $(...) subshell)
   local name=$1; shift
   "$@" > "$work/$name.out" 2> "$work/$name.err" &
   pids+=($!)
+}
+
+service_url() {  # NAME PID: wait for the service's URL line and print the URL
+  local name=$1 pid=$2
   for _ in $(seq 1 300); do
     if [ -s "$work/$name.out" ]; then
       $py -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$work/$name.out"
       return 0
     fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   cat "$work/$name.err" >&2
   echo "run_local: $name did not start" >&2
-  exit 1
+  return 1
 }
 
 step "starting the local services"
-index_url=$(start_service index $mlbatch serve-index)
-embed_url=$(start_service embeddings $mlbatch serve-embeddings --api-key local)
+start_service index $mlbatch serve-index
+start_service embeddings $mlbatch serve-embeddings --api-key local
+index_url=$(service_url index "${pids[0]}")
+embed_url=$(service_url embeddings "${pids[1]}")
 echo "k-NN index server:        $index_url" >&2
 echo "batch embedding service:  $embed_url" >&2
 
 step "building the batch input from the standard library's docstrings"
-$py -m pipelines.demo_corpus --out "$work/input.jsonl" >&2
+$py -m pipelines.demo_corpus --out "$work/input.jsonl" ${MLBATCH_DEMO_MODULES:+--modules "$MLBATCH_DEMO_MODULES"} >&2
 
 step "uploading it and submitting the batch embedding job"
 input_file_id=$($py - "$embed_url" "$work/input.jsonl" <<'PY'
