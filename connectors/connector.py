@@ -3,7 +3,9 @@
 A connector names a protocol (`http` or `aws_sigv4`), default `parameters`, a `credential`
 and `actions`, each with `action_type`, `method`, `url`, `headers` and `request_body`
 templates. `parse_connector` returns a `Connector` or raises `ConnectorError` naming the
-field; secrets stay out of every repr. An `aws_sigv4` connector takes `service_name` and
+field; secrets stay out of every repr. Fields ML Commons' connector parser skips are
+skipped (with a warning unless ML Commons writes them itself, such as `created_time` in a
+connector read back from a cluster). An `aws_sigv4` connector takes `service_name` and
 `region` from its parameters, else from its credential, as ML Commons' `AwsConnector` does
 (with its messages "Missing service name" / "Missing region"); its keys may be left out for
 the default AWS chain.
@@ -11,8 +13,11 @@ the default AWS chain.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+from transforms.echo import echo
 
 PROTOCOLS = ("http", "aws_sigv4")
 ACTION_TYPES = ("predict", "batch_predict", "batch_predict_status", "cancel_batch_predict")
@@ -29,7 +34,14 @@ KNOWN_FIELDS = (
     "backend_roles",
     "access",
     "add_all_backend_roles",
+    "connector_id",
+    "created_time",
+    "last_updated_time",
+    "owner",
+    "tenant_id",
+    "provisioned_by",
 )
+log = logging.getLogger("mlbatch")
 
 
 class ConnectorError(ValueError):
@@ -108,7 +120,7 @@ def parse_connector(body: Any) -> Connector:
         raise ConnectorError("connector: must be a JSON object")
     unknown = sorted(set(body) - set(KNOWN_FIELDS))
     if unknown:
-        raise ConnectorError(f"connector: unknown field {unknown[0]!r}")
+        log.warning("connector: ignoring unknown field(s) %s", ", ".join(echo(name) for name in unknown[:3]))
     protocol = body.get("protocol")
     if protocol not in PROTOCOLS:
         raise ConnectorError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")

@@ -7,7 +7,8 @@ default AWS chain, with `session_token` honoured). Status and cancel calls are r
 429, 5xx and connection errors with the same backoff policy as the bulk writer; a submit is
 sent once. Headers follow ML Commons' rules, with its messages: no `${parameters.x}` in
 credential-bearing headers (`Authorization`, `X-Api-Key`, …), no control characters in a
-filled value, at most 8 KB per header and 64 KB in all.
+filled value, at most 8 KB per header and 64 KB in all; and a POST other than a cancel
+needs a body.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from transforms.echo import cut, echo
 
 DEFAULT_TIMEOUT = 30.0
 MAX_HEADER_BYTES = 8192
+EMPTY_POST = "Content length is 0. Aborting request to remote model"
 MAX_HEADERS_BYTES = 65536
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -106,6 +108,8 @@ def render_action(
     body = None
     if action.request_body is not None:
         body = render_body(action.request_body, parameters, connector.credential)
+    if action.method == "POST" and not body and action.action_type != "cancel_batch_predict":
+        raise ConnectorError(EMPTY_POST)
     if body is not None and not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = "application/json"
     return RenderedRequest(action.method, url, headers, body)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from connectors.batch_actions import job_action, remote_job_parameters, resolve_remote_job
-from connectors.connector import ConnectorError, parse_connector
+from connectors.connector import ConnectorAction, ConnectorError, parse_connector
 from connectors.job_status import PARTIAL_WARNING, map_status
-from connectors.remote_call import check_filled_headers, check_header_templates
+from connectors.remote_call import check_filled_headers, check_header_templates, render_action
 from connectors.templating import fill, merge_parameters, render_body, render_text
 
 CREDENTIAL = {"openAI_key": "sk-abc"}
@@ -192,7 +193,6 @@ def test_remote_job_placeholders_in_sources():
         ({"actions": []}, "actions: must be a non-empty list"),
         ({"protocol": "aws_sigv4"}, "Missing service name"),
         ({"protocol": "aws_sigv4", "parameters": {"service_name": "sagemaker"}}, "Missing region"),
-        ({"surprise": 1}, "connector: unknown field 'surprise'"),
     ],
 )
 def test_connector_validation(change, message):
@@ -271,3 +271,19 @@ def test_header_rules_follow_ml_commons():
         check_filled_headers({"X": "v" * 8192})
     with pytest.raises(ConnectorError, match="^Total headers size \\(key \\+ value\\) exceeds 64KB limit$"):
         check_filled_headers({f"X{n}": "v" * 8000 for n in range(9)})
+
+
+def test_unknown_connector_fields_are_ignored_as_ml_commons_does(caplog):
+    body = connector("https://api.openai.com/v1/batches", surprise=1, created_time=1, owner={"name": "a"})
+    with caplog.at_level(logging.WARNING, logger="mlbatch"):
+        assert parse_connector(body).name == "c"
+    assert caplog.messages == ["connector: ignoring unknown field(s) 'surprise'"]
+
+
+def test_a_post_needs_a_body_except_to_cancel():
+    parsed = parse_connector(connector("https://api.openai.com/v1/batches", credential={"key": "sk-1"}))
+    submit = ConnectorAction("batch_predict", "POST", "https://api.openai.com/v1/batches")
+    with pytest.raises(ConnectorError, match="^Content length is 0. Aborting request to remote model$"):
+        render_action(parsed, submit, {})
+    cancel = job_action(parsed, "cancel_batch_predict")
+    assert render_action(parsed, cancel, {"id": "b1"}).body is None
