@@ -1,18 +1,24 @@
 """The embedded-default commands: `mlbatch serve-index`, `mlbatch serve-embeddings`, `mlbatch search`.
 
-    mlbatch serve-index [--port N] [--data-dir DIR]       # OpenSearch REST subset with k-NN search
-    mlbatch serve-embeddings [--port N] [--api-key KEY]   # OpenAI Files + Batch API over MiniLM
-    mlbatch search "query text" --index NAME [--opensearch URL] [--field F] [-k N] [--vector JSON] [--json]
+    mlbatch serve-index [--port N] [--data-dir DIR] [--max-body-mb N]  # OpenSearch REST subset, k-NN
+    mlbatch serve-embeddings [--port N] [--api-key-file FILE]           # OpenAI Files + Batch over MiniLM
+    mlbatch search "query text" --index NAME [--opensearch URL] [cluster options] [--field F] [-k N]
+                   [--vector JSON] [--json]
 
 Each server prints one JSON line with its `url` on stdout, then serves on 127.0.0.1 until
-stopped (Ctrl-C or SIGTERM). `search` embeds the text with the same local model (or takes
-`--vector`), runs a `knn` query against any OpenSearch endpoint and prints the hits.
+stopped (Ctrl-C or SIGTERM). `serve-embeddings` takes its key from `--api-key-file`, else
+`--api-key` (visible to every user in `ps`), else `$MLBATCH_EMBEDDINGS_API_KEY`, else `local`.
+`search` embeds the text with the same local model (or takes `--vector`), runs a `knn` query
+against any OpenSearch endpoint (basic auth, SigV4 and TLS options as `mlbatch ingest` has
+them) and prints the hits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,11 +26,13 @@ from typing import Any
 
 import orjson
 
-from connectors.opensearch import OpenSearchConfig, describe, knn_vector_fields
+from connectors.opensearch import SIGV4_SERVICES, OpenSearchConfig, describe, knn_vector_fields
 from connectors.task_store import mlbatch_home
 from pipelines.cli_common import EXIT_FAILED, EXIT_OK, UsageError, log, print_json
 
 TEXT_FIELDS = ("title", "name", "question", "chapter", "text", "content", "passage")
+API_KEY_ENV = "MLBATCH_EMBEDDINGS_API_KEY"
+DEFAULT_API_KEY = "local"
 
 
 def add_local_commands(commands: argparse._SubParsersAction) -> None:
@@ -33,13 +41,21 @@ def add_local_commands(commands: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     index.add_argument("--data-dir", help="where indexes persist (default $MLBATCH_HOME/index-service)")
+    index.add_argument(
+        "--max-body-mb", type=int, default=100, help="largest request body accepted, in MiB (default 100)"
+    )
 
     embeddings = commands.add_parser(
         "serve-embeddings", help="run the local OpenAI-compatible batch embedding service"
     )
     embeddings.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    embeddings.add_argument(
-        "--api-key", default="local", help="the Bearer key clients must send (default: local)"
+    key = embeddings.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key-file", help=f"a file holding the Bearer key clients must send (default: ${API_KEY_ENV})"
+    )
+    key.add_argument(
+        "--api-key",
+        help=f"the Bearer key, visible in `ps` (default: ${API_KEY_ENV}, else {DEFAULT_API_KEY})",
     )
 
     search = commands.add_parser(
@@ -51,6 +67,15 @@ def add_local_commands(commands: argparse._SubParsersAction) -> None:
         "--opensearch", help="cluster URL (default: $OPENSEARCH_URL, else http://localhost:9200)"
     )
     search.add_argument("--user", help="basic-auth user; the password comes from $OPENSEARCH_PASSWORD")
+    search.add_argument("--insecure", action="store_true", help="do not verify the cluster's TLS certificate")
+    search.add_argument("--ca-certs", help="CA bundle for the cluster's TLS certificate")
+    search.add_argument(
+        "--aws-sigv4",
+        choices=SIGV4_SERVICES,
+        help="sign requests with SigV4 for Amazon OpenSearch Service (es) or Serverless (aoss); "
+        "credentials from the default AWS chain",
+    )
+    search.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
     search.add_argument("--field", help="the knn_vector field (default: the first one in the mapping)")
     search.add_argument("-k", type=int, default=5, help="hits to return (default 5)")
     search.add_argument("--vector", help="a JSON list of floats to search with instead of a text")
@@ -64,11 +89,37 @@ def _serve(server: Any, announce: dict[str, Any]) -> int:
     signal.signal(signal.SIGTERM, stop)
     sys.stdout.write(json.dumps(announce) + "\n")
     sys.stdout.flush()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopped")
+    log.info("stopped")
     return EXIT_OK
+
+
+def search_cluster_config(args: argparse.Namespace) -> OpenSearchConfig:
+    """The cluster `search` queries, from the same options and environment as `mlbatch ingest`."""
+    return OpenSearchConfig.from_env(
+        args.opensearch,
+        args.user,
+        aws_sigv4=args.aws_sigv4,
+        region=args.region,
+        verify_certs=not args.insecure,
+        ca_certs=args.ca_certs,
+    )
+
+
+def embeddings_api_key(args: argparse.Namespace) -> str:
+    """The key `serve-embeddings` requires: `--api-key-file`, else `--api-key`, else the environment."""
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except OSError as error:
+            raise UsageError(f"--api-key-file {args.api_key_file}: cannot read ({error.strerror})") from None
+        if not key:
+            raise UsageError(f"--api-key-file {args.api_key_file}: the file is empty")
+        return key
+    if args.api_key:
+        return args.api_key
+    return os.environ.get(API_KEY_ENV) or DEFAULT_API_KEY
 
 
 def _snippet(source: dict[str, Any], width: int = 70) -> str:
@@ -83,8 +134,8 @@ def _snippet(source: dict[str, Any], width: int = 70) -> str:
 def _search(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.vector is None):
         raise UsageError("search: give a query text or --vector, not both")
-    client = OpenSearchConfig.from_env(args.opensearch, args.user).client()
     try:
+        client = search_cluster_config(args).client()
         mapping = client.indices.get_mapping(index=args.index)
         fields = knn_vector_fields(next(iter(mapping.values()))["mappings"].get("properties", {}))
         field = args.field or next(iter(fields), None)
@@ -119,12 +170,16 @@ def run_local_command(args: argparse.Namespace) -> int:
     if args.command == "serve-index":
         from connectors.index_service import LocalIndexServer
 
+        if args.max_body_mb < 1:
+            raise UsageError("serve-index: --max-body-mb must be at least 1")
         directory = args.data_dir or str(mlbatch_home() / "index-service")
-        server = LocalIndexServer(directory=Path(directory), port=args.port)
+        server = LocalIndexServer(
+            directory=Path(directory), port=args.port, max_body_bytes=args.max_body_mb * 2**20
+        )
         return _serve(server, {"url": server.url, "data_dir": directory})
     if args.command == "serve-embeddings":
         from connectors.embedding_service import EmbeddingService
 
-        service = EmbeddingService(api_key=args.api_key, port=args.port)
+        service = EmbeddingService(api_key=embeddings_api_key(args), port=args.port)
         return _serve(service, {"url": service.url, "model": service.model_name})
     return _search(args)
