@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from email.message import Message
 from http import HTTPStatus
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
@@ -109,13 +109,15 @@ def encoded(payload: Any) -> tuple[bytes, str]:
 class JsonHttpServer:
     """A loopback HTTP server around one handler function (services subclass it).
 
-    The limits are class attributes, each overridable per server by the keyword of its name.
+    The limits are class attributes (a subclass may change them); `max_body_bytes`,
+    `channel_timeout` (seconds a connection may sit idle or stalled) and `threads` (handler
+    threads) can also be given per server by keyword.
     """
 
-    max_body_bytes: ClassVar[int] = 100 * MiB
-    channel_timeout: ClassVar[float] = 30.0
-    threads: ClassVar[int] = 8
-    connection_limit: ClassVar[int] = 500
+    max_body_bytes: int = 100 * MiB
+    channel_timeout: float = 30.0
+    threads: int = 8
+    connection_limit: int = 500
 
     def __init__(
         self,

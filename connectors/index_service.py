@@ -232,14 +232,6 @@ class LocalIndexes:
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _folder(self, name: str) -> Path:
-        """The folder of index `name`, which must be a direct child of the data directory."""
-        assert self.directory is not None
-        folder = (self.directory / name).resolve()
-        if folder.parent != self.directory:
-            raise ValueError(f"index [{name}] cannot be stored inside the data directory")
-        return folder
-
     def _load(self, folder: Path) -> None:
         index = json.loads((folder / "meta.json").read_text())
         index["docs"] = {}
@@ -248,19 +240,18 @@ class LocalIndexes:
         for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
-            except ValueError:
+                if entry["op"] == "delete":
+                    index["docs"].pop(entry["id"], None)
+                else:
+                    index["docs"][entry["id"]] = entry["doc"]
+            except (ValueError, KeyError, TypeError):
                 log.warning("index %s: skipped unreadable line %d of %s", folder.name, number, log_file)
-                continue
-            if entry["op"] == "delete":
-                index["docs"].pop(entry["id"], None)
-            else:
-                index["docs"][entry["id"]] = entry["doc"]
         self.indices[folder.name] = index
         self.log_lines[folder.name] = len(lines)
 
     def _save_meta(self, name: str) -> None:
         if self.directory is not None:
-            folder = self._folder(name)
+            folder = index_folder(self.directory, name)
             folder.mkdir(exist_ok=True)
             index = self.indices[name]
             _replace(
@@ -273,14 +264,15 @@ class LocalIndexes:
         dead entries (overwritten or deleted) outnumber them."""
         if self.directory is None or not entries:
             return
-        with (self._folder(name) / "docs.jsonl").open("a") as log_file:
-            log_file.write("".join(json.dumps(entry) + "\n" for entry in entries))
+        log_file = index_folder(self.directory, name) / "docs.jsonl"
+        with log_file.open("a") as appending:
+            appending.write("".join(json.dumps(entry) + "\n" for entry in entries))
         self.log_lines[name] += len(entries)
         live = len(self.indices[name]["docs"])
         if self.log_lines[name] - live > live:
             docs = self.indices[name]["docs"].items()
             _replace(
-                self._folder(name) / "docs.jsonl",
+                log_file,
                 "".join(json.dumps({"op": "index", "id": doc_id, "doc": doc}) + "\n" for doc_id, doc in docs),
             )
             self.log_lines[name] = live
@@ -290,6 +282,8 @@ class LocalIndexes:
     def create(self, name: str, spec: dict[str, Any]) -> Reply:
         if name in self.indices:
             return error_reply(400, "resource_already_exists_exception", f"index [{name}] already exists")
+        if self.directory is not None:
+            (index_folder(self.directory, name) / "docs.jsonl").unlink(missing_ok=True)
         settings = {"number_of_replicas": "1", "number_of_shards": "1", **spec.get("settings", {})}
         self.indices[name] = {
             "mappings": spec.get("mappings", {"properties": {}}),
@@ -298,15 +292,13 @@ class LocalIndexes:
         }
         self.log_lines[name] = 0
         self._save_meta(name)
-        if self.directory is not None:
-            (self._folder(name) / "docs.jsonl").unlink(missing_ok=True)
         return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
 
     def delete(self, name: str) -> Reply:
         self.indices.pop(name)
         self.log_lines.pop(name, None)
         if self.directory is not None:
-            shutil.rmtree(self._folder(name), ignore_errors=True)
+            shutil.rmtree(index_folder(self.directory, name), ignore_errors=True)
         return 200, {"acknowledged": True}
 
     def put_settings(self, name: str, update: dict[str, Any]) -> Reply:
@@ -456,6 +448,14 @@ class LocalIndexes:
             for v, p in zip(values[0], positions[0], strict=True)
             if p >= 0 and math.isfinite(float(v))
         ]
+
+
+def index_folder(directory: Path, name: str) -> Path:
+    """The folder of index `name`: a direct child of the (resolved) data `directory`, or ValueError."""
+    folder = (directory / name).resolve()
+    if folder.parent != directory:
+        raise ValueError(f"index [{name}] cannot be stored inside the data directory")
+    return folder
 
 
 def _replace(path: Path, text: str) -> None:

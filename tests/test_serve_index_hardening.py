@@ -79,13 +79,14 @@ ESCAPES = ["/..", "/.", "/%2e%2e", "/%2E", "/..%2f..", "/%2e%2e%2f%2e%2e", "/a%2
 
 
 def test_names_that_leave_the_data_directory_are_refused_and_nothing_is_deleted(tmp_path):
+    """The command as users run it (its `--max-body-mb` too), attacked with `..` and `.` as index names."""
     home = tmp_path / "home"
     data_dir = home / "index-service"
     home.mkdir()
     (home / "tasks.db").write_bytes(b"task store")
     env = {**os.environ, "MLBATCH_HOME": str(home)}
     process = subprocess.Popen(
-        [str(MLBATCH), "serve-index", "--data-dir", str(data_dir)],
+        [str(MLBATCH), "serve-index", "--data-dir", str(data_dir), "--max-body-mb", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -106,6 +107,8 @@ def test_names_that_leave_the_data_directory_are_refused_and_nothing_is_deleted(
         assert (data_dir / "keep" / "meta.json").is_file()
         assert not (home / "meta.json").exists() and not (data_dir / "meta.json").exists()
         assert call(url, "GET", "/keep")[0] == 200
+        too_long = b"POST /keep/_bulk HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2**20 + 1)
+        assert send_raw(port_of(url), too_long)[0] == 413
     finally:
         timer.cancel()
         process.terminate()
