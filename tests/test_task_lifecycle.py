@@ -28,7 +28,8 @@ from connectors.task_store import (
     this_process,
 )
 from pipelines.cli import main
-from pipelines.task_lifecycle import caused_by_interrupt
+from pipelines.ingest_command import _counts_so_far
+from pipelines.task_lifecycle import CountsCheckpoint, caused_by_interrupt
 from tests.data import jsonl
 from tests.fault_server import FaultServer
 from tests.ingest_helpers import REPO, mlbatch_command, run_mlbatch, write_request
@@ -110,6 +111,27 @@ def test_progress_line_shows_retries_and_dead_letters_once_there_are_some():
     assert progress.snapshot()["bulk_retries"] == 3
     progress.restart_all()
     assert set(progress.snapshot().values()) == {0}
+
+
+def test_counts_of_an_unfinished_run_come_from_this_process_and_say_when_they_are_partial():
+    progress.restart_all()
+    progress.INDEXED.add(501)
+    progress.DEAD_LETTERS.add(2)
+    counts = _counts_so_far([])
+    assert (counts["indexed"], counts["dlq"]) == (501, 2) and "partial" not in counts
+    assert _counts_so_far(["--direct_running_mode=multi_processing"])["partial"] is True
+    progress.restart_all()
+
+
+def test_a_checkpoint_saves_while_the_block_runs_and_never_after():
+    saved: list[dict] = []
+    with CountsCheckpoint(saved.append, lambda: {"indexed": len(saved)}, interval=0.01):
+        deadline = time.monotonic() + 10
+        while len(saved) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    count = len(saved)
+    time.sleep(0.05)
+    assert count >= 3 and len(saved) == count and saved[:2] == [{"indexed": 0}, {"indexed": 1}]
 
 
 def test_the_store_fails_dead_owners_on_get_and_list_and_lets_go_of_finished_tasks(mlbatch_home):
