@@ -49,7 +49,7 @@ def parse_upload(content_type: str, body: bytes) -> tuple[bytes, dict[str, str]]
         if name == "file":
             content = part.get_payload(decode=True)
         elif name:
-            fields[name] = part.get_content().strip()
+            fields[name] = (part.get_payload(decode=True) or b"").decode("utf-8", "replace").strip()
     if content is None:
         raise UploadError("the upload has no 'file' part (a multipart/form-data body with name=\"file\")")
     return content, fields
@@ -154,8 +154,9 @@ class EmbeddingService(JsonHttpServer):
                 return openai_error(400, f"the request body is not valid JSON ({error})")
             if not isinstance(request, dict):
                 return openai_error(400, "the request body must be a JSON object")
-            if request.get("input_file_id") not in self.files:
-                return openai_error(400, f"input_file_id {request.get('input_file_id')!r} not found")
+            file_id = request.get("input_file_id")
+            if not isinstance(file_id, str) or file_id not in self.files:
+                return openai_error(400, f"input_file_id {file_id!r} not found")
             if request.get("endpoint") != "/v1/embeddings":
                 return openai_error(400, "this service runs /v1/embeddings batches only")
             batch = {

@@ -129,7 +129,9 @@ def test_an_upload_that_is_not_a_multipart_file_is_answered_400(service, content
     assert not service.files
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"input_file_id": ["x"], "endpoint": "/v1/embeddings"}']
+)
 def test_an_invalid_batch_request_is_answered_400(service, body):
     status, answer = call(service.url, "POST", "/v1/batches", body, Content_Type="application/json")
     assert status == 400 and answer["error"]["type"] == "invalid_request_error"
@@ -141,7 +143,11 @@ def test_a_batch_of_bad_lines_fails_with_one_error_per_line(service):
     content_type = f"multipart/form-data; boundary={BOUNDARY}"
     upload = multipart("\n".join(lines).encode() + b"\n")
     status, stored = call(service.url, "POST", "/v1/files", upload, Content_Type=content_type)
-    assert status == 200 and stored["bytes"] == len(upload) - len(multipart(b""))
+    assert (
+        status == 200
+        and stored["bytes"] == len(upload) - len(multipart(b""))
+        and stored["purpose"] == "batch"
+    )
     file_id = stored["id"]
     request = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
     batch = call(service.url, "POST", "/v1/batches", json.dumps(request).encode())[1]
