@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.launcher import SUBMIT_INTERRUPTED
 from connectors.task_store import (
     OWNER_DIED,
     TaskStore,
@@ -27,9 +28,9 @@ from connectors.task_store import (
     process_start_time,
     this_process,
 )
-from pipelines.cli import main
 from pipelines.ingest_command import _counts_so_far
 from pipelines.task_lifecycle import CountsCheckpoint, caused_by_interrupt
+from tests.conftest import OPENAI_TEST_KEY
 from tests.data import jsonl
 from tests.fault_server import FaultServer
 from tests.ingest_helpers import REPO, mlbatch_command, run_mlbatch, write_request
@@ -41,6 +42,7 @@ MAPPING = {
 }
 SLOW = ("--bulk-size=10", "--bulk-concurrency=1")
 HOST = socket.gethostname()
+SUBMIT_PARAMETERS = '{"input_file_id": "file-input"}'
 
 
 # -- pure parts --------------------------------------------------------------------------------
@@ -361,44 +363,79 @@ def test_a_failed_run_records_the_documents_it_wrote_and_the_dead_letters_it_rea
     assert dead_letter_lines(record) == [3, 31]
 
 
+def openai_connector(tmp_path: Path, services) -> Path:
+    connector = json.loads((REPO / "connectors" / "blueprints" / "openai_batch.json").read_text())
+    connector["parameters"]["base_url"] = services.openai_url
+    connector["credential"] = {"openAI_key": OPENAI_TEST_KEY}
+    path = tmp_path / "connector.json"
+    path.write_text(json.dumps(connector))
+    return path
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_wait_exits_130_in_one_line_and_leaves_the_job_running(
-    openai_files, processes, capsys, tmp_path, mlbatch_home
+    openai_files, processes, tmp_path, mlbatch_home, signal_number
 ):
     openai_files.progress["batch"] = ["validating", "in_progress"]
     openai_files.files["file-input"] = b""
-    connector = json.loads((REPO / "connectors" / "blueprints" / "openai_batch.json").read_text())
-    connector["parameters"]["base_url"] = openai_files.openai_url
-    connector["credential"] = {"openAI_key": "sk-test-0123456789abcdef"}
-    connector_path = tmp_path / "connector.json"
-    connector_path.write_text(json.dumps(connector))
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "predict",
-                "submit",
-                "--connector",
-                str(connector_path),
-                "--parameters",
-                '{"input_file_id": "file-input"}',
-            ]
-        )
-        == 0
+    connector = openai_connector(tmp_path, openai_files)
+    submitted = run_mlbatch(
+        "predict",
+        "submit",
+        "--connector",
+        str(connector),
+        "--parameters",
+        SUBMIT_PARAMETERS,
+        home=mlbatch_home,
     )
-    task_id = json.loads(capsys.readouterr().out)["task_id"]
-    assert task_get(task_id, mlbatch_home)["state"] == "CREATED"  # the submitting process is gone: not owned
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = json.loads(submitted.stdout)["task_id"]
+    record = task_get(task_id, mlbatch_home)
+    assert record["state"] == "CREATED" and "owner" not in record  # waits on the remote job, owned by no one
 
     process = processes("predict", "wait", task_id, "--interval", "0.2", home=mlbatch_home)
     wait_for(lambda: sum(method == "GET" for method, _, _ in openai_files.requests) >= 2, "a few polls")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     out, err = process.communicate(timeout=60)
 
     assert process.returncode == 130, err
     assert "Traceback" not in err and out == ""
-    last = err.strip().splitlines()[-1]
-    assert last == (
+    assert err.strip().splitlines()[-1] == (
         f"mlbatch: interrupted waiting for task {task_id}; the batch job keeps running; "
         f"`mlbatch predict cancel {task_id}` stops it"
     )
     assert not any(path.endswith("/cancel") for _, path, _ in openai_files.requests)
     assert task_get(task_id, mlbatch_home)["state"] == "RUNNING"
+
+
+def test_an_interrupted_submit_is_recorded_as_such(openai_files, processes, tmp_path, mlbatch_home):
+    openai_files.files["file-input"] = b""
+    answer_submit = openai_files.handle
+
+    def slow_submit(method: str, path: str, headers, body: bytes):
+        if method == "POST" and path.rstrip("/").endswith("/batches"):
+            time.sleep(30)
+        return answer_submit(method, path, headers, body)
+
+    openai_files.handle = slow_submit
+    connector = openai_connector(tmp_path, openai_files)
+    process = processes(
+        "predict",
+        "submit",
+        "--connector",
+        str(connector),
+        "--parameters",
+        SUBMIT_PARAMETERS,
+        home=mlbatch_home,
+    )
+    wait_for(
+        lambda: (mlbatch_home / "tasks.db").exists() and TaskStore(mlbatch_home / "tasks.db").list(), "task"
+    )
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "mlbatch: interrupted"
+    record = only_task(mlbatch_home)
+    assert (record["state"], record["error"]) == ("FAILED", SUBMIT_INTERRUPTED)
