@@ -38,8 +38,8 @@ _open_files: set[IO[bytes]] = set()
 _open_files_lock = threading.Lock()
 
 
-def close_open_files() -> int:
-    """Close the DLQ files of bundles that did not finish (a failed or interrupted run); how many."""
+def close_open_files() -> None:
+    """Close the DLQ files of bundles that did not finish (a failed or interrupted run)."""
     with _open_files_lock:
         streams = list(_open_files)
         _open_files.clear()
@@ -48,7 +48,6 @@ def close_open_files() -> int:
             stream.close()
         except Exception as error:  # a failing store must not hide the run's own error
             log.warning("could not close a dead-letter file: %s", error)
-    return len(streams)
 
 
 def _raw_json(value: Any) -> Any:
