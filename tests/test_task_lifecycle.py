@@ -28,6 +28,7 @@ from connectors.task_store import (
     process_start_time,
     this_process,
 )
+from pipelines.cli import main
 from pipelines.ingest_command import _counts_so_far
 from pipelines.task_lifecycle import CountsCheckpoint, caused_by_interrupt
 from tests.conftest import OPENAI_TEST_KEY
@@ -439,3 +440,27 @@ def test_an_interrupted_submit_is_recorded_as_such(openai_files, processes, tmp_
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "mlbatch: interrupted"
     record = only_task(mlbatch_home)
     assert (record["state"], record["error"]) == ("FAILED", SUBMIT_INTERRUPTED)
+
+
+def test_dead_letters_of_a_failed_run_reach_an_s3_dlq(servers, capsys, tmp_path, s3, monkeypatch):
+    s3.create_bucket(Bucket="batch")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    request, mapping = write_job(tmp_path, 60, bad_lines=(2,))
+    sink = servers(request_faults={404: 2})
+    capsys.readouterr()
+    code = main(
+        ["ingest", str(request), "--opensearch", sink.url, "--create-index", str(mapping), *SLOW]
+        + ["--dlq", "s3://batch/dlq/run-1/"]
+    )
+    record = json.loads(capsys.readouterr().out)
+
+    assert code == 1 and record["dlq"] == "s3://batch/dlq/run-1/" and record["counts"]["indexed"] == 10
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="batch", Prefix="dlq/run-1/")["Contents"]]
+    lines = [
+        json.loads(line)
+        for key in keys
+        for line in s3.get_object(Bucket="batch", Key=key)["Body"].read().splitlines()
+    ]
+    assert [(entry["stage"], entry["line"]) for entry in lines] == [("parse", 3)]
