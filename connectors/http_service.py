@@ -130,19 +130,18 @@ class JsonHttpServer:
         threads: int | None = None,
     ) -> None:
         self._handle = handle
-        self.max_body_bytes = max_body_bytes or type(self).max_body_bytes
-        self.channel_timeout = channel_timeout or type(self).channel_timeout
-        self.threads = threads or type(self).threads
+        self._max_body = max_body_bytes or self.max_body_bytes
+        timeout = channel_timeout or self.channel_timeout
         self._server = create_server(
             self._application,
             host="127.0.0.1",
             port=port,
-            threads=self.threads,
+            threads=threads or self.threads,
             connection_limit=self.connection_limit,
-            channel_timeout=self.channel_timeout,
-            cleanup_interval=max(self.channel_timeout / 2, 0.25),
-            max_request_body_size=self.max_body_bytes + 1,
-            inbuf_overflow=min(self.max_body_bytes + 1, 16 * MiB),
+            channel_timeout=timeout,
+            cleanup_interval=max(timeout / 2, 0.25),
+            max_request_body_size=self._max_body + 1,
+            inbuf_overflow=min(self._max_body + 1, 16 * MiB),
             recv_bytes=MiB,
             asyncore_use_poll=True,
             ident="mlbatch",
@@ -183,9 +182,7 @@ class JsonHttpServer:
         method, path = environ["REQUEST_METHOD"], request_path(environ)
         headers = request_headers(environ)
         try:
-            body = decoded_body(
-                environ["wsgi.input"].read(), headers.get("Content-Encoding"), self.max_body_bytes
-            )
+            body = decoded_body(environ["wsgi.input"].read(), headers.get("Content-Encoding"), self._max_body)
             status, payload = self._handle(method, path, headers, body)
         except BodyError as error:
             status, payload = self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
