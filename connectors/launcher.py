@@ -25,7 +25,7 @@ from connectors.batch_actions import job_action, remote_job_parameters
 from connectors.bulk_retry import RetryPolicy
 from connectors.connector import Connector, ConnectorError, parse_connector
 from connectors.job_status import TERMINAL_STATES, map_status, service_status
-from connectors.redact import Redactor
+from connectors.redact import NOT_SECRET, Redactor
 from connectors.remote_call import RemoteCallError, call, render_action
 from connectors.task_store import TaskStore
 from connectors.templating import merge_parameters
@@ -49,7 +49,7 @@ def load_connector(path: str | Path) -> Connector:
 
 
 def redactor_for(connector: Connector) -> Redactor:
-    return Redactor.of(value for key, value in connector.credential.items() if key != "region")
+    return Redactor.of(value for key, value in connector.credential.items() if key not in NOT_SECRET)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ MASK = "***"
 _MIN_SECRET_LENGTH = 4
 
 
-NOT_SECRET = frozenset({"region"})
+NOT_SECRET = frozenset({"region", "service_name"})
 
 
 def redact_credential(credential: dict[str, Any] | None) -> dict[str, str]:

@@ -28,7 +28,7 @@ from pipelines.cli_common import (
     configure_logging,
     log,
     print_json,
-    read_json,
+    read_request_body,
 )
 from pipelines.ingest_command import add_ingest_options, check_ingest_options, run_ingest
 from pipelines.local_commands import add_local_commands, run_local_command
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         if args.command == "ingest":
-            return run_ingest(args, extra, read_json(args.request, "request"))
+            return run_ingest(args, extra, read_request_body(args.request, "request"))
         if args.command == "predict":
             return run_predict(args, extra)
         if args.command == "task":

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from pipelines.request import RequestError, decode_body
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_TIMEOUT = 0, 1, 2, 3, 130, 124
 log = logging.getLogger("mlbatch")
 
@@ -31,15 +33,30 @@ def configure_logging(quiet: bool, debug: bool) -> logging.Handler:
     return handler
 
 
-def read_json(path: str, what: str) -> Any:
+def _read_bytes(path: str, what: str) -> bytes:
     try:
-        return orjson.loads(Path(path).read_bytes())
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{what} {path}: no such file") from None
     except OSError as error:
         raise UsageError(f"{what} {path}: cannot read ({error.strerror or error})") from None
+
+
+def read_json(path: str, what: str) -> Any:
+    raw = _read_bytes(path, what)
+    try:
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise UsageError(f"{what} {path}: not valid JSON ({error})") from None
+
+
+def read_request_body(path: str, what: str) -> Any:
+    """A `_batch_ingestion` body from a file, with ML Commons' message for an empty one."""
+    raw = _read_bytes(path, what)
+    try:
+        return decode_body(raw)
+    except RequestError as error:
+        raise UsageError(f"{what} {path}: {error}") from None
 
 
 def print_json(value: Any) -> None:

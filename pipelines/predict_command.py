@@ -37,6 +37,7 @@ from pipelines.cli_common import (
     log,
     print_json,
     read_json,
+    read_request_body,
 )
 from pipelines.ingest_command import add_ingest_options, run_ingest
 
@@ -123,7 +124,7 @@ def wait_interrupted(task_id: str) -> str:
 
 def _ingest_request(path: str) -> dict[str, Any]:
     """The --then-ingest request, read and shape-checked before any waiting."""
-    body = read_json(path, "--then-ingest")
+    body = read_request_body(path, "--then-ingest")
     data_source = body.get("data_source") if isinstance(body, dict) else None
     if not isinstance(data_source, dict) or not isinstance(data_source.get("source"), list):
         raise UsageError(f"--then-ingest {path}: data_source.source must be a list")

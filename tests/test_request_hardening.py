@@ -138,6 +138,11 @@ BAD_BODIES = {
 }
 
 
+@pytest.mark.parametrize("text", ["", " \n"])
+def test_an_empty_request_file_gives_ml_commons_message(text, tmp_path):
+    assert_one_error_line(run_cli(tmp_path, text), "Batch Ingestion request has empty body")
+
+
 @pytest.mark.parametrize("name", list(BAD_BODIES))
 def test_bad_body_gives_one_error_line_and_exit_2(name, tmp_path):
     body, expected = BAD_BODIES[name]
