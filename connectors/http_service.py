@@ -22,6 +22,7 @@ from email.message import Message
 from http import HTTPStatus
 from typing import Any, Self
 
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
@@ -148,7 +149,9 @@ class JsonHttpServer:
         )
         self._server.channel_class = self._channel_class()
         self.url = f"http://127.0.0.1:{self._server.effective_port}{url_suffix}"
+        self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._wake_lock = threading.Lock()
         self._serving = False
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -197,25 +200,43 @@ class JsonHttpServer:
 
     def start(self) -> Self:
         """Serve in a background thread; returns the server."""
+        self._serving = True
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve in this thread until `close` (from another thread) or KeyboardInterrupt."""
+        """Serve in this thread until `close` (from another thread) or KeyboardInterrupt.
+
+        Everything is closed here, in the serving thread, once the loop has stopped and the
+        handler threads are done: waitress's wake-up pipe is never closed under a thread
+        that may still write to it.
+        """
         self._serving = True
         try:
-            self._server.run()
+            while not self._stopping.is_set():
+                wasyncore.loop(
+                    timeout=self._server.adj.asyncore_loop_timeout,
+                    map=self._server._map,
+                    use_poll=True,
+                    count=1,
+                )
         finally:
-            self._stopped.set()
+            self._server.task_dispatcher.shutdown(timeout=5)
+            with self._wake_lock:
+                self._close_all()
+                self._stopped.set()
 
     def close(self) -> None:
         """Stop serving: close the listening socket and every connection, stop the handler threads."""
-        if self._serving and not self._stopped.is_set():
-            self._server.trigger.pull_trigger(self._close_all)
+        self._stopping.set()
+        if self._serving:
+            with self._wake_lock:
+                if not self._stopped.is_set():
+                    self._server.pull_trigger()
             self._stopped.wait(timeout=10)
         else:
+            self._server.task_dispatcher.shutdown(timeout=5)
             self._close_all()
-        self._server.task_dispatcher.shutdown(timeout=5)
 
     def _close_all(self) -> None:
         for channel in list(self._server._map.values()):
