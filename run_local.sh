@@ -52,7 +52,7 @@ service_url() {  # NAME PID: wait for the service's URL line and print the URL
 
 step "starting the local services"
 start_service index $mlbatch serve-index
-start_service embeddings $mlbatch serve-embeddings --api-key local
+start_service embeddings env MLBATCH_EMBEDDINGS_API_KEY=local $mlbatch serve-embeddings
 index_url=$(service_url index "${pids[0]}")
 embed_url=$(service_url embeddings "${pids[1]}")
 echo "k-NN index server:        $index_url" >&2
