@@ -5,7 +5,7 @@
 #      `mlbatch serve-embeddings` (OpenAI Files + Batch API over a packaged all-MiniLM-L6-v2)
 #      on free ports of 127.0.0.1, and stops them on exit, Ctrl-C included;
 #   3. builds a batch input from the standard library's docstrings (nothing is downloaded);
-#   4. uploads it, submits the batch job with connectors/blueprints/openai_batch.json,
+#   4. uploads it, submits the batch job with connectors/batch_predict/blueprints/openai_batch.json,
 #      waits for it and ingests its output joined with its input by custom_id
 #      (samples/stdlib-request.json) into an index of the seed's mapping shape;
 #   5. runs a k-NN search for "how do I parse command line options".
@@ -75,7 +75,7 @@ $py - "$embed_url" "$work/connector.json" <<'PY'
 import json
 import sys
 
-connector = json.load(open("connectors/blueprints/openai_batch.json"))
+connector = json.load(open("connectors/batch_predict/blueprints/openai_batch.json"))
 connector["parameters"]["base_url"] = sys.argv[1]
 connector["credential"] = {"openAI_key": "local"}
 json.dump(connector, open(sys.argv[2], "w"))

@@ -16,7 +16,7 @@ from email.message import Message
 
 import orjson
 
-from connectors.http_service import JsonHttpServer, Reply
+from connectors.local.http_server import JsonHttpServer, Reply
 
 
 def action_lines(body: bytes) -> list[tuple[str, dict]]:

@@ -18,15 +18,10 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
-from connectors.bulk_retry import (
-    DEFAULT_BULK_CONCURRENCY,
-    DEFAULT_INITIAL_BACKOFF,
-    DEFAULT_MAX_BACKOFF,
-    DEFAULT_MAX_RETRY_TIME,
-    BulkFailed,
-)
-from connectors.opensearch import DEFAULT_TIMEOUT, SIGV4_SERVICES, ClusterError, OpenSearchConfig
+from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY, BulkFailed
+from connectors.opensearch.config import DEFAULT_TIMEOUT, SIGV4_SERVICES, ClusterError, OpenSearchConfig
 from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
+from connectors.retry import DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRY_TIME
 from connectors.sources import SourceAccess, SourceError
 from connectors.task_store import TaskStore, mlbatch_home
 from pipelines import task_lifecycle
@@ -420,8 +415,8 @@ def _run_task(
         print_json(record)
         return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
 
-    from connectors.bulk_retry import RetryPolicy
-    from connectors.opensearch import bulk_tuning, prepare_index
+    from connectors.opensearch.index import bulk_tuning, prepare_index
+    from connectors.retry import RetryPolicy
     from connectors.sources import expand_source, file_size
     from pipelines.outcome import decide_outcome
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from connectors.opensearch import SIGV4_SERVICES, OpenSearchConfig, describe, knn_vector_fields
+from connectors.opensearch.config import SIGV4_SERVICES, OpenSearchConfig, describe
+from connectors.opensearch.mapping import knn_vector_fields
 from connectors.task_store import mlbatch_home
 from pipelines.cli_common import EXIT_FAILED, EXIT_OK, UsageError, log, print_json
 
@@ -146,7 +147,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.vector is not None:
             vector = orjson.loads(args.vector)
         else:
-            from connectors.embedder import MiniLM
+            from connectors.local.embedder import MiniLM
 
             (vector,) = MiniLM().embed([args.text])
         body = {"size": args.k, "query": {"knn": {field: {"vector": vector, "k": args.k}}}}
@@ -168,7 +169,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def run_local_command(args: argparse.Namespace) -> int:
     if args.command == "serve-index":
-        from connectors.index_service import LocalIndexServer
+        from connectors.local.index_server import LocalIndexServer
 
         if args.max_body_mb < 1:
             raise UsageError("serve-index: --max-body-mb must be at least 1")
@@ -178,7 +179,7 @@ def run_local_command(args: argparse.Namespace) -> int:
         )
         return _serve(server, {"url": server.url, "data_dir": directory})
     if args.command == "serve-embeddings":
-        from connectors.embedding_service import EmbeddingService
+        from connectors.local.embedding_server import EmbeddingService
 
         service = EmbeddingService(api_key=embeddings_api_key(args), port=args.port)
         return _serve(service, {"url": service.url, "model": service.model_name})

@@ -27,7 +27,7 @@ from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
 from transforms.vectors import key_needle
 
 if TYPE_CHECKING:
-    from connectors.opensearch import KnnField
+    from connectors.opensearch.mapping import KnnField
 
 METADATA_FIELDS = frozenset(
     {

@@ -21,12 +21,12 @@ from typing import Any
 
 import orjson
 
-from connectors.batch_actions import resolve_remote_job
-from connectors.connector import ConnectorError
-from connectors.job_status import TERMINAL_STATES, service_status
-from connectors.launcher import Launcher, load_connector, redactor_for
+from connectors.batch_predict.batch_actions import resolve_remote_job
+from connectors.batch_predict.connector import ConnectorError
+from connectors.batch_predict.job_status import TERMINAL_STATES, service_status
+from connectors.batch_predict.launcher import Launcher, load_connector, redactor_for
+from connectors.batch_predict.remote_call import RemoteCallError
 from connectors.redact import RedactingFilter
-from connectors.remote_call import RemoteCallError
 from connectors.task_store import TaskNotFound, TaskStore
 from pipelines.cli_common import (
     EXIT_FAILED,

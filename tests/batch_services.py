@@ -24,8 +24,8 @@ from email.message import Message
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.embedding_service import parse_upload
-from connectors.http_service import JsonHttpServer, Reply
+from connectors.local.embedding_server import parse_upload
+from connectors.local.http_server import JsonHttpServer, Reply
 
 OPENAI_PROGRESS = ("validating", "in_progress", "finalizing", "completed")
 COHERE_PROGRESS = ("processing", "complete")

@@ -28,7 +28,7 @@ from collections import Counter
 from email.message import Message
 from typing import Any
 
-from connectors.index_service import LocalIndexServer, Reply, error_reply
+from connectors.local.index_server import LocalIndexServer, Reply, error_reply
 
 
 class FaultServer(LocalIndexServer):

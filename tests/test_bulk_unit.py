@@ -5,17 +5,17 @@ import random
 import orjson
 import pytest
 
-from connectors.bulk_retry import (
+from connectors.opensearch.bulk_retry import (
     BodyLimit,
     BulkFailed,
     BulkRequestError,
     Decision,
-    RetryPolicy,
     item_decision,
     item_reason,
     request_decision,
     send_with_retries,
 )
+from connectors.retry import RetryPolicy
 from transforms.bulk import BulkBuffer, encode_action
 from transforms.types import Document
 

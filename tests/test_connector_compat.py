@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.http_service import JsonHttpServer, Reply
+from connectors.local.http_server import JsonHttpServer, Reply
 
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 SECRET = "sk-compat-secret-0123456789"

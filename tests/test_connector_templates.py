@@ -5,11 +5,11 @@ import logging
 
 import pytest
 
-from connectors.batch_actions import job_action, remote_job_parameters, resolve_remote_job
-from connectors.connector import ConnectorAction, ConnectorError, parse_connector
-from connectors.job_status import PARTIAL_WARNING, map_status
-from connectors.remote_call import check_filled_headers, check_header_templates, render_action
-from connectors.templating import fill, merge_parameters, render_body, render_text
+from connectors.batch_predict.batch_actions import job_action, remote_job_parameters, resolve_remote_job
+from connectors.batch_predict.connector import ConnectorAction, ConnectorError, parse_connector
+from connectors.batch_predict.job_status import PARTIAL_WARNING, map_status
+from connectors.batch_predict.remote_call import check_filled_headers, check_header_templates, render_action
+from connectors.batch_predict.templating import fill, merge_parameters, render_body, render_text
 
 CREDENTIAL = {"openAI_key": "sk-abc"}
 

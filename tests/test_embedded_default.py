@@ -10,13 +10,13 @@ import time
 import pytest
 from opensearchpy import OpenSearch
 
-from connectors.embedding_service import EmbeddingService
-from connectors.index_service import LocalIndexServer, knn_score
+from connectors.local.embedding_server import EmbeddingService
+from connectors.local.index_server import LocalIndexServer, knn_score
 from pipelines.cli import main
 from pipelines.demo_corpus import batch_line, module_sources, passages
 from tests.data import jsonl
 
-BLUEPRINT = "connectors/blueprints/openai_batch.json"
+BLUEPRINT = "connectors/batch_predict/blueprints/openai_batch.json"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from tests.conftest import OPENAI_TEST_KEY
 from tests.data import OPENAI_REQUEST, jsonl, knn_index_body
 from tests.ingest_helpers import indexed_documents
 
-BLUEPRINTS = Path(__file__).resolve().parents[1] / "connectors" / "blueprints"
+BLUEPRINTS = Path(__file__).resolve().parents[1] / "connectors" / "batch_predict" / "blueprints"
 AWS_KEYS = {"access_key": "AKIATESTLAUNCHER", "secret_key": "launcher-secret-key-123"}
 
 
@@ -232,7 +232,7 @@ def test_bad_connector_file_is_a_usage_error(capsys, tmp_path):
 
 
 def test_every_blueprint_is_a_valid_connector():
-    from connectors.launcher import load_connector
+    from connectors.batch_predict.launcher import load_connector
 
     names = sorted(path.name for path in BLUEPRINTS.glob("*.json"))
     assert names == [

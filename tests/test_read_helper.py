@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.opensearch import KnnField
+from connectors.opensearch.mapping import KnnField
 from connectors.sources import SourceAccess, SourceError
 from pipelines.ingest_command import _use_read_helper
 from pipelines.plan import compile_plan, with_vector_checks

@@ -35,7 +35,7 @@ def test_region_is_not_a_secret():
 
 
 def test_short_url_passwords_are_masked_in_the_display_url():
-    from connectors.opensearch import OpenSearchConfig
+    from connectors.opensearch.config import OpenSearchConfig
 
     assert OpenSearchConfig(url="http://admin:pw@host:9200").display_url == "http://admin:***@host:9200"
     assert OpenSearchConfig(url="http://host:9200").display_url == "http://host:9200"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.embedding_service import EmbeddingService
+from connectors.local.embedding_server import EmbeddingService
 
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 TIMEOUT = 5.0

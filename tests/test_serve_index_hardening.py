@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.index_service import LocalIndexServer
+from connectors.local.index_server import LocalIndexServer
 
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 TIMEOUT = 5.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.launcher import SUBMIT_INTERRUPTED
+from connectors.batch_predict.launcher import SUBMIT_INTERRUPTED
 from connectors.task_store import (
     OWNER_DIED,
     TaskStore,
@@ -365,7 +365,8 @@ def test_a_failed_run_records_the_documents_it_wrote_and_the_dead_letters_it_rea
 
 
 def openai_connector(tmp_path: Path, services) -> Path:
-    connector = json.loads((REPO / "connectors" / "blueprints" / "openai_batch.json").read_text())
+    blueprint = REPO / "connectors" / "batch_predict" / "blueprints" / "openai_batch.json"
+    connector = json.loads(blueprint.read_text())
     connector["parameters"]["base_url"] = services.openai_url
     connector["credential"] = {"openAI_key": OPENAI_TEST_KEY}
     path = tmp_path / "connector.json"

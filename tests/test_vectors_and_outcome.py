@@ -5,7 +5,7 @@ import re
 import orjson
 import pytest
 
-from connectors.opensearch import KnnField, knn_vector_fields
+from connectors.opensearch.mapping import KnnField, knn_vector_fields
 from pipelines.outcome import decide_outcome
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import parse_request

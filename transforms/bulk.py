@@ -5,7 +5,7 @@ Pure parts: `encode_action` serializes one document once (action line + source l
 `_BulkWriteFn` warns of vectors in fields the mapping does not declare `knn_vector` (the
 declared ones were checked at projection), buffers in `process`, sends full
 bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
-`connectors.bulk_retry.send_with_retries` (retries, and splits after a 413 or a whole-request
+`connectors.opensearch.bulk_retry.send_with_retries` (retries, and splits after a 413 or a whole-request
 400; the body size a 413 taught is kept for the rest of the worker's bodies), and turns every
 rejected document into a `DeadLetter` with its reason. Metrics are only touched on the
 bundle's own thread.
@@ -27,14 +27,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from connectors.bulk_retry import (
+from connectors.opensearch.bulk_client import BulkClient
+from connectors.opensearch.bulk_retry import (
     DEFAULT_BULK_CONCURRENCY,
     BodyLimit,
     BulkOutcome,
-    RetryPolicy,
     send_with_retries,
 )
-from connectors.opensearch import BulkClient, KnnField, OpenSearchConfig
+from connectors.opensearch.config import OpenSearchConfig
+from connectors.opensearch.mapping import KnnField
+from connectors.retry import RetryPolicy
 from transforms import progress
 from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
 from transforms.vectors import unmapped_vector_fields

@@ -25,8 +25,8 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from connectors.connector import Connector, ConnectorAction, ConnectorError
-from connectors.templating import fill_known, merge_parameters
+from connectors.batch_predict.connector import Connector, ConnectorAction, ConnectorError
+from connectors.batch_predict.templating import fill_known, merge_parameters
 from transforms.echo import cut, echo
 
 PROVIDERS = ("sagemaker", "openai", "bedrock", "cohere")

@@ -21,14 +21,14 @@ from typing import Any
 
 import orjson
 
-from connectors.batch_actions import job_action, remote_job_parameters
-from connectors.bulk_retry import RetryPolicy
-from connectors.connector import Connector, ConnectorError, parse_connector
-from connectors.job_status import TERMINAL_STATES, map_status, service_status
+from connectors.batch_predict.batch_actions import job_action, remote_job_parameters
+from connectors.batch_predict.connector import Connector, ConnectorError, parse_connector
+from connectors.batch_predict.job_status import TERMINAL_STATES, map_status, service_status
+from connectors.batch_predict.remote_call import RemoteCallError, call, render_action
+from connectors.batch_predict.templating import merge_parameters
 from connectors.redact import NOT_SECRET, Redactor
-from connectors.remote_call import RemoteCallError, call, render_action
+from connectors.retry import RetryPolicy
 from connectors.task_store import TaskStore
-from connectors.templating import merge_parameters
 
 TASK_TYPE = "BATCH_PREDICTION"
 MAX_POLL_FAILURES = 10

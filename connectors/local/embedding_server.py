@@ -3,7 +3,7 @@
 The subset the launcher and the openai SDK use: `POST /v1/files` (multipart upload),
 `GET /v1/files/{id}`, `GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`,
 `POST /v1/batches/{id}/cancel`. A batch over `/v1/embeddings` lines runs in a background
-thread through a real model (`connectors.embedder.MiniLM`, all-MiniLM-L6-v2, 384 dimensions)
+thread through a real model (`connectors.local.embedder.MiniLM`, all-MiniLM-L6-v2, 384 dimensions)
 and writes an output file in OpenAI's batch output format, so the same connector, launcher
 and ingestion code runs offline as against OpenAI. Requests need `Authorization: Bearer <key>`
 with the key the service was started with (never echoed in answers). Malformed uploads and
@@ -25,7 +25,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
-from connectors.http_service import JsonHttpServer, Reply
+from connectors.local.http_server import JsonHttpServer, Reply
 
 Embed = Callable[[Sequence[str]], list[list[float]]]
 BATCH_TEXTS = 64
@@ -95,7 +95,7 @@ class EmbeddingService(JsonHttpServer):
         port: int = 0,
     ) -> None:
         if embed is None:
-            from connectors.embedder import MiniLM
+            from connectors.local.embedder import MiniLM
 
             embed = MiniLM().embed
         self.api_key = api_key

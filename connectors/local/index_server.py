@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.http_service import JsonHttpServer, Reply, opensearch_error
 from connectors.index_names import index_name_problem
+from connectors.local.http_server import JsonHttpServer, Reply, opensearch_error
 
 _WORD = re.compile(r"\w+")
 BULK_ACTIONS = ("index", "create", "update", "delete")

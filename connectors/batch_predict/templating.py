@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from connectors.connector import ConnectorError
+from connectors.batch_predict.connector import ConnectorError
 from transforms.echo import cut
 
 _PLACEHOLDER = re.compile(r"(\$?)\$\{(parameters|credential)\.([^}:]+)(?::-([^}]*))?\}")

@@ -20,9 +20,9 @@ from typing import Any
 
 import requests
 
-from connectors.bulk_retry import RetryPolicy
-from connectors.connector import Connector, ConnectorAction, ConnectorError
-from connectors.templating import render_body, render_text
+from connectors.batch_predict.connector import Connector, ConnectorAction, ConnectorError
+from connectors.batch_predict.templating import render_body, render_text
+from connectors.retry import HttpStatusError, RetryPolicy, is_retryable_status
 from transforms.echo import cut, echo
 
 DEFAULT_TIMEOUT = 30.0
@@ -51,12 +51,8 @@ CREDENTIAL_HEADERS = frozenset(
 )
 
 
-class RemoteCallError(RuntimeError):
+class RemoteCallError(HttpStatusError):
     """The service could not be reached or answered with an error; `status` is None without an answer."""
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -175,13 +171,14 @@ def call(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Send `request`; with `retry`, 429 / 5xx / connection errors are retried with backoff."""
-    attempt = 0
+    attempt, started = 0, time.monotonic()
     while True:
         try:
             return _send_once(connector, request, timeout)
         except RemoteCallError as error:
-            retryable = error.status is None or error.status == 429 or error.status >= 500
-            if retry is None or not retryable or attempt >= retry.max_retries:
+            if retry is None or not is_retryable_status(error.status):
+                raise
+            if retry.exhausted(attempt, time.monotonic() - started):
                 raise
             sleep(retry.delay(attempt))
             attempt += 1

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from connectors.retry import HttpStatusError, RetryPolicy, is_retryable_status
+
 DEFAULT_BULK_CONCURRENCY = 4  # with 2, a run waited on the cluster for about a sixth of its time
-DEFAULT_MAX_RETRY_TIME = 600.0  # seconds a batch keeps being retried, as Data Prepper's sink
-DEFAULT_INITIAL_BACKOFF = 0.5
-DEFAULT_MAX_BACKOFF = 30.0
 LONE_REFUSALS_TO_FAIL = 8  # documents refused alone in a row with the same 400: the request, not them
 
 
@@ -42,22 +41,12 @@ class Decision(Enum):
     FAIL = "fail"
 
 
-class BulkRequestError(RuntimeError):
+class BulkRequestError(HttpStatusError):
     """A whole `_bulk` request failed; `status` is None for timeouts and connection errors."""
-
-    def __init__(self, status: int | None, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class BulkFailed(RuntimeError):
     """The job cannot go on: the cluster refused or kept failing a `_bulk` request."""
-
-
-def is_retryable_status(status: int | None) -> bool:
-    """429, 5xx and no HTTP answer at all (timeouts, resets) are worth another try."""
-    return status is None or status == 429 or status >= 500
 
 
 def request_decision(status: int | None) -> Decision:
@@ -74,28 +63,6 @@ def item_decision(status: int) -> Decision:
     if is_retryable_status(status):
         return Decision.RETRY
     return Decision.DEAD_LETTER
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to keep trying and how long to wait: delays are uniform in
-    [0, min(max_backoff, initial_backoff * 2**attempt)]; a batch is given up once it has been
-    retried for `max_retry_time` seconds or `max_retries` times (each None: no limit)."""
-
-    max_retries: int | None = None
-    initial_backoff: float = DEFAULT_INITIAL_BACKOFF
-    max_backoff: float = DEFAULT_MAX_BACKOFF
-    max_retry_time: float | None = DEFAULT_MAX_RETRY_TIME
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.max_backoff, self.initial_backoff * (2 ** min(attempt, 62)))
-        return (rng or random).uniform(0, ceiling)
-
-    def exhausted(self, attempt: int, elapsed: float) -> bool:
-        """True once `attempt` retries or `elapsed` seconds of retrying are all the policy allows."""
-        return (self.max_retries is not None and attempt >= self.max_retries) or (
-            self.max_retry_time is not None and elapsed >= self.max_retry_time
-        )
 
 
 class BodyLimit:

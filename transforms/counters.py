@@ -1,0 +1,119 @@
+"""Every counter a run keeps, by name, in one place (the **report** step reads them back).
+
+Beam counters live in the `mlbatch` namespace. Plain names count over the whole job;
+per-source and per-stage counters are a prefix plus the source or stage
+(`read.source[0]`, `accounted.source[1]`, `dlq.bulk`, `unmatched.title`).
+`job_counters` reads a finished pipeline's counters back into a `{name: value}` dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMESPACE = "mlbatch"
+
+READ = "read"
+PROJECTED = "projected"
+INVALID_VECTORS = "invalid_vectors"
+KEYS = "keys"
+INCOMPLETE = "incomplete"
+DUPLICATES = "duplicates"
+JOIN_DROPPED = "join_dropped"
+MERGED_RECORDS = "merged_records"
+BUCKET_GROUPS = "bucket_groups"
+DISTINCT_BUCKETS = "distinct_buckets"
+INDEXED = "indexed"
+CREATED = "created"
+UPDATED = "updated"
+SKIPPED_EXISTING = "skipped_existing"
+BULK_REJECTED = "bulk_rejected"
+BULK_REQUESTS = "bulk_requests"
+BULK_RETRIES = "bulk_retries"
+BULK_SPLITS = "bulk_splits"
+DLQ = "dlq"
+REJECTED_RECORDS = "rejected_records"
+
+READ_BY_SOURCE = "read."
+ACCOUNTED_BY_SOURCE = "accounted."
+DLQ_BY_STAGE = "dlq."
+UNMATCHED_BY_FIELD = "unmatched."
+
+# The counts a task record shows, in order, and the per-source / per-stage groups beside them.
+SUMMARY = (
+    READ,
+    PROJECTED,
+    KEYS,
+    INCOMPLETE,
+    DUPLICATES,
+    JOIN_DROPPED,
+    MERGED_RECORDS,
+    BUCKET_GROUPS,
+    DISTINCT_BUCKETS,
+    INDEXED,
+    CREATED,
+    UPDATED,
+    SKIPPED_EXISTING,
+    INVALID_VECTORS,
+    BULK_REQUESTS,
+    BULK_RETRIES,
+    BULK_SPLITS,
+    DLQ,
+    REJECTED_RECORDS,
+)
+SUMMARY_GROUPS = (
+    (READ_BY_SOURCE, "read_by_source"),
+    (ACCOUNTED_BY_SOURCE, "accounted_by_source"),
+    (DLQ_BY_STAGE, "rejected_by_stage"),
+    (UNMATCHED_BY_FIELD, "unmatched_paths"),
+)
+
+
+def source_name(source: int) -> str:
+    return f"source[{source}]"
+
+
+def read_by_source(source: int) -> str:
+    """Records read from `source[N]`."""
+    return READ_BY_SOURCE + source_name(source)
+
+
+def accounted_by_source(source: int) -> str:
+    """Records of `source[N]` with a final fate: written, skipped, dropped by the join, or in the DLQ."""
+    return ACCOUNTED_BY_SOURCE + source_name(source)
+
+
+def dlq_by_stage(stage: str) -> str:
+    return DLQ_BY_STAGE + stage
+
+
+def unmatched_by_field(field: str) -> str:
+    return UNMATCHED_BY_FIELD + field
+
+
+def counter(name: str) -> Any:
+    """The Beam counter `name` in mlbatch's namespace (Beam loads only when a step asks)."""
+    from apache_beam.metrics import Metrics
+
+    return Metrics.counter(NAMESPACE, name)
+
+
+def summarize(counters: dict[str, int]) -> dict[str, Any]:
+    """The `counts` of a task record from a run's counters (0 for counters never touched)."""
+    counts: dict[str, Any] = {name: counters.get(name, 0) for name in SUMMARY}
+    for prefix, key in SUMMARY_GROUPS:
+        counts[key] = {
+            name[len(prefix) :]: value for name, value in sorted(counters.items()) if name.startswith(prefix)
+        }
+    return counts
+
+
+def job_counters(result: Any) -> dict[str, int]:
+    """`{name: value}` of a finished Beam pipeline result's mlbatch counters (committed values
+    where the runner has them, else attempted)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters: dict[str, int] = {}
+    for found in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = found.committed if found.committed is not None else found.attempted
+        counters[found.key.metric.name] = counters.get(found.key.metric.name, 0) + (value or 0)
+    return counters
