@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
+import uuid
 from collections import Counter
 from email.message import Message
 from typing import Any
 
-from connectors.local.index_server import LocalIndexServer, Reply, error_reply
+from connectors.local.http_server import Reply
+from connectors.local.http_server import opensearch_error as error_reply
+from connectors.local.index_requests import BulkAction, bulk_actions, path_parts
+from connectors.local.index_server import LocalIndexServer
+
+REJECTED = {
+    "status": 429,
+    "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution (injected)"},
+}
 
 
 class FaultServer(LocalIndexServer):
@@ -60,6 +70,7 @@ class FaultServer(LocalIndexServer):
         self.applied: Counter[str] = Counter()
         self.bulk_calls = 0
         self.items_seen = 0
+        self.items_lock = threading.Lock()
         self.authorizations: list[str] = []
         self.content_encodings: list[str | None] = []
         self.settings_history: list[dict[str, Any]] = []
@@ -70,18 +81,6 @@ class FaultServer(LocalIndexServer):
 
     def docs(self, index: str) -> dict[str, dict[str, Any]]:
         return self.store.indices[index]["docs"]
-
-    def item_fault(self, position: int, doc_id: str) -> dict[str, Any] | None:
-        self.items_seen += 1
-        if self.item_429_every and self.items_seen % self.item_429_every == 0:
-            return {
-                "status": 429,
-                "error": {
-                    "type": "es_rejected_execution_exception",
-                    "reason": "rejected execution (injected)",
-                },
-            }
-        return None
 
     def handle(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
         self.authorizations.append(headers.get("Authorization", ""))
@@ -113,7 +112,10 @@ class FaultServer(LocalIndexServer):
             self.settings_history.append(dict(json.loads(body)["index"]))
         if path.endswith("/_settings") and method == "GET" and self.settings_answer is not None:
             return 200, self.settings_answer
-        status, payload = super().handle(method, path, headers, body)
+        if path.endswith("/_bulk") and self.item_429_every:
+            status, payload = self._bulk_rejecting_items(method, path, headers, body)
+        else:
+            status, payload = super().handle(method, path, headers, body)
         if path.endswith("/_bulk") and status == 200:
             for item in payload["items"]:
                 result = next(iter(item.values()))
@@ -122,6 +124,43 @@ class FaultServer(LocalIndexServer):
             if self.lost_answer_every and self.bulk_calls % self.lost_answer_every == 0:
                 return error_reply(502, "injected_fault", "applied, then the answer was lost")
         return status, payload
+
+    def _bulk_rejecting_items(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        """A `_bulk` request with every `item_429_every`th item (counted over all requests) answered
+        429 and not applied: the others go to the real server, the 429s are put back in order."""
+        try:
+            name = path_parts(path)[0]
+            actions = bulk_actions(body)
+        except (ValueError, IndexError):
+            return super().handle(method, path, headers, body)
+        if name not in self.store.indices or not actions:
+            return super().handle(method, path, headers, body)
+        rejected: dict[int, dict[str, Any]] = {}
+        with self.items_lock:
+            for position, (action, meta, _) in enumerate(actions):
+                self.items_seen += 1
+                if self.items_seen % self.item_429_every == 0:
+                    doc_id = str(meta.get("_id") or uuid.uuid4().hex[:20])
+                    rejected[position] = {action: {"_index": name, "_id": doc_id, **REJECTED}}
+        kept = [action for position, action in enumerate(actions) if position not in rejected]
+        if not kept:
+            return 200, {"took": 1, "errors": True, "items": list(rejected.values())}
+        status, payload = super().handle(method, path, headers, _bulk_body(kept))
+        if status != 200:
+            return status, payload
+        applied = iter(payload["items"])
+        items = [rejected.get(position) or next(applied) for position in range(len(actions))]
+        return 200, {**payload, "errors": payload["errors"] or bool(rejected), "items": items}
+
+
+def _bulk_body(actions: list[BulkAction]) -> bytes:
+    """An NDJSON `_bulk` body holding `actions` (what `bulk_actions` reads back)."""
+    lines = []
+    for action, meta, document in actions:
+        lines.append(json.dumps({action: meta}))
+        if action != "delete":
+            lines.append(json.dumps(document))
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _long_id_problem(body: bytes) -> str | None:

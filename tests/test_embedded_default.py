@@ -11,9 +11,10 @@ import pytest
 from opensearchpy import OpenSearch
 
 from connectors.local.embedding_server import EmbeddingService
-from connectors.local.index_server import LocalIndexServer, knn_score
+from connectors.local.index_query import knn_score
+from connectors.local.index_server import LocalIndexServer
 from pipelines.cli import main
-from pipelines.demo_corpus import batch_line, module_sources, passages
+from scripts.demo_corpus import batch_line, module_sources, passages
 from tests.data import jsonl
 
 BLUEPRINT = "connectors/batch_predict/blueprints/openai_batch.json"
