@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from connectors.opensearch.config import SIGV4_SERVICES, OpenSearchConfig, describe
+from connectors.opensearch.config import SIGV4_SERVICES, cluster_config, describe
 from connectors.opensearch.mapping import knn_vector_fields
 from connectors.task_store import mlbatch_home
 from pipelines.cli_common import EXIT_FAILED, EXIT_OK, UsageError, log, print_json
@@ -96,18 +96,6 @@ def _serve(server: Any, announce: dict[str, Any]) -> int:
     return EXIT_OK
 
 
-def search_cluster_config(args: argparse.Namespace) -> OpenSearchConfig:
-    """The cluster `search` queries, from the same options and environment as `mlbatch ingest`."""
-    return OpenSearchConfig.from_env(
-        args.opensearch,
-        args.user,
-        aws_sigv4=args.aws_sigv4,
-        region=args.region,
-        verify_certs=not args.insecure,
-        ca_certs=args.ca_certs,
-    )
-
-
 def embeddings_api_key(args: argparse.Namespace) -> str:
     """The key `serve-embeddings` requires: `--api-key-file`, else `--api-key`, else the environment."""
     if args.api_key_file:
@@ -136,7 +124,7 @@ def _search(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.vector is None):
         raise UsageError("search: give a query text or --vector, not both")
     try:
-        client = search_cluster_config(args).client()
+        client = cluster_config(args).client()
         mapping = client.indices.get_mapping(index=args.index)
         fields = knn_vector_fields(next(iter(mapping.values()))["mappings"].get("properties", {}))
         field = args.field or next(iter(fields), None)

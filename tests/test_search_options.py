@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from connectors.opensearch.config import cluster_config
 from pipelines.cli import build_parser, main
-from pipelines.local_commands import search_cluster_config
 from tests.fault_server import FaultServer
 
 
@@ -62,5 +62,5 @@ def test_search_takes_the_tls_options():
             "/ca.pem",
         ]
     )
-    config = search_cluster_config(args)
+    config = cluster_config(args)
     assert (config.url, config.verify_certs, config.ca_certs) == ("https://h:9200", False, "/ca.pem")

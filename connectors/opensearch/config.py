@@ -2,12 +2,14 @@
 
 `OpenSearchConfig` is what users set (URL, basic auth or SigV4 for Amazon OpenSearch
 Service / Serverless, TLS, gzip bodies, a request timeout) and builds opensearch-py clients;
-`describe` turns an opensearch-py error into one line; `ClusterError` is the one error a
-run reports when the cluster cannot be used.
+`cluster_config` builds one from the cluster options every command takes; `describe` turns
+an opensearch-py error into one line; `ClusterError` is the one error a run reports when
+the cluster cannot be used.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +96,20 @@ class OpenSearchConfig:
         elif self.user:
             options["http_auth"] = (self.user, self.password or "")
         return OpenSearch(**options)
+
+
+def cluster_config(args: argparse.Namespace, **options: Any) -> OpenSearchConfig:
+    """The cluster the command-line options name (`--opensearch`, `--user`, `--aws-sigv4`, `--region`,
+    `--insecure`, `--ca-certs`) with the environment's defaults; `options` sets the other fields."""
+    return OpenSearchConfig.from_env(
+        args.opensearch,
+        args.user,
+        aws_sigv4=args.aws_sigv4,
+        region=args.region,
+        verify_certs=not args.insecure,
+        ca_certs=args.ca_certs,
+        **options,
+    )
 
 
 class OrjsonSerializer(JSONSerializer):
