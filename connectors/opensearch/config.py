@@ -9,10 +9,9 @@ the cluster cannot be used.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import orjson
@@ -98,17 +97,35 @@ class OpenSearchConfig:
         return OpenSearch(**options)
 
 
-def cluster_config(args: argparse.Namespace, **options: Any) -> OpenSearchConfig:
-    """The cluster the command-line options name (`--opensearch`, `--user`, `--aws-sigv4`, `--region`,
-    `--insecure`, `--ca-certs`) with the environment's defaults; `options` sets the other fields."""
+class ClusterOptions(Protocol):
+    """The cluster options every command takes (`--opensearch`, `--user`, `--aws-sigv4`, `--region`,
+    `--insecure`, `--ca-certs`): parsed arguments or a typed options object."""
+
+    @property
+    def opensearch(self) -> str | None: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def aws_sigv4(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def insecure(self) -> bool: ...
+    @property
+    def ca_certs(self) -> str | None: ...
+
+
+def cluster_config(cluster: ClusterOptions, **settings: Any) -> OpenSearchConfig:
+    """The cluster `cluster` names, completed from the environment; `settings` sets the other fields
+    (`compress`, `timeout`)."""
     return OpenSearchConfig.from_env(
-        args.opensearch,
-        args.user,
-        aws_sigv4=args.aws_sigv4,
-        region=args.region,
-        verify_certs=not args.insecure,
-        ca_certs=args.ca_certs,
-        **options,
+        cluster.opensearch,
+        cluster.user,
+        aws_sigv4=cluster.aws_sigv4,
+        region=cluster.region,
+        verify_certs=not cluster.insecure,
+        ca_certs=cluster.ca_certs,
+        **settings,
     )
 
 
