@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transforms import counters as counter_names
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -25,10 +27,10 @@ def unaccounted(counters: dict[str, int], source_count: int) -> dict[str, int]:
     """`{"source[N]": missing}` for every source whose records are not all accounted for."""
     missing = {}
     for source in range(source_count):
-        name = f"source[{source}]"
-        gap = counters.get(f"read.{name}", 0) - counters.get(f"accounted.{name}", 0)
+        read = counters.get(counter_names.read_by_source(source), 0)
+        gap = read - counters.get(counter_names.accounted_by_source(source), 0)
         if gap:
-            missing[name] = gap
+            missing[counter_names.source_name(source)] = gap
     return missing
 
 
@@ -42,21 +44,20 @@ def decide_outcome(
         return Outcome(
             "FAILED", f"{total} records unaccounted for ({detail}); the runner lost or duplicated records"
         )
-    if shuffled and counters.get("bucket_groups", 0) != counters.get("distinct_buckets", 0):
-        distinct, groups = counters.get("distinct_buckets", 0), counters.get("bucket_groups", 0)
+    distinct = counters.get(counter_names.DISTINCT_BUCKETS, 0)
+    groups = counters.get(counter_names.BUCKET_GROUPS, 0)
+    if shuffled and groups != distinct:
         return Outcome(
             "FAILED", f"{distinct} _id buckets were joined in {groups} groups; the runner split or lost keys"
         )
-    rejected = counters.get("rejected_records", 0)
-    if not counters.get("dlq", 0):
+    rejected, entries = counters.get(counter_names.REJECTED_RECORDS, 0), counters.get(counter_names.DLQ, 0)
+    if not entries:
         return Outcome("COMPLETED")
-    read = counters.get("read", 0)
+    read = counters.get(counter_names.READ, 0)
     ratio = rejected / read if read else 1.0
     if max_error_ratio is not None and ratio > max_error_ratio:
         return Outcome(
             "FAILED",
             f"{rejected} of {read} records rejected ({ratio:.2%}), over --max-error-ratio {max_error_ratio}",
         )
-    return Outcome(
-        "COMPLETED_WITH_ERROR", f"{rejected} record(s) rejected in {counters.get('dlq', 0)} DLQ entries"
-    )
+    return Outcome("COMPLETED_WITH_ERROR", f"{rejected} record(s) rejected in {entries} DLQ entries")

@@ -16,7 +16,7 @@ from connectors.opensearch.bulk_retry import (
     send_with_retries,
 )
 from connectors.retry import RetryPolicy
-from transforms.bulk import BulkBuffer, encode_action
+from transforms.bulk_body import BulkBuffer, encode_action
 from transforms.types import Document
 
 

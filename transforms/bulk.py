@@ -1,29 +1,26 @@
-"""Batch documents into `_bulk` bodies and write them (the **batch + write** steps).
+"""Write documents to OpenSearch with `_bulk` (the **batch + write** steps, on Beam).
 
-Pure parts: `encode_action` serializes one document once (action line + source line) and
-`BulkBuffer` cuts bodies by document count and bytes. `WriteToOpenSearch` wraps them:
-`_BulkWriteFn` warns of vectors in fields the mapping does not declare `knn_vector` (the
-declared ones were checked at projection), buffers in `process`, sends full
+`WriteToOpenSearch` wraps the pure parts: `transforms.bulk_body` (serialize each document
+once, cut bodies by documents and bytes) and `transforms.bulk_tally` (what a batch's answer
+did to its documents). `_BulkWriteFn` warns of vectors in fields the mapping does not declare
+`knn_vector` (the declared ones were checked at projection), buffers in `process`, sends full
 bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
-`connectors.opensearch.bulk_retry.send_with_retries` (retries, and splits after a 413 or a whole-request
-400; the body size a 413 taught is kept for the rest of the worker's bodies), and turns every
-rejected document into a `DeadLetter` with its reason. Metrics are only touched on the
-bundle's own thread.
+`connectors.opensearch.bulk_retry.send_with_retries` (retries, and splits after a 413 or a
+whole-request 400; the body size a 413 taught is kept for the rest of the worker's bodies),
+and adds each batch's tally to the counters; rejected documents leave as `DeadLetter`s.
+Metrics are only touched on the bundle's own thread.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import apache_beam as beam
-import orjson
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
@@ -38,67 +35,14 @@ from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.mapping import KnnField
 from connectors.retry import RetryPolicy
 from transforms import progress
-from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, accounted_counter
+from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE, BulkAction, BulkBuffer, encode_action
+from transforms.bulk_tally import document_dead_letter, tally_bulk_outcome
+from transforms.counters import CounterSet
+from transforms.types import DEAD_LETTERS, DeadLetter, Document
 from transforms.vectors import unmapped_vector_fields
 
-DEFAULT_BULK_SIZE = 500
 _MAPPING_CHECK_DOCUMENTS = 100  # fields holding vectors outside the mapping show in the first documents
-DEFAULT_BULK_BYTES = 10 * 1024 * 1024
-BulkAction = Literal["index", "create"]
 log = logging.getLogger("mlbatch")
-
-
-@functools.cache
-def _member_key(name: str) -> bytes:
-    return orjson.dumps(name) + b":"
-
-
-def encode_action(document: Document, action: BulkAction = "index") -> bytes:
-    """The two NDJSON lines of an `index` (or `create`) action, each document serialized once.
-
-    Built in one join: bytes values are JSON already (see `transforms.projection.to_wire`) and
-    are copied in once, not re-encoded; other values are encoded with orjson.
-    """
-    meta = b"{}}\n" if document.doc_id is None else b'{"_id":' + orjson.dumps(document.doc_id) + b"}}\n"
-    parts = [b'{"', action.encode(), b'":', meta, b"{"]
-    for name, value in document.fields.items():
-        parts += (_member_key(name), value if isinstance(value, bytes) else orjson.dumps(value), b",")
-    if parts[-1] == b",":
-        parts.pop()
-    parts.append(b"}\n")
-    return b"".join(parts)
-
-
-class BulkBuffer:
-    """Collects encoded actions and says when a body is full (by documents or bytes)."""
-
-    def __init__(self, max_docs: int = DEFAULT_BULK_SIZE, max_bytes: int = DEFAULT_BULK_BYTES) -> None:
-        self.max_docs = max_docs
-        self.max_bytes = max_bytes
-        self.documents: list[Document] = []
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def add(self, document: Document, encoded: bytes) -> None:
-        self.documents.append(document)
-        self._chunks.append(encoded)
-        self._size += len(encoded)
-
-    def would_overflow(self, encoded: bytes) -> bool:
-        """True when adding `encoded` would pass the byte limit of a non-empty body."""
-        return bool(self._chunks) and self._size + len(encoded) > self.max_bytes
-
-    @property
-    def full(self) -> bool:
-        return len(self._chunks) >= self.max_docs or self._size >= self.max_bytes
-
-    def take(self) -> tuple[list[bytes], list[Document]]:
-        chunks, documents = self._chunks, self.documents
-        self.documents, self._chunks, self._size = [], [], 0
-        return chunks, documents
-
-    def __len__(self) -> int:
-        return len(self._chunks)
 
 
 @dataclass(frozen=True)
@@ -116,31 +60,10 @@ class OpenSearchWriteConfig:
     source_count: int = 1
 
 
-def _document_dead_letter(document: Document, stage: str, reason: str) -> DeadLetter:
-    return DeadLetter(stage, reason, document.origins, {"_id": document.doc_id, **document.fields})
-
-
-def _already_exists(status: int, action: BulkAction) -> bool:
-    return action == "create" and status == 409
-
-
 class _BulkWriteFn(beam.DoFn):
     def __init__(self, config: OpenSearchWriteConfig) -> None:
         self._config = config
-        self._counters = {
-            name: Metrics.counter(METRICS_NAMESPACE, name)
-            for name in (
-                "indexed",
-                "created",
-                "updated",
-                "skipped_existing",
-                "bulk_rejected",
-                "bulk_requests",
-                "bulk_retries",
-                "bulk_splits",
-            )
-        }
-        self._accounted = [accounted_counter(source) for source in range(config.source_count)]
+        self._counters = CounterSet()
 
     def setup(self) -> None:
         self._client = BulkClient(self._config.cluster, self._config.index_name)
@@ -155,15 +78,6 @@ class _BulkWriteFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
         self._in_flight: deque[tuple[list[Document], Future[BulkOutcome]]] = deque()
-
-    def _account(self, documents: list[Document]) -> None:
-        per_source = [0] * len(self._accounted)
-        for document in documents:
-            for origin in document.origins:
-                per_source[origin.source] += 1
-        for source, count in enumerate(per_source):
-            if count:
-                self._accounted[source].inc(count)
 
     def _warn_unmapped_vectors(self, document: Document) -> None:
         """Vectors of the first documents in fields the mapping does not declare `knn_vector`, once each.
@@ -182,9 +96,7 @@ class _BulkWriteFn(beam.DoFn):
         try:
             encoded = encode_action(document, self._config.action)
         except TypeError as error:
-            yield TaggedOutput(
-                DEAD_LETTERS, _document_dead_letter(document, "validate", f"not JSON: {error}")
-            )
+            yield TaggedOutput(DEAD_LETTERS, document_dead_letter(document, "validate", f"not JSON: {error}"))
             return
         rejected: list[DeadLetter] = []
         self._buffer.max_bytes = self._body_limit.max_bytes
@@ -220,35 +132,12 @@ class _BulkWriteFn(beam.DoFn):
     def _collect_oldest(self) -> list[DeadLetter]:
         documents, future = self._in_flight.popleft()
         outcome = future.result()
-        self._counters["bulk_requests"].inc(outcome.requests)
-        self._counters["bulk_retries"].inc(outcome.retries)
-        self._counters["bulk_splits"].inc(outcome.splits)
+        tally = tally_bulk_outcome(documents, outcome, self._config.action, self._config.source_count)
+        self._counters.add(tally.counts())
         progress.RETRIES.add(outcome.retries)
+        progress.INDEXED.add(tally.indexed)
         self._report_body_limit()
-        rejected: list[DeadLetter] = []
-        skipped: list[Document] = []
-        for position, status, reason in outcome.failures:
-            document = documents[position]
-            if _already_exists(status, self._config.action):
-                skipped.append(document)
-                continue
-            rejected.append(_document_dead_letter(document, "bulk", reason))
-        written = [
-            document for document, item in zip(documents, outcome.results, strict=True) if item is not None
-        ]
-        updated = sum(
-            1
-            for item in outcome.results
-            if item is not None and next(iter(item.values())).get("result") == "updated"
-        )
-        self._account(written + skipped)
-        self._counters["skipped_existing"].inc(len(skipped))
-        self._counters["bulk_rejected"].inc(len(rejected))
-        self._counters["indexed"].inc(len(written))
-        self._counters["updated"].inc(updated)
-        self._counters["created"].inc(len(written) - updated)
-        progress.INDEXED.add(len(written))
-        return rejected
+        return tally.rejected
 
     def _report_body_limit(self) -> None:
         if self._body_limit.max_bytes < self._reported_limit:

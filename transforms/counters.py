@@ -3,11 +3,13 @@
 Beam counters live in the `mlbatch` namespace. Plain names count over the whole job;
 per-source and per-stage counters are a prefix plus the source or stage
 (`read.source[0]`, `accounted.source[1]`, `dlq.bulk`, `unmatched.title`).
+Pure tallies say their counts as `{name: count}`; a DoFn adds them with a `CounterSet`.
 `job_counters` reads a finished pipeline's counters back into a `{name: value}` dict.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 NAMESPACE = "mlbatch"
@@ -95,6 +97,24 @@ def counter(name: str) -> Any:
     from apache_beam.metrics import Metrics
 
     return Metrics.counter(NAMESPACE, name)
+
+
+class CounterSet:
+    """Adds `{name: count}` tallies to the Beam counters, making each counter once (picklable, for DoFns).
+
+    Every count given is added, zeros too: a counter added to once shows in the job's counters.
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[str, Any] = {}
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        made = self._made
+        for name, count in counts.items():
+            found = made.get(name)
+            if found is None:
+                found = made[name] = counter(name)
+            found.inc(count)
 
 
 def summarize(counters: dict[str, int]) -> dict[str, Any]:

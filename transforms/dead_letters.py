@@ -26,12 +26,11 @@ from typing import IO, Any
 import apache_beam as beam
 import orjson
 import smart_open
-from apache_beam.metrics import Metrics
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
-from transforms import progress
-from transforms.types import METRICS_NAMESPACE, DeadLetter, accounted_counter
+from transforms import counters, progress
+from transforms.types import DeadLetter
 
 log = logging.getLogger("mlbatch")
 _open_files: set[IO[bytes]] = set()
@@ -50,6 +49,20 @@ def close_open_files() -> None:
             log.warning("could not close a dead-letter file: %s", error)
 
 
+def dead_letter_counts(dead: DeadLetter) -> dict[str, int]:
+    """What one written entry adds, by counter name: an entry of its stage, its records, each
+    of them accounted for."""
+    counts = {
+        counters.dlq_by_stage(dead.stage): 1,
+        counters.DLQ: 1,
+        counters.REJECTED_RECORDS: len(dead.origins),
+    }
+    for origin in dead.origins:
+        name = counters.accounted_by_source(origin.source)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def _raw_json(value: Any) -> Any:
     """Field values that travel as JSON bytes go in as JSON; anything else odd as its text."""
     return orjson.Fragment(value) if isinstance(value, bytes) else str(value)
@@ -61,6 +74,7 @@ class _WriteDeadLettersFn(beam.DoFn):
         self._task_id = task_id
         self._redactor = redactor
         self._access = access
+        self._counters = counters.CounterSet()
 
     def start_bundle(self) -> None:
         self._stream = None
@@ -76,11 +90,7 @@ class _WriteDeadLettersFn(beam.DoFn):
                 _open_files.add(self._stream)
         entry = self._redactor.value(dead.to_json(self._task_id))
         self._stream.write(orjson.dumps(entry, default=_raw_json) + b"\n")
-        Metrics.counter(METRICS_NAMESPACE, f"dlq.{dead.stage}").inc()
-        Metrics.counter(METRICS_NAMESPACE, "dlq").inc()
-        Metrics.counter(METRICS_NAMESPACE, "rejected_records").inc(len(dead.origins))
-        for origin in dead.origins:
-            accounted_counter(origin.source).inc()
+        self._counters.add(dead_letter_counts(dead))
         progress.DEAD_LETTERS.add()
         progress.REJECTED_RECORDS.add(len(dead.origins))
 

@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 
+from transforms import counters
+
 log = logging.getLogger("mlbatch")
 
 
@@ -91,9 +93,9 @@ def restart_all() -> None:
 def snapshot() -> dict[str, int]:
     """The counts so far, named as the task record's counts."""
     return {
-        "read": READ.count,
-        "indexed": INDEXED.count,
-        "bulk_retries": RETRIES.count,
-        "dlq": DEAD_LETTERS.count,
-        "rejected_records": REJECTED_RECORDS.count,
+        counters.READ: READ.count,
+        counters.INDEXED: INDEXED.count,
+        counters.BULK_RETRIES: RETRIES.count,
+        counters.DLQ: DEAD_LETTERS.count,
+        counters.REJECTED_RECORDS: REJECTED_RECORDS.count,
     }

@@ -120,7 +120,7 @@ def to_wire(value: Any, name: str) -> Any:
 
     Vectors are most of the data; as one bytes object each they cross the shuffle about 7x
     faster than as lists of floats, and are copied into the bulk body as they are
-    (`transforms.bulk.encode_action`). Parquet decimals become floats; binary values are not JSON.
+    (`transforms.bulk_body.encode_action`). Parquet decimals become floats; binary values are not JSON.
     """
     if isinstance(value, list | dict):
         try:

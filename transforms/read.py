@@ -3,7 +3,7 @@
 `ReadSource` takes the source's concrete file URIs (expanded at plan time), spreads them
 over workers, and for every record parses it, evaluates only that source's paths and drops
 the raw record (`SourceReader`, shared with the broadcast join's streamed source). Output,
-by `ReadOutput`:
+by `ReadOutput`, each shaped by its own DoFn:
 - `documents`: finished `Document`s, when the request has a single source (no shuffle);
 - `buckets`: batches of records keyed by a hash bucket of their `_id` for the shuffle join
   (`transforms.buckets`: a few large elements through the shuffle instead of one per
@@ -22,15 +22,15 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.sources import SourceAccess
 from transforms import progress
 from transforms.buckets import BUCKETS, FLUSH_RECORDS, BucketBuffer
+from transforms.counters import CounterSet
 from transforms.read_helper import HelperRead
-from transforms.record_stream import ProjectedRecord, Tally, projected_records
-from transforms.types import DEAD_LETTERS, METRICS_NAMESPACE, DeadLetter, Document, Locator, SourcePlan
+from transforms.record_stream import Tally, projected_records
+from transforms.types import DEAD_LETTERS, DeadLetter, Document, Locator, ProjectedRecord, SourcePlan
 
 ReadOutput = Literal["documents", "buckets", "batches"]
 _COUNT_EVERY = 1000
@@ -47,10 +47,7 @@ class SourceReader:
         self.source = source
         self._access = access
         self._helper = helper
-        self._read = Metrics.counter(METRICS_NAMESPACE, "read")
-        self._read_by_source = Metrics.counter(METRICS_NAMESPACE, f"read.source[{source.index}]")
-        self._projected = Metrics.counter(METRICS_NAMESPACE, "projected")
-        self._invalid_vectors = Metrics.counter(METRICS_NAMESPACE, "invalid_vectors")
+        self._counters = CounterSet()
 
     def records(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
         """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others.
@@ -78,41 +75,42 @@ class SourceReader:
 
     def _count(self, tally: Tally) -> None:
         """Counters in batches: a Beam counter update per record costs more than the record's parse."""
-        self._read.inc(tally.read)
-        self._read_by_source.inc(tally.read)
-        self._projected.inc(tally.projected)
-        self._invalid_vectors.inc(tally.invalid_vectors)
-        for name, count in tally.unmatched.items():
-            Metrics.counter(METRICS_NAMESPACE, f"unmatched.{name}").inc(count)
+        self._counters.add(tally.counts(self.source.index))
         progress.READ.add(tally.read)
 
 
-class _ReadAndProjectFn(beam.DoFn):
-    def __init__(self, source: SourcePlan, access: SourceAccess, output: ReadOutput, helper: bool) -> None:
+class _ReadFn(beam.DoFn):
+    """Reads the file a URI names with the source's `SourceReader`; each subclass shapes one output."""
+
+    def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool) -> None:
         self._reader = SourceReader(source, access, helper)
-        self._output = output
+
+
+class _ReadDocumentsFn(_ReadFn):
+    """Finished `Document`s: a single source has nothing to join."""
 
     def process(self, uri: str) -> Iterator[Any]:
         index = self._reader.source.index
-        buckets = BucketBuffer()
-        batch: list[ProjectedRecord] = []
         for record in self._reader.records(uri):
             if isinstance(record, DeadLetter):
                 yield TaggedOutput(DEAD_LETTERS, record)
-            elif self._output == "documents":
-                doc_id, line, fields = record
-                yield Document(doc_id, fields, (Locator(index, uri, line),))
-            elif self._output == "batches":
-                batch.append(record)
-                if len(batch) >= FLUSH_RECORDS:
-                    yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
-                    batch = []
-            else:
-                buckets.add(*record)
-                if buckets.full:
-                    yield from self._emit_buckets(buckets.take(), uri)
-        if batch:
-            yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+                continue
+            doc_id, line, fields = record
+            yield Document(doc_id, fields, (Locator(index, uri, line),))
+
+
+class _ReadBucketsFn(_ReadFn):
+    """`(bucket, (source, uri, records))` batches for the shuffle join, and each bucket number."""
+
+    def process(self, uri: str) -> Iterator[Any]:
+        buckets = BucketBuffer()
+        for record in self._reader.records(uri):
+            if isinstance(record, DeadLetter):
+                yield TaggedOutput(DEAD_LETTERS, record)
+                continue
+            buckets.add(*record)
+            if buckets.full:
+                yield from self._emit_buckets(buckets.take(), uri)
         yield from self._emit_buckets(buckets.take(), uri)
 
     def _emit_buckets(self, batches: dict[int, list[Any]], uri: str) -> Iterator[Any]:
@@ -121,8 +119,33 @@ class _ReadAndProjectFn(beam.DoFn):
             yield TaggedOutput(BUCKETS, bucket)
 
 
+class _ReadBatchesFn(_ReadFn):
+    """`(source, uri, pickled records)` batches: the side input of the broadcast join."""
+
+    def process(self, uri: str) -> Iterator[Any]:
+        index = self._reader.source.index
+        batch: list[ProjectedRecord] = []
+        for record in self._reader.records(uri):
+            if isinstance(record, DeadLetter):
+                yield TaggedOutput(DEAD_LETTERS, record)
+                continue
+            batch.append(record)
+            if len(batch) >= FLUSH_RECORDS:
+                yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+                batch = []
+        if batch:
+            yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+
+
+_READ_FNS: dict[ReadOutput, type[_ReadFn]] = {
+    "documents": _ReadDocumentsFn,
+    "buckets": _ReadBucketsFn,
+    "batches": _ReadBatchesFn,
+}
+
+
 class ReadSource(beam.PTransform):
-    """File URIs of one source -> projected records (as `output` says) + dead letters."""
+    """File URIs of one source -> projected records (shaped as `output` says) + dead letters."""
 
     def __init__(
         self,
@@ -133,16 +156,13 @@ class ReadSource(beam.PTransform):
         helper: bool = False,
     ) -> None:
         super().__init__()
-        self._source = source
         self._files = files
-        self._access = access
-        self._output = output
-        self._helper = helper
+        self._read_fn = _READ_FNS[output](source, access, helper)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         files = begin | "Files" >> beam.Create(self._files)
         if len(self._files) > 1:
             files = files | "SpreadFiles" >> beam.Reshuffle()
-        return files | "ReadAndProject" >> beam.ParDo(
-            _ReadAndProjectFn(self._source, self._access, self._output, self._helper)
-        ).with_outputs(DEAD_LETTERS, BUCKETS, main="records")
+        return files | "ReadAndProject" >> beam.ParDo(self._read_fn).with_outputs(
+            DEAD_LETTERS, BUCKETS, main="records"
+        )

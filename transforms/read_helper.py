@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from connectors.sources import SourceAccess, SourceError
-from transforms.record_stream import ProjectedRecord, Tally, projected_records
-from transforms.types import DeadLetter, SourcePlan
+from transforms.record_stream import Tally, projected_records
+from transforms.types import DeadLetter, ProjectedRecord, SourcePlan
 
 FRAME_RECORDS = 1000
 READ_AHEAD_BYTES = 256 * 1024 * 1024

@@ -3,7 +3,7 @@
 `projected_records` is the loop both readers run: `transforms.read.SourceReader` in the
 pipeline's process and `transforms.read_helper` in a helper process. It yields
 `(doc_id, line, fields)` for every usable record and a `DeadLetter` for the others, and
-keeps the counts in a `Tally` the caller hands to the Beam counters.
+keeps the counts in a `Tally` the caller hands to the Beam counters (`Tally.counts`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from connectors.sources import SourceAccess, read_records
+from transforms import counters
 from transforms.document_ids import canonical_uri, derived_document_id
 from transforms.projection import RecordError, VectorError, parse_record, project
-from transforms.types import DeadLetter, Locator, SourcePlan, dead_letter
-
-ProjectedRecord = tuple[Any, int, dict[str, Any]]
+from transforms.types import DeadLetter, Locator, ProjectedRecord, SourcePlan, dead_letter
 
 
 @dataclass
@@ -35,6 +33,18 @@ class Tally:
         taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched)
         self.read, self.projected, self.invalid_vectors, self.unmatched = 0, 0, 0, Counter()
         return taken
+
+    def counts(self, source: int) -> dict[str, int]:
+        """The tally of records read from `source[N]`, by counter name."""
+        counts = {
+            counters.READ: self.read,
+            counters.read_by_source(source): self.read,
+            counters.PROJECTED: self.projected,
+            counters.INVALID_VECTORS: self.invalid_vectors,
+        }
+        for name, count in self.unmatched.items():
+            counts[counters.unmatched_by_field(name)] = count
+        return counts
 
 
 def projected_records(

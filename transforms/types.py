@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 from transforms.jsonpath import CompiledPath
 
 JoinPolicy = Literal["outer", "inner"]
-METRICS_NAMESPACE = "mlbatch"
+METRICS_NAMESPACE = "mlbatch"  # until pipelines.ingest_graph reads counters with counters.job_counters
 DEAD_LETTERS = "dead_letters"
 RAW_LIMIT_BYTES = 1024 * 1024
 
@@ -64,6 +64,9 @@ class Locator(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.uri}:{self.line}"
+
+
+ProjectedRecord = tuple[Any, int, dict[str, Any]]  # (doc_id, line, fields) as the read step yields it
 
 
 class Projected(NamedTuple):
@@ -118,10 +121,3 @@ def dead_letter(stage: str, reason: str, locator: Locator, payload: bytes | dict
         return DeadLetter(stage, reason, (locator,), row)
     text = payload[:RAW_LIMIT_BYTES].decode("utf-8", errors="replace")
     return DeadLetter(stage, reason, (locator,), text, len(payload) > RAW_LIMIT_BYTES)
-
-
-def accounted_counter(source: int) -> Any:
-    """Records of `source[N]` with a final fate: written, skipped, dropped by the join, or in the DLQ."""
-    from apache_beam.metrics import Metrics
-
-    return Metrics.counter(METRICS_NAMESPACE, f"accounted.source[{source}]")
