@@ -59,7 +59,7 @@ echo "k-NN index server:        $index_url" >&2
 echo "batch embedding service:  $embed_url" >&2
 
 step "building the batch input from the standard library's docstrings"
-$py -m pipelines.demo_corpus --out "$work/input.jsonl" ${MLBATCH_DEMO_MODULES:+--modules "$MLBATCH_DEMO_MODULES"} >&2
+$py scripts/demo_corpus.py --out "$work/input.jsonl" ${MLBATCH_DEMO_MODULES:+--modules "$MLBATCH_DEMO_MODULES"} >&2
 
 step "uploading it and submitting the batch embedding job"
 input_file_id=$($py - "$embed_url" "$work/input.jsonl" <<'PY'

@@ -30,7 +30,8 @@ from pipelines.cli_common import (
     print_json,
     read_request_body,
 )
-from pipelines.ingest_command import add_ingest_options, check_ingest_options, run_ingest
+from pipelines.ingest_command import add_ingest_command, ingest, parse_ingest_options
+from pipelines.ingest_options import IngestOptions
 from pipelines.local_commands import add_local_commands, run_local_command
 from pipelines.predict_command import add_predict_commands, run_predict
 
@@ -53,13 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ingest = commands.add_parser(
-        "ingest",
-        help="run an ML Commons _batch_ingestion request as a Beam pipeline",
-        description="Unknown options are passed to Apache Beam (e.g. --runner, --direct_running_mode).",
-    )
-    ingest.add_argument("request", help="the _batch_ingestion request body (JSON file)")
-    add_ingest_options(ingest)
+    add_ingest_command(commands)
     add_predict_commands(commands)
     add_local_commands(commands)
 
@@ -79,24 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     runs_ingest = args.command == "ingest" or getattr(args, "then_ingest", None)
     if extra and not runs_ingest:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if runs_ingest:
-        check_ingest_options(parser, args, extra)
+    ingest_options = parse_ingest_options(parser, args, extra) if runs_ingest else None
     if args.command in ("serve-index", "serve-embeddings"):  # they stop on Ctrl-C or SIGTERM by design
-        return _run(args, extra)
+        return _run(args, ingest_options)
     try:
         with task_lifecycle.interrupts_raise():
-            return _run(args, extra)
+            return _run(args, ingest_options)
     except KeyboardInterrupt:
         log.error("interrupted")
         return EXIT_INTERRUPTED
 
 
-def _run(args: argparse.Namespace, extra: list[str]) -> int:
+def _run(args: argparse.Namespace, ingest_options: IngestOptions | None) -> int:
+    """Run the command; `ingest_options` are those of `ingest` and `predict wait --then-ingest`."""
     try:
         if args.command == "ingest":
-            return run_ingest(args, extra, read_request_body(args.request, "request"))
+            return ingest(ingest_options, read_request_body(args.request, "request"), debug=args.debug)
         if args.command == "predict":
-            return run_predict(args, extra)
+            return run_predict(args, ingest_options)
         if args.command == "task":
             return _task(args)
         return run_local_command(args)

@@ -39,7 +39,8 @@ from pipelines.cli_common import (
     read_json,
     read_request_body,
 )
-from pipelines.ingest_command import add_ingest_options, run_ingest
+from pipelines.ingest_command import ingest
+from pipelines.ingest_options import IngestOptions, add_ingest_options
 
 FINAL_STATES = TERMINAL_STATES | {"UNREACHABLE"}
 
@@ -132,7 +133,7 @@ def _ingest_request(path: str) -> dict[str, Any]:
 
 
 def _then_ingest(
-    args: argparse.Namespace, beam_args: list[str], body: dict[str, Any], record: dict[str, Any]
+    args: argparse.Namespace, options: IngestOptions, body: dict[str, Any], record: dict[str, Any]
 ) -> int:
     remote_job = record.get("remote_job") or {}
     try:
@@ -143,7 +144,7 @@ def _then_ingest(
     except ConnectorError as error:
         raise UsageError(f"--then-ingest {args.then_ingest}: {error}") from None
     log.info("job completed; ingesting %s", body["data_source"]["source"])
-    return run_ingest(args, beam_args, body, {"batch_prediction_task_id": record["task_id"]})
+    return ingest(options, body, {"batch_prediction_task_id": record["task_id"]}, debug=args.debug)
 
 
 def _install_redaction(launcher: Launcher, args: argparse.Namespace) -> None:
@@ -158,7 +159,8 @@ def _install_redaction(launcher: Launcher, args: argparse.Namespace) -> None:
                 handler.addFilter(RedactingFilter(redactor_for(load_connector(path))))
 
 
-def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+def run_predict(args: argparse.Namespace, ingest_options: IngestOptions | None) -> int:
+    """Run a `predict` command; `ingest_options` are those of `wait --then-ingest`."""
     launcher = Launcher(TaskStore(), partial_is_failure=getattr(args, "partial_is_failure", False))
     _install_redaction(launcher, args)
     try:
@@ -199,7 +201,7 @@ def run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
             log.error("task %s ended %s", args.task_id, record["state"])
             return EXIT_FAILED
         if ingest_body is not None:
-            return _then_ingest(args, beam_args, ingest_body, record)
+            return _then_ingest(args, ingest_options, ingest_body, record)
         print_json(record)
         return EXIT_OK
     except (ConnectorError, TaskNotFound) as error:

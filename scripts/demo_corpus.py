@@ -5,7 +5,7 @@ becomes one passage (its qualified name and the docstring's first paragraph), wr
 OpenAI Batch API input line for `/v1/embeddings` with the qualified name as `custom_id`.
 Sources are parsed with `ast`, never imported, so nothing runs and nothing is downloaded.
 
-    python -m pipelines.demo_corpus --out input.jsonl [--limit N] [--modules argparse,json]
+    python scripts/demo_corpus.py --out input.jsonl [--limit N] [--modules argparse,json]
 """
 
 from __future__ import annotations

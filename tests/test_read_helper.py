@@ -6,9 +6,9 @@ import pytest
 
 from connectors.opensearch.mapping import KnnField
 from connectors.sources import SourceAccess, SourceError
-from pipelines.ingest_command import _use_read_helper
 from pipelines.plan import compile_plan, with_vector_checks
 from pipelines.request import parse_request
+from pipelines.runner_choice import runner_choice, use_read_helper
 from tests.data import jsonl, sagemaker_lines
 from transforms.read_helper import HelperRead
 from transforms.record_stream import Tally, projected_records
@@ -65,10 +65,12 @@ def test_an_early_helper_is_handed_over_once_and_unclaimed_ones_are_stopped(tmp_
 
 
 def test_the_helper_is_on_for_the_direct_runner_only_unless_asked():
-    assert _use_read_helper("on", ["--runner=DataflowRunner"])
-    assert not _use_read_helper("off", [])
-    assert not _use_read_helper("auto", ["--runner", "DataflowRunner"])
-    assert _use_read_helper("auto", ["--runner=DirectRunner"]) == _use_read_helper("auto", [])
+    assert use_read_helper("on", runner_choice(["--runner=DataflowRunner"]))
+    assert not use_read_helper("off", runner_choice([]))
+    assert not use_read_helper("auto", runner_choice(["--runner", "DataflowRunner"]))
+    assert use_read_helper("auto", runner_choice(["--runner=DirectRunner"])) == use_read_helper(
+        "auto", runner_choice([])
+    )
 
 
 def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_path, monkeypatch):

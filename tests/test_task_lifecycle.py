@@ -29,7 +29,8 @@ from connectors.task_store import (
     this_process,
 )
 from pipelines.cli import main
-from pipelines.ingest_command import _counts_so_far
+from pipelines.report import counts_so_far
+from pipelines.runner_choice import runner_choice
 from pipelines.task_lifecycle import CountsCheckpoint, caused_by_interrupt
 from tests.conftest import OPENAI_TEST_KEY
 from tests.data import jsonl
@@ -120,9 +121,10 @@ def test_counts_of_an_unfinished_run_come_from_this_process_and_say_when_they_ar
     progress.restart_all()
     progress.INDEXED.add(501)
     progress.DEAD_LETTERS.add(2)
-    counts = _counts_so_far([])
+    counts = counts_so_far(runner_choice([]).in_process)
     assert (counts["indexed"], counts["dlq"]) == (501, 2) and "partial" not in counts
-    assert _counts_so_far(["--direct_running_mode=multi_processing"])["partial"] is True
+    multi_processing = runner_choice(["--direct_running_mode=multi_processing"])
+    assert counts_so_far(multi_processing.in_process)["partial"] is True
     progress.restart_all()
 
 

@@ -1,0 +1,86 @@
+"""Check a run's sources and cluster before anything runs (the **plan** step's last part).
+
+`check_run` lists each source's files, chooses the join strategy from their sizes
+(`pipelines.join_strategy`), checks (or creates) the index, and completes the plan with the
+index's vector fields (`pipelines.plan.with_vector_checks`) and, with `--cluster-ids`, ids the
+cluster assigns. What it finds is logged; numeric fields the mapping does not declare
+`knn_vector` are warned of. It raises one of `CHECK_ERRORS` when a source or the cluster is
+not usable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.opensearch.config import ClusterError, OpenSearchConfig
+from connectors.opensearch.index import IndexInfo, prepare_index
+from connectors.opensearch.mapping import KnnField
+from connectors.sources import SourceAccess, SourceError, expand_source, file_size
+from pipelines.ingest_options import IngestOptions
+from pipelines.join_strategy import JoinStrategy, JoinStrategyError, choose_join_strategy
+from pipelines.plan import with_vector_checks
+from transforms.document_ids import with_cluster_assigned_ids
+from transforms.types import IngestPlan
+
+CHECK_ERRORS = (SourceError, ClusterError, JoinStrategyError)
+_NUMERIC_TYPES = ("float", "double", "half_float")
+log = logging.getLogger("mlbatch")
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A plan ready to run: completed for the index, its files, and how its sources are joined."""
+
+    plan: IngestPlan
+    files: tuple[tuple[str, ...], ...]
+    strategy: JoinStrategy
+    knn_fields: dict[str, KnnField]
+
+
+def check_run(
+    options: IngestOptions,
+    plan: IngestPlan,
+    access: SourceAccess,
+    cluster: OpenSearchConfig,
+    create_body: Any,
+) -> CheckedRun:
+    """List the sources' files, choose the join strategy, check the index; complete the plan."""
+    files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
+    could_broadcast = options.join_strategy != "shuffle" and any(len(names) == 1 for names in files)
+    sizes = [
+        [file_size(uri, access) if plan.needs_join and could_broadcast else 0 for uri in names]
+        for names in files
+    ]
+    strategy = choose_join_strategy(sizes, options.join_strategy, options.broadcast_max_bytes)
+    index = prepare_index(cluster, plan.index_name, create_body)
+    if index.created:
+        log.info("created index %r", plan.index_name)
+    for source, names in zip(plan.sources, files, strict=True):
+        log.info("source[%d]: %d file(s) from %s", source.index, len(names), source.uri)
+    if strategy.name != "none":
+        log.info("%s join: %s", strategy.name, strategy.reason)
+    for name, mapped_type in numeric_fields_not_knn(plan.field_order, index):
+        log.warning("field %r is mapped as %s, not knn_vector", name, mapped_type)
+
+    checked_plan = with_vector_checks(plan, index.knn_fields)
+    if options.cluster_ids and any(source.id_path is None for source in plan.sources):
+        log.warning(
+            "--cluster-ids: the cluster assigns document ids; a retried _bulk request or a re-run "
+            "writes the same records again as duplicates"
+        )
+        checked_plan = with_cluster_assigned_ids(checked_plan)
+    return CheckedRun(checked_plan, files, strategy, index.knn_fields)
+
+
+def numeric_fields_not_knn(field_names: Sequence[str], index: IndexInfo) -> list[tuple[str, str]]:
+    """(field, mapped type) of the plan's fields the index maps as plain numbers, not `knn_vector`:
+    a vector written there is stored as a list of numbers, not searchable by k-NN."""
+    found = []
+    for name in field_names:
+        mapped_type = index.properties.get(name, {}).get("type")
+        if mapped_type in _NUMERIC_TYPES and name not in index.knn_fields:
+            found.append((name, mapped_type))
+    return found

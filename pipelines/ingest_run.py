@@ -1,0 +1,208 @@
+"""Run one ingestion and record it as a BATCH_INGEST task (the **run** step, from request to record).
+
+`run_ingest(options, body)` parses the request and compiles its plan, creates the task record,
+checks the sources and the cluster (`pipelines.ingest_checks`), runs the Beam pipeline
+(`pipelines.ingest_graph`) with progress on stderr, and records how it ended
+(`pipelines.report`): the final record, also when the run fails or is interrupted (Ctrl-C or
+SIGTERM; the task is FAILED with "interrupted"). While the pipeline runs in this process its
+counts are saved into the record every few seconds, so even a killed run's record keeps them.
+Beam loads only once the checks passed and the read helpers of the largest files started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from connectors.opensearch.config import OpenSearchConfig
+from connectors.opensearch.index import bulk_tuning
+from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
+from connectors.sources import SourceAccess
+from connectors.task_store import TaskStore, mlbatch_home
+from pipelines import report, task_lifecycle
+from pipelines.cli_common import UsageError, log, read_json
+from pipelines.ingest_checks import CHECK_ERRORS, CheckedRun, check_run
+from pipelines.ingest_options import IngestOptions
+from pipelines.plan import compile_plan
+from pipelines.request import IngestRequest, RequestError, parse_request
+from pipelines.runner_choice import RunnerChoice, early_reads, runner_choice, use_read_helper
+from transforms import counters, progress
+from transforms.read_helper import HelperRead
+from transforms.types import IngestPlan
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The final task record of a run; `interrupted` when Ctrl-C or SIGTERM ended it, `error` the
+    exception that failed it (for a caller that shows tracebacks)."""
+
+    record: dict[str, Any]
+    interrupted: bool = False
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """The task record of one run, and what recording its end needs."""
+
+    store: TaskStore
+    task_id: str
+    dlq_dir: str
+    redactor: Redactor
+    runner: RunnerChoice
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        return self.store.update(self.task_id, **fields)
+
+    def finish(self, **fields: Any) -> dict[str, Any]:
+        return self.update(**self.redactor.value(fields))
+
+    def ended_early(self, error: str) -> dict[str, Any]:
+        return self.update(**report.ended_early_fields(self.runner.in_process, self.dlq_dir, error))
+
+    def checkpoint(self) -> contextlib.AbstractContextManager:
+        """Save the counts so far into the running task every few seconds (in-process runs only)."""
+        if not self.runner.in_process:
+            return contextlib.nullcontext()
+        return task_lifecycle.CountsCheckpoint(
+            lambda counts: self.update(counts=counts), lambda: report.counts_so_far(in_process=True)
+        )
+
+
+def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None) -> IngestResult:
+    """Run one ingestion job for the decoded request `body`; `extra_fields` go into its task record.
+
+    Raises UsageError for a request that does not parse or an unreadable --create-index file."""
+    try:
+        request = parse_request(body)
+        plan = compile_plan(request, join=options.join)
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    create_body = read_json(options.create_index, "--create-index") if options.create_index else None
+
+    cluster = options.cluster()
+    redactor = _redactor(request.credential, cluster)
+    for handler in log.handlers:
+        handler.addFilter(RedactingFilter(redactor))
+
+    store = TaskStore()
+    record = store.create(
+        "BATCH_INGEST",
+        index_name=request.index_name,
+        data_source={"type": request.source_type, "source": list(request.sources)},
+        credential=redact_credential(request.credential),
+        **(extra_fields or {}),
+    )
+    task_id = record["task_id"]
+    dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
+    task = _Task(store, task_id, dlq_dir, redactor, runner_choice(options.beam_args))
+    progress.restart_all()
+    try:
+        return _run_task(options, request, plan, create_body, cluster, task)
+    except KeyboardInterrupt:  # from the first check to the final record: Ctrl-C or SIGTERM
+        log.error("ingestion interrupted")
+        return IngestResult(task.ended_early(task_lifecycle.INTERRUPTED), interrupted=True)
+
+
+def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:
+    return Redactor.of(
+        [
+            *(value for key, value in credential.items() if key not in NOT_SECRET),
+            cluster.password,
+            urlparse(cluster.url).password,
+            os.environ.get("OPENAI_API_KEY"),
+            os.environ.get("OPENSEARCH_PASSWORD"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
+        ]
+    )
+
+
+def _run_task(
+    options: IngestOptions,
+    request: IngestRequest,
+    plan: IngestPlan,
+    create_body: Any,
+    cluster: OpenSearchConfig,
+    task: _Task,
+) -> IngestResult:
+    """Check the sources and the cluster, run the pipeline, record how the task ended."""
+    log.info(
+        "task %s: %d source(s) into index %r at %s",
+        task.task_id,
+        len(plan.sources),
+        plan.index_name,
+        cluster.display_url,
+    )
+    if request.connector_id:
+        log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
+    access = SourceAccess(request.source_type, request.credential)
+    try:
+        checked = check_run(options, plan, access, cluster, create_body)
+    except CHECK_ERRORS as error:
+        log.error("%s", error)
+        return IngestResult(task.finish(state="FAILED", counts=counters.summarize({}), error=str(error)))
+
+    read_helper = use_read_helper(options.read_helper, task.runner)
+    try:
+        if read_helper and task.runner.in_process:  # parse now, while Beam loads
+            for source, uri in early_reads(checked.plan, checked.files, checked.strategy):
+                HelperRead.start_early(source, access, uri)
+        job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
+    except Exception as error:  # the runner wraps worker errors; report the cause in one line
+        if task_lifecycle.is_interrupt(error):
+            raise KeyboardInterrupt from None
+        cause = task.redactor.text(report.root_cause(error))
+        log.error("ingestion failed: %s", cause)
+        return IngestResult(task.ended_early(cause), error=error)
+    finally:
+        HelperRead.discard_early()
+    fields = report.finished_fields(
+        job_counters, len(plan.sources), checked.strategy, options.max_error_ratio, task.dlq_dir
+    )
+    return IngestResult(task.finish(**fields))
+
+
+def _run_pipeline(
+    options: IngestOptions,
+    checked: CheckedRun,
+    access: SourceAccess,
+    cluster: OpenSearchConfig,
+    task: _Task,
+    read_helper: bool,
+) -> dict[str, int]:
+    """Build the job, mark the task RUNNING, run the pipeline; return its counters."""
+    from pipelines.ingest_graph import IngestJob, run_pipeline  # loads Beam: only now
+    from transforms.bulk import OpenSearchWriteConfig
+
+    plan = checked.plan
+    job = IngestJob(
+        plan=plan,
+        files_by_source=checked.files,
+        access=access,
+        write=OpenSearchWriteConfig(
+            cluster,
+            plan.index_name,
+            bulk_size=options.bulk_size,
+            bulk_bytes=options.bulk_bytes,
+            bulk_concurrency=options.bulk_concurrency,
+            retry=options.retry(),
+            action=options.action,
+            knn_fields=checked.knn_fields,
+            source_count=len(plan.sources),
+        ),
+        dlq_dir=task.dlq_dir,
+        task_id=task.task_id,
+        redactor=task.redactor,
+        join_strategy=checked.strategy,
+        read_helper=read_helper,
+    )
+    task.update(state="RUNNING")
+    with (
+        task.checkpoint(),
+        bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),
+    ):
+        return run_pipeline(job, options.beam_args)

@@ -1,0 +1,133 @@
+"""Which Beam runner runs an ingestion, and what that allows (the **run** step's set-up).
+
+Beam's options are read through Beam's own views (`StandardOptions.runner`,
+`DirectOptions.direct_running_mode`). Loading Beam takes seconds, so with no Beam option
+given the defaults (`--runner=DirectRunner --direct_running_mode=in_memory`) are known
+without it, and the read helpers of the largest files (`early_reads`) start parsing while
+Beam loads.
+
+- `runner_choice(beam_args)`: the runner and the DirectRunner's mode;
+- `use_read_helper(choice, runner)`: whether large files are parsed in helper processes;
+- `early_reads(plan, files, strategy)`: the files whose helpers start before Beam loads;
+- `beam_options(beam_args)`: the pipeline's options, the runner always named;
+- `unknown_beam_args(beam_args)`: what no Beam option accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pipelines.join_strategy import JoinStrategy, streamed_file
+from transforms.types import IngestPlan, SourcePlan
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+ReadHelperChoice = Literal["auto", "on", "off"]
+DEFAULT_RUNNER = "DirectRunner"
+DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
+EARLY_SIDE_FILES = 8  # a broadcast join's small-source files started early, at most
+_DIRECT_RUNNER_NAMES = ("directrunner", "direct")
+log = logging.getLogger("mlbatch")
+
+
+@dataclass(frozen=True)
+class RunnerChoice:
+    """The runner Beam is asked for, and the DirectRunner's running mode."""
+
+    runner: str = DEFAULT_RUNNER
+    direct_running_mode: str = DEFAULT_DIRECT_RUNNING_MODE
+
+    @property
+    def direct(self) -> bool:
+        return self.runner.lower() in _DIRECT_RUNNER_NAMES
+
+    @property
+    def in_process(self) -> bool:
+        """The DirectRunner in in_memory mode: its steps run in this process, so they see this
+        process's tallies and can take the helpers started early."""
+        return self.direct and self.direct_running_mode == "in_memory"
+
+
+def runner_choice(beam_args: Sequence[str]) -> RunnerChoice:
+    """The runner and mode `beam_args` ask for (the defaults, without loading Beam, when empty)."""
+    if not beam_args:
+        return RunnerChoice()
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(list(beam_args))
+    return RunnerChoice(
+        options.view_as(StandardOptions).runner or DEFAULT_RUNNER,
+        options.view_as(DirectOptions).direct_running_mode,
+    )
+
+
+def use_read_helper(choice: ReadHelperChoice, runner: RunnerChoice, cores: int | None = None) -> bool:
+    """`auto`: on when the DirectRunner (one thread) runs on a machine with a core to spare."""
+    if choice != "auto":
+        return choice == "on"
+    return runner.direct and (cores or os.cpu_count() or 1) > 1
+
+
+def early_reads(
+    plan: IngestPlan, files: Sequence[Sequence[str]], strategy: JoinStrategy
+) -> list[tuple[SourcePlan, str]]:
+    """The files whose read helpers start before Beam loads: the streamed file and, for a
+    broadcast join, the small sources' files (read first, to be held in memory)."""
+    streamed = streamed_file(strategy, files)
+    if streamed is None:
+        return []
+    reads = [(plan.sources[streamed[0]], streamed[1])]
+    if strategy.name == "broadcast":
+        side = [
+            (source, uri)
+            for source in plan.sources
+            if source.index != streamed[0]
+            for uri in files[source.index]
+        ]
+        if len(side) <= EARLY_SIDE_FILES:
+            reads += side
+    return reads
+
+
+def beam_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """Pipeline options with the runner always named.
+
+    With no runner named, Beam 2.77 tries to download its Prism runner binary at run time;
+    we default to the DirectRunner (in in_memory mode, Beam's default mode) instead.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or DEFAULT_RUNNER
+    if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        log.warning(
+            "direct_running_mode=multi_processing lost records and miscounted them in our runs "
+            "(see README, Runners); this run is reconciled and fails if records go missing. "
+            "Prefer in_memory locally, Dataflow or Flink at scale."
+        )
+    return options
+
+
+def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
+    """The arguments no Beam pipeline option accepts (Beam would drop them with only a log line)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    pending, seen = list(PipelineOptions.__subclasses__()), set()
+    while pending:
+        options_class = pending.pop()
+        if options_class in seen:
+            continue
+        seen.add(options_class)
+        pending.extend(options_class.__subclasses__())
+        with contextlib.suppress(argparse.ArgumentError):
+            options_class._add_argparse_args(parser)
+    return parser.parse_known_args(list(beam_args))[1]
