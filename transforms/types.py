@@ -12,7 +12,6 @@ from typing import Any, Literal, NamedTuple
 from transforms.jsonpath import CompiledPath
 
 JoinPolicy = Literal["outer", "inner"]
-METRICS_NAMESPACE = "mlbatch"  # until pipelines.ingest_graph reads counters with counters.job_counters
 DEAD_LETTERS = "dead_letters"
 RAW_LIMIT_BYTES = 1024 * 1024
 
