@@ -15,6 +15,8 @@ import pytest
 
 from connectors.local.http_server import JsonHttpServer, Reply
 
+pytestmark = pytest.mark.integration
+
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 SECRET = "sk-compat-secret-0123456789"
 

@@ -17,6 +17,8 @@ from pipelines.cli import main
 from scripts.demo_corpus import batch_line, module_sources, passages
 from tests.data import jsonl
 
+pytestmark = pytest.mark.integration
+
 BLUEPRINT = "connectors/batch_predict/blueprints/openai_batch.json"
 
 

@@ -108,6 +108,7 @@ def test_bulk_results_are_per_item_and_in_order():
     assert store.indices["docs"]["docs"] == {"a": {"v": [0, 1], "n": 3}}
 
 
+@pytest.mark.integration
 def test_the_fault_server_rejects_every_kth_item_unapplied_and_keeps_request_order():
     server = FaultServer(item_429_every=2)
     try:
@@ -127,6 +128,7 @@ def test_the_fault_server_rejects_every_kth_item_unapplied_and_keeps_request_ord
     assert server.applied == {"d0": 1, "d1": 1, "d2": 1}
 
 
+@pytest.mark.integration
 def test_the_fault_server_answers_a_request_whose_items_are_all_rejected():
     server = FaultServer(item_429_every=1)
     try:

@@ -48,6 +48,7 @@ def write_join_files(tmp_path: Path, count: int, dimension: int) -> dict:
     }
 
 
+@pytest.mark.integration
 def test_glob_gzip_and_parquet_sources(osmem_url, capsys, tmp_path):
     lines = sagemaker_lines(9, 4)
     (tmp_path / "part-0.jsonl").write_bytes(jsonl(lines[:3]))
@@ -68,6 +69,7 @@ def test_glob_gzip_and_parquet_sources(osmem_url, capsys, tmp_path):
     assert docs["8"] == {"chapter": "this is chapter 8", "embedding": lines[7]["SageMakerOutput"][0], "id": 8}
 
 
+@pytest.mark.integration
 def test_bad_records_go_to_the_dead_letter_queue_with_file_and_line(osmem_url, capsys, tmp_path):
     good = sagemaker_lines(4, 4)
     wrong_dimension = {"SageMakerOutput": [[1.0, 2.0]], "content": ["short vector"], "id": 50}
@@ -103,6 +105,7 @@ def test_bad_records_go_to_the_dead_letter_queue_with_file_and_line(osmem_url, c
     assert set(indexed_documents(osmem_url, "local-index")) == {"1", "2", "3", "4"}
 
 
+@pytest.mark.integration
 def test_unmatched_paths_are_counted_not_fatal(osmem_url, capsys, tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl([{"id": 1, "content": ["x"]}, {"id": 2}]))
     code, record = run_ingest(
@@ -117,6 +120,7 @@ def test_unmatched_paths_are_counted_not_fatal(osmem_url, capsys, tmp_path):
     assert indexed_documents(osmem_url, "local-index")["2"] == {"id": 2}
 
 
+@pytest.mark.integration
 def test_single_source_without_id_gets_auto_ids(osmem_url, capsys, tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl([{"text": "one"}, {"text": "two"}]))
     request = {
@@ -129,6 +133,7 @@ def test_single_source_without_id_gets_auto_ids(osmem_url, capsys, tmp_path):
     assert sorted(doc["text"] for doc in indexed_documents(osmem_url, "auto").values()) == ["one", "two"]
 
 
+@pytest.mark.integration
 def test_three_source_join_is_correct_in_multi_processing_mode(osmem_url, capsys, tmp_path):
     request = write_join_files(tmp_path, 40, 8)
     code, record = run_ingest(
@@ -149,6 +154,7 @@ def test_three_source_join_is_correct_in_multi_processing_mode(osmem_url, capsys
     assert docs["request-7"]["question"] == "question 7?"
 
 
+@pytest.mark.integration
 def test_duplicate_keys_keep_the_first_record_and_dead_letter_the_rest(osmem_url, capsys, tmp_path):
     request = write_join_files(tmp_path, 3, 4)
     with (tmp_path / "input.jsonl").open("ab") as extra:
@@ -161,6 +167,7 @@ def test_duplicate_keys_keep_the_first_record_and_dead_letter_the_rest(osmem_url
     assert indexed_documents(osmem_url, "joined")["request-1"]["question"] == "question 1?"
 
 
+@pytest.mark.integration
 def test_rerun_is_idempotent(osmem_url, capsys, tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(5, 4)))
     request = single(str(tmp_path / "a.jsonl"))
@@ -170,6 +177,7 @@ def test_rerun_is_idempotent(osmem_url, capsys, tmp_path):
     assert len(indexed_documents(osmem_url, "local-index")) == 5
 
 
+@pytest.mark.integration
 def test_missing_index_without_create_index_fails_fast(osmem_url, capsys, tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(1, 4)))
     code, record = run_ingest(capsys, tmp_path, single(str(tmp_path / "a.jsonl")), osmem_url)
@@ -186,6 +194,7 @@ def test_unreachable_cluster_fails_with_one_line(capsys, tmp_path):
     assert code == 1 and record["error"].startswith(f"cannot reach OpenSearch at {url}")
 
 
+@pytest.mark.integration
 def test_task_get_and_list_show_the_stored_record(osmem_url, capsys, tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(2, 4)))
     _, record = run_ingest(
@@ -203,6 +212,7 @@ def test_task_get_and_list_show_the_stored_record(osmem_url, capsys, tmp_path):
     assert main(["task", "get", "nope"]) == 2
 
 
+@pytest.mark.integration
 def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_home):
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -222,6 +232,7 @@ def test_validation_errors_are_one_line_exit_2_no_traceback(tmp_path, mlbatch_ho
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.integration
 def test_module_entry_point_runs_the_same_job(osmem_url, tmp_path, mlbatch_home):
     (tmp_path / "a.jsonl").write_bytes(jsonl(sagemaker_lines(3, 4)))
     request_path, mapping_path = write_request(
@@ -250,6 +261,7 @@ def test_module_entry_point_runs_the_same_job(osmem_url, tmp_path, mlbatch_home)
     assert "indexed 3 document(s)" in result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("debug", [False, True])
 def test_bulk_refused_mid_run_fails_the_task_with_one_line(tmp_path, mlbatch_home, debug):
     from benchmarks.null_sink import NullSink
@@ -289,6 +301,7 @@ def test_password_in_the_cluster_url_is_never_printed(capsys, tmp_path):
     assert "cannot reach OpenSearch at http://admin:***@127.0.0.1" in captured.out
 
 
+@pytest.mark.integration
 def test_unreadable_files_fail_the_task_naming_the_file(osmem_url, capsys, tmp_path):
     (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(jsonl(sagemaker_lines(20, 4)))[:200])
     (tmp_path / "fake.parquet").write_bytes(b"not parquet at all")
@@ -299,6 +312,7 @@ def test_unreadable_files_fail_the_task_naming_the_file(osmem_url, capsys, tmp_p
         assert "while running" not in record["error"]
 
 
+@pytest.mark.integration
 def test_parquet_decimals_are_numbers_and_binary_columns_are_dead_lettered(osmem_url, capsys, tmp_path):
     from decimal import Decimal
 
@@ -324,6 +338,7 @@ def test_parquet_decimals_are_numbers_and_binary_columns_are_dead_lettered(osmem
     assert indexed_documents(osmem_url, "rows") == {"1": {"price": 1.5, "blob": None}}
 
 
+@pytest.mark.integration
 def test_command_line_mistakes_exit_2_without_running(tmp_path, mlbatch_home):
     (tmp_path / "r.json").write_text(json.dumps(single(str(tmp_path / "a.jsonl"))))
     cases = {

@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 
 import orjson
+import pytest
 
 from tests.conftest import OPENAI_TEST_KEY
 from tests.data import OPENAI_REQUEST, jsonl, knn_index_body, openai_batch_files
 from tests.ingest_helpers import indexed_documents, run_ingest
+
+pytestmark = pytest.mark.integration
 
 DIM = 384
 

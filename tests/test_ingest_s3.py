@@ -7,9 +7,12 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.data import SAGEMAKER_REQUEST, jsonl, knn_index_body, sagemaker_lines
 from tests.ingest_helpers import indexed_documents, run_ingest
+
+pytestmark = pytest.mark.integration
 
 DIM = 384
 

@@ -63,6 +63,7 @@ def awkward_join(tmp_path) -> dict:
 COMPARED = ("read", "keys", "incomplete", "duplicates", "join_dropped", "merged_records", "indexed", "dlq")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("join", ["outer", "inner"])
 def test_broadcast_and_shuffle_joins_index_the_same_documents(osmem_url, capsys, tmp_path, join):
     results = {}
@@ -114,6 +115,7 @@ def test_broadcast_and_shuffle_joins_index_the_same_documents(osmem_url, capsys,
         }
 
 
+@pytest.mark.integration
 def test_auto_broadcasts_only_while_the_held_sources_fit_the_limit(osmem_url, capsys, tmp_path):
     outputs, inputs, _ = openai_batch_files(6, 4)
     (tmp_path / "out").mkdir()
@@ -139,6 +141,7 @@ def test_auto_broadcasts_only_while_the_held_sources_fit_the_limit(osmem_url, ca
     assert len(indexed_documents(osmem_url, "split")) == 6
 
 
+@pytest.mark.integration
 def test_forced_broadcast_without_a_single_file_source_fails_the_task_in_one_line(
     osmem_url, capsys, tmp_path
 ):

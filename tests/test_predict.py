@@ -49,6 +49,7 @@ def services(openai_files):
     return openai_files
 
 
+@pytest.mark.integration
 def test_openai_flow_end_to_end_upload_submit_wait_then_ingest(services, osmem_url, capsys, tmp_path):
     texts = {f"doc-{i}": (f"question {i}?", f"answer {i}.") for i in range(1, 7)}
     lines = [
@@ -108,6 +109,7 @@ def test_openai_flow_end_to_end_upload_submit_wait_then_ingest(services, osmem_u
     assert OPENAI_TEST_KEY not in json.dumps(task)
 
 
+@pytest.mark.integration
 def test_sagemaker_through_moto_with_real_sigv4(s3, moto_server, capsys, tmp_path):
     boto3.client(
         "sagemaker", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
@@ -137,6 +139,7 @@ def test_sagemaker_through_moto_with_real_sigv4(s3, moto_server, capsys, tmp_pat
     assert AWS_KEYS["secret_key"] not in json.dumps(status)
 
 
+@pytest.mark.integration
 def test_sagemaker_in_progress_then_stopping_then_stopped(services, capsys, tmp_path):
     connector = blueprint(tmp_path, "sagemaker_batch_transform.json", AWS_KEYS, endpoint=services.url)
     submitted = submit(
@@ -155,6 +158,7 @@ def test_sagemaker_in_progress_then_stopping_then_stopped(services, capsys, tmp_
     assert cli(capsys, "predict", "wait", task_id, "--interval", "0.01")[0] == 1
 
 
+@pytest.mark.integration
 def test_bedrock_job_waits_to_completion_with_sigv4_and_encoded_arn(services, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMTHECHAIN")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "chain-secret-456")
@@ -175,6 +179,7 @@ def test_bedrock_job_waits_to_completion_with_sigv4_and_encoded_arn(services, ca
     assert all("AKIAFROMTHECHAIN" in auth for method, path, auth in services.requests)
 
 
+@pytest.mark.integration
 def test_bedrock_partially_completed_is_a_warning_or_a_failure(services, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMTHECHAIN")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "chain-secret-456")
@@ -191,6 +196,7 @@ def test_bedrock_partially_completed_is_a_warning_or_a_failure(services, capsys,
     assert code == 1 and record["state"] == "FAILED"
 
 
+@pytest.mark.integration
 def test_cohere_embed_job_completes_and_cancels(services, capsys, tmp_path):
     connector = blueprint(
         tmp_path, "cohere_embed_job.json", {"cohere_key": OPENAI_TEST_KEY}, base_url=f"{services.url}/v1"
@@ -204,6 +210,7 @@ def test_cohere_embed_job_completes_and_cancels(services, capsys, tmp_path):
     assert cli(capsys, "predict", "status", stopped["task_id"])[1]["state"] == "CANCELLED"
 
 
+@pytest.mark.integration
 def test_wait_times_out_with_exit_124(services, capsys, tmp_path):
     services.progress["embed"] = ("processing",) * 50 + ("complete",)
     connector = blueprint(
@@ -216,6 +223,7 @@ def test_wait_times_out_with_exit_124(services, capsys, tmp_path):
     assert code == 124 and record["state"] == "RUNNING"
 
 
+@pytest.mark.integration
 def test_unfilled_parameters_fail_the_submit_with_ml_commons_message(services, capsys, tmp_path):
     connector = blueprint(
         tmp_path, "openai_batch.json", {"openAI_key": OPENAI_TEST_KEY}, base_url=services.openai_url
@@ -274,6 +282,7 @@ def test_too_many_failed_polls_make_the_task_unreachable(capsys, tmp_path):
     assert "ConnectionError" in record["error"]
 
 
+@pytest.mark.integration
 def test_status_and_cancel_derived_from_the_batch_predict_url_against_a_service(services, capsys, tmp_path):
     connector = json.loads((BLUEPRINTS / "openai_batch.json").read_text())
     connector["actions"] = connector["actions"][:1]
@@ -325,6 +334,7 @@ def test_connector_secrets_never_reach_the_output_of_failed_calls(capsys, tmp_pa
     assert "key=***" in captured.err
 
 
+@pytest.mark.integration
 def test_predict_commands_refuse_other_tasks_and_bad_options(services, osmem_url, capsys, tmp_path):
     from connectors.task_store import TaskStore
 

@@ -25,6 +25,7 @@ def source_plan(path: str):
     return with_vector_checks(compile_plan(parse_request(request)), {"embedding": KnnField(4)}).sources[0]
 
 
+@pytest.mark.integration
 def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch):
     monkeypatch.setattr("transforms.read_helper.FRAME_RECORDS", 3)
     path = tmp_path / "mixed.jsonl"
@@ -39,6 +40,7 @@ def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch)
     assert sum(tally.invalid_vectors for _, tally in frames) == here_tally.invalid_vectors == 1
 
 
+@pytest.mark.integration
 def test_an_unreadable_file_fails_with_the_in_process_message(tmp_path):
     path = tmp_path / "broken.jsonl.gz"
     path.write_bytes(b"not gzip at all")
@@ -50,6 +52,7 @@ def test_an_unreadable_file_fails_with_the_in_process_message(tmp_path):
     assert str(helper.value) == str(here.value) and str(path) in str(here.value)
 
 
+@pytest.mark.integration
 def test_an_early_helper_is_handed_over_once_and_unclaimed_ones_are_stopped(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(sagemaker_lines(2, 4)))
@@ -73,6 +76,7 @@ def test_the_helper_is_on_for_the_direct_runner_only_unless_asked():
     )
 
 
+@pytest.mark.integration
 def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_path, monkeypatch):
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(sagemaker_lines(3, 4)))

@@ -9,8 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.data import jsonl
 from tests.ingest_helpers import REPO, dead_letters, mlbatch_command, run_ingest, run_mlbatch, write_request
+
+pytestmark = pytest.mark.integration
 
 FAST_RETRIES = ("--initial-backoff=0.01", "--max-backoff=0.05")
 MAPPING = {

@@ -138,11 +138,13 @@ BAD_BODIES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("text", ["", " \n"])
 def test_an_empty_request_file_gives_ml_commons_message(text, tmp_path):
     assert_one_error_line(run_cli(tmp_path, text), "Batch Ingestion request has empty body")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(BAD_BODIES))
 def test_bad_body_gives_one_error_line_and_exit_2(name, tmp_path):
     body, expected = BAD_BODIES[name]
@@ -151,6 +153,7 @@ def test_bad_body_gives_one_error_line_and_exit_2(name, tmp_path):
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.integration
 def test_unknown_top_level_field_is_ignored_with_a_warning_through_the_cli(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"id": "1", "text": "t"}\n')
     body = {

@@ -17,6 +17,8 @@ import pytest
 
 from tests.ingest_helpers import REPO
 
+pytestmark = pytest.mark.integration
+
 SMALL_CORPUS = "json,getopt"
 RUN_TIMEOUT = 900  # the first run may install mlbatch[local] into .venv
 

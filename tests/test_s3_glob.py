@@ -32,6 +32,7 @@ def test_s3_glob_is_a_shell_glob(pattern, key, matches):
     assert bool(s3_glob(pattern).fullmatch(key)) is matches
 
 
+@pytest.mark.integration
 def test_star_does_not_cross_folders_when_listing_and_ingesting(s3, osmem_url, capsys, tmp_path):
     lines = sagemaker_lines(6, 4)
     s3.create_bucket(Bucket="globs")

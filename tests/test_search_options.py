@@ -26,6 +26,7 @@ def cluster():
     server.close()
 
 
+@pytest.mark.integration
 def test_search_signs_its_requests_with_sigv4(cluster, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example-key")
@@ -38,6 +39,7 @@ def test_search_signs_its_requests_with_sigv4(cluster, monkeypatch, capsys):
     )
 
 
+@pytest.mark.integration
 def test_search_without_a_region_for_sigv4_fails_with_one_line(cluster, monkeypatch, capsys):
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)

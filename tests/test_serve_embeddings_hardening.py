@@ -20,6 +20,8 @@ import pytest
 
 from connectors.local.embedding_server import EmbeddingService
 
+pytestmark = pytest.mark.integration
+
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 TIMEOUT = 5.0
 KEY = "sk-local-9f8e7d6c5b4a"

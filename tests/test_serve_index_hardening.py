@@ -22,6 +22,8 @@ import pytest
 
 from connectors.local.index_server import LocalIndexServer
 
+pytestmark = pytest.mark.integration
+
 MLBATCH = Path(sys.executable).with_name("mlbatch")
 TIMEOUT = 5.0
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelines.cli import main
 from tests.data import jsonl
 from tests.fault_server import FaultServer
 from tests.ingest_helpers import dead_letters, run_ingest
+
+pytestmark = pytest.mark.integration
 
 FAST_RETRIES = ("--initial-backoff=0.01", "--max-backoff=0.05")
 MAPPING = {

@@ -80,6 +80,7 @@ def test_a_task_whose_process_died_is_failed_and_keeps_its_counts():
     }
 
 
+@pytest.mark.integration
 def test_process_start_time_tells_a_live_process_from_a_finished_one():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(timeout=30)
@@ -139,6 +140,7 @@ def test_a_checkpoint_saves_while_the_block_runs_and_never_after():
     assert count >= 3 and len(saved) == count and saved[:2] == [{"indexed": 0}, {"indexed": 1}]
 
 
+@pytest.mark.integration
 def test_the_store_fails_dead_owners_on_get_and_list_and_lets_go_of_finished_tasks(mlbatch_home):
     store = TaskStore()
     mine = store.create("BATCH_INGEST")
@@ -247,6 +249,7 @@ def dead_letter_lines(record: dict) -> list[int]:
     )
 
 
+@pytest.mark.integration
 def test_a_killed_run_becomes_failed_with_the_counts_it_saved_and_stays_so_after_a_rerun(
     servers, processes, tmp_path, mlbatch_home
 ):
@@ -277,6 +280,7 @@ def test_a_killed_run_becomes_failed_with_the_counts_it_saved_and_stays_so_after
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_exits_130_and_records_what_it_did_and_its_dead_letters(
     servers, processes, tmp_path, mlbatch_home, signal_number
@@ -318,6 +322,7 @@ class SilentCluster:
         self._socket.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_while_the_cluster_check_waits_is_recorded_cleanly(
     processes, tmp_path, mlbatch_home, signal_number
@@ -342,6 +347,7 @@ def test_an_interrupt_while_the_cluster_check_waits_is_recorded_cleanly(
     assert (record["state"], record["error"]) == ("FAILED", "interrupted")
 
 
+@pytest.mark.integration
 def test_a_failed_run_records_the_documents_it_wrote_and_the_dead_letters_it_read(
     servers, tmp_path, mlbatch_home
 ):
@@ -376,6 +382,7 @@ def openai_connector(tmp_path: Path, services) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_wait_exits_130_in_one_line_and_leaves_the_job_running(
     openai_files, processes, tmp_path, mlbatch_home, signal_number
@@ -412,6 +419,7 @@ def test_an_interrupted_wait_exits_130_in_one_line_and_leaves_the_job_running(
     assert task_get(task_id, mlbatch_home)["state"] == "RUNNING"
 
 
+@pytest.mark.integration
 def test_an_interrupted_submit_is_recorded_as_such(openai_files, processes, tmp_path, mlbatch_home):
     openai_files.files["file-input"] = b""
     answer_submit = openai_files.handle
@@ -445,6 +453,7 @@ def test_an_interrupted_submit_is_recorded_as_such(openai_files, processes, tmp_
     assert (record["state"], record["error"]) == ("FAILED", SUBMIT_INTERRUPTED)
 
 
+@pytest.mark.integration
 def test_dead_letters_of_a_failed_run_reach_an_s3_dlq(servers, capsys, tmp_path, s3, monkeypatch):
     s3.create_bucket(Bucket="batch")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
