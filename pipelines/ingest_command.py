@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 from typing import Any
@@ -183,6 +184,9 @@ def check_ingest_options(
 ) -> None:
     if min(args.bulk_size, args.bulk_bytes, args.bulk_concurrency) < 1:
         parser.error("--bulk-size, --bulk-bytes and --bulk-concurrency must be positive")
+    numbers = (args.request_timeout, args.max_retry_time, args.initial_backoff, args.max_backoff)
+    if not all(math.isfinite(value) for value in numbers):
+        parser.error("--request-timeout, --max-retry-time and the backoffs must be finite numbers")
     if args.request_timeout <= 0:
         parser.error("--request-timeout must be positive")
     if args.broadcast_max_bytes < 0:
@@ -390,6 +394,13 @@ def run_ingest(
         log.error("ingestion interrupted")
         print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, task_lifecycle.INTERRUPTED)))
         return EXIT_INTERRUPTED
+    except Exception as error:  # our bug: the task still ends FAILED, with the cause in one line
+        cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
+        log.error("ingestion failed: %s", cause)
+        print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, cause)))
+        if args.debug:
+            raise
+        return EXIT_FAILED
 
 
 def _run_task(
@@ -416,7 +427,13 @@ def _run_task(
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
 
     def finish(state: str, counts: dict[str, Any] | None = None, **fields: Any) -> int:
-        record = store.update(task_id, state=state, counts=counts or _summarize({}), **redactor.value(fields))
+        record = store.update(
+            task_id,
+            drop=() if "dlq" in fields else ("dlq",),
+            state=state,
+            counts=counts or _summarize({}),
+            **redactor.value(fields),
+        )
         print_json(record)
         return {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}.get(state, EXIT_FAILED)
 
@@ -496,7 +513,7 @@ def _run_task(
             join_strategy=strategy,
             read_helper=read_helper,
         )
-        store.update(task_id, state="RUNNING")
+        store.update(task_id, state="RUNNING", dlq=dlq_dir, counts=_counts_so_far(beam_args))
         with (
             _checkpoint(store, task_id, beam_args),
             bulk_tuning(cluster, plan.index_name) if args.bulk_tuning else contextlib.nullcontext(),

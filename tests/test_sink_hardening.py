@@ -305,3 +305,13 @@ def test_an_interrupt_while_senders_back_off_ends_the_run_at_once(
         process.kill()
     assert process.returncode == 130 and time.monotonic() - sent < 10, err
     assert b"Traceback" not in err and json.loads(out)["error"] == "interrupted"
+
+
+@pytest.mark.parametrize("option", ["--max-retry-time=nan", "--request-timeout=inf", "--max-backoff=nan"])
+def test_retry_and_timeout_options_must_be_finite(capsys, tmp_path, option):
+    path = tmp_path / "records.jsonl"
+    write_records(path, 1)
+    (tmp_path / "request.json").write_text(json.dumps(request_for(path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", str(tmp_path / "request.json"), option])
+    assert exit_info.value.code == 2 and "must be finite numbers" in capsys.readouterr().err
