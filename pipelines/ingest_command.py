@@ -395,6 +395,8 @@ def run_ingest(
         print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, task_lifecycle.INTERRUPTED)))
         return EXIT_INTERRUPTED
     except Exception as error:  # our bug: the task still ends FAILED, with the cause in one line
+        if store.get(task_id)["state"] not in ("CREATED", "RUNNING"):
+            raise  # recorded already: --debug re-raises the run's own error for its traceback
         cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
         log.error("ingestion failed: %s", cause)
         print_json(store.update(task_id, **_ended_early(beam_args, dlq_dir, cause)))
