@@ -111,7 +111,10 @@ def s3_glob(pattern: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(char))
             position += 1
-    return re.compile("".join(parts), re.DOTALL)
+    try:
+        return re.compile("".join(parts), re.DOTALL)
+    except re.error as error:
+        raise SourceError(f"s3 key glob {pattern!r} is not valid: {error}") from None
 
 
 def _expand_local(path: str) -> list[str]:

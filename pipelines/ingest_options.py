@@ -10,6 +10,7 @@ adds them to an argparse parser (leaving out the defaults, which live here only)
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import get_args
@@ -75,6 +76,9 @@ def options_problem(options: IngestOptions) -> str | None:
     """What is wrong with `options`, in the CLI's words, or None."""
     if min(options.bulk_size, options.bulk_bytes, options.bulk_concurrency) < 1:
         return "--bulk-size, --bulk-bytes and --bulk-concurrency must be positive"
+    numbers = (options.request_timeout, options.max_retry_time, options.initial_backoff, options.max_backoff)
+    if not all(math.isfinite(value) for value in numbers):
+        return "--request-timeout, --max-retry-time and the backoffs must be finite numbers"
     if options.request_timeout <= 0:
         return "--request-timeout must be positive"
     if options.broadcast_max_bytes < 0:

@@ -58,7 +58,9 @@ class _Task:
         return self.store.update(self.task_id, **fields)
 
     def finish(self, **fields: Any) -> dict[str, Any]:
-        return self.update(**self.redactor.value(fields))
+        """The final record; the `dlq` a RUNNING task named goes when no entry was written."""
+        drop = () if "dlq" in fields else ("dlq",)
+        return self.store.update(self.task_id, drop=drop, **self.redactor.value(fields))
 
     def ended_early(self, error: str) -> dict[str, Any]:
         return self.update(**report.ended_early_fields(self.runner.in_process, self.dlq_dir, error))
@@ -105,6 +107,10 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
     except KeyboardInterrupt:  # from the first check to the final record: Ctrl-C or SIGTERM
         log.error("ingestion interrupted")
         return IngestResult(task.ended_early(task_lifecycle.INTERRUPTED), interrupted=True)
+    except Exception as error:  # our bug: the task still ends FAILED, with the cause in one line
+        cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
+        log.error("ingestion failed: %s", cause)
+        return IngestResult(task.ended_early(cause), error=error)
 
 
 def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:
@@ -200,7 +206,7 @@ def _run_pipeline(
         join_strategy=checked.strategy,
         read_helper=read_helper,
     )
-    task.update(state="RUNNING")
+    task.update(state="RUNNING", dlq=task.dlq_dir, counts=report.counts_so_far(task.runner.in_process))
     with (
         task.checkpoint(),
         bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),

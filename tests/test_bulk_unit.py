@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 import pytest
 
 from connectors.opensearch.bulk_retry import (
-    BodyLimit,
     BulkFailed,
     BulkRequestError,
     Decision,
+    WriterShared,
     item_decision,
     item_reason,
     request_decision,
@@ -232,18 +233,20 @@ def test_a_413_splits_the_body_and_the_limit_is_remembered():
     actions = encoded(*[str(i) for i in range(16)])
     one = len(actions[0])
     cluster = SizeLimitedCluster(limit=4 * one)
-    limit = BodyLimit(16 * one)
-    outcome = send_with_retries(actions, cluster.send, RetryPolicy(), lambda _: None, limit=limit)
+    shared = WriterShared(16 * one)
+    outcome = send_with_retries(actions, cluster.send, RetryPolicy(), lambda _: None, shared=shared)
     assert all(result is not None for result in outcome.results) and not outcome.failures
     refused = [size for size in cluster.sizes if size > cluster.limit]
     assert len(refused) == outcome.splits >= 3
-    assert limit.max_bytes == min(refused) // 2 < cluster.limit
+    assert shared.max_bytes == min(refused) // 2 < cluster.limit
 
 
 def test_a_document_larger_than_the_limit_alone_is_a_dead_letter():
     actions = [*encoded("a"), encode_action(doc("big", text="x" * 500)), *encoded("b")]
     cluster = SizeLimitedCluster(limit=200)
-    outcome = send_with_retries(actions, cluster.send, RetryPolicy(), lambda _: None, limit=BodyLimit(10**6))
+    outcome = send_with_retries(
+        actions, cluster.send, RetryPolicy(), lambda _: None, shared=WriterShared(10**6)
+    )
     assert [result is not None for result in outcome.results] == [True, False, True]
     ((position, status, reason),) = outcome.failures
     assert (position, status) == (1, 413) and "refuses a _bulk body of" in reason
@@ -264,6 +267,37 @@ def test_a_cluster_that_refuses_every_request_with_400_fails_the_job_quickly():
     with pytest.raises(BulkFailed, match="refused 8 documents in a row, each sent alone"):
         send_with_retries(encoded(*[str(i) for i in range(500)]), cluster.send, RetryPolicy(), lambda _: None)
     assert len(cluster.sizes) < 40
+
+
+def test_documents_refused_alone_are_counted_across_batches_of_one_writer():
+    cluster = SizeLimitedCluster(limit=10**9, bad=frozenset(str(i) for i in range(100)))
+    shared = WriterShared(10**6)
+    for batch in range(2):
+        ids = [str(batch * 5 + i) for i in range(5)]
+        if batch == 0:
+            outcome = send_with_retries(
+                encoded(*ids), cluster.send, RetryPolicy(), lambda _: None, shared=shared
+            )
+            assert len(outcome.failures) == 5
+        else:
+            with pytest.raises(BulkFailed, match="refused 8 documents in a row"):
+                send_with_retries(encoded(*ids), cluster.send, RetryPolicy(), lambda _: None, shared=shared)
+
+
+def test_a_stop_ends_a_backoff_at_once_and_retries_are_reported_as_they_happen():
+    reported: list[int] = []
+    shared = WriterShared(10**6, on_retry=reported.append)
+    cluster = ScriptedCluster(BulkRequestError(503, "unavailable"), BulkRequestError(503, "unavailable"), ok)
+    send_with_retries(encoded("a"), cluster.send, RetryPolicy(), lambda _: None, shared=shared)
+    assert reported == [1, 1]
+    shared.stop.set()
+    down = ScriptedCluster(*[BulkRequestError(503, "unavailable")] * 5)
+    started = time.monotonic()
+    with pytest.raises(BulkFailed, match="retries stopped"):
+        send_with_retries(
+            encoded("a"), down.send, RetryPolicy(initial_backoff=60), shared.stop.wait, shared=shared
+        )
+    assert time.monotonic() - started < 5
 
 
 def test_item_reason_reports_type_reason_and_cause():

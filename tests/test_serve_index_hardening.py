@@ -349,3 +349,10 @@ def test_a_binary_field_with_a_float_space_is_refused_at_search(server):
     assert not call(server.url, "POST", "/vectors/_bulk", bulk_body({"a": [1]}))[1]["errors"]
     status, answer = call(server.url, "POST", "/vectors/_search", {"query": {"knn": {"v": {"vector": [1]}}}})
     assert status == 400 and "binary vectors use [hamming]" in answer["error"]["reason"]
+
+
+def test_deeply_nested_json_is_a_400_and_an_unknown_method_a_405(server):
+    status, answer = call(server.url, "PUT", "/deep", b"[" * 100000)
+    assert status == 400, answer
+    status, answer = call(server.url, "FOO", "/")
+    assert status == 405 and answer["error"]["type"] == "method_not_allowed_exception"

@@ -4,6 +4,10 @@ outages longer than a retry count, all through `mlbatch ingest` against a fault-
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from pipelines.cli import main
 from tests.data import jsonl
 from tests.fault_server import FaultServer
-from tests.ingest_helpers import dead_letters, run_ingest
+from tests.ingest_helpers import REPO, dead_letters, mlbatch_command, run_ingest, write_request
 
 pytestmark = pytest.mark.integration
 
@@ -271,3 +275,45 @@ def test_binary_vectors_have_one_int8_per_8_bits_of_dimension(fault_servers, cap
         4: "vector field 'bits' has 32 elements; a binary vector of dimension 32 has 4 (one int8 per 8 bits)",
         7: "vector field 'bits' element 2 is 300; a binary vector holds integers in [-128, 127]",
     }
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupt_while_senders_back_off_ends_the_run_at_once(
+    fault_servers, tmp_path, mlbatch_home, signum
+):
+    sink = fault_servers(outage=range(3, 10**6))
+    path = tmp_path / "records.jsonl"
+    write_records(path, 1000)
+    request_path, mapping_path = write_request(tmp_path, request_for(path), MAPPING)
+    command = mlbatch_command(
+        "ingest",
+        str(request_path),
+        "--opensearch",
+        sink.url,
+        "--create-index",
+        str(mapping_path),
+        "--bulk-size=50",
+    )
+    env = {**os.environ, "MLBATCH_HOME": str(mlbatch_home)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while sink.bulk_calls < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and time.monotonic() - sent < 10, err
+    assert b"Traceback" not in err and json.loads(out)["error"] == "interrupted"
+
+
+@pytest.mark.parametrize("option", ["--max-retry-time=nan", "--request-timeout=inf", "--max-backoff=nan"])
+def test_retry_and_timeout_options_must_be_finite(capsys, tmp_path, option):
+    path = tmp_path / "records.jsonl"
+    write_records(path, 1)
+    (tmp_path / "request.json").write_text(json.dumps(request_for(path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", str(tmp_path / "request.json"), option])
+    assert exit_info.value.code == 2 and "must be finite numbers" in capsys.readouterr().err

@@ -27,8 +27,8 @@ from apache_beam.transforms.window import GlobalWindows
 from connectors.opensearch.bulk_client import BulkClient
 from connectors.opensearch.bulk_retry import (
     DEFAULT_BULK_CONCURRENCY,
-    BodyLimit,
     BulkOutcome,
+    WriterShared,
     send_with_retries,
 )
 from connectors.opensearch.config import OpenSearchConfig
@@ -72,7 +72,7 @@ class _BulkWriteFn(beam.DoFn):
         )
         self._warned_fields: set[str] = set()
         self._mapping_checks_left = _MAPPING_CHECK_DOCUMENTS
-        self._body_limit = BodyLimit(self._config.bulk_bytes)
+        self._shared = WriterShared(self._config.bulk_bytes, on_retry=progress.RETRIES.add)
         self._reported_limit = self._config.bulk_bytes
 
     def start_bundle(self) -> None:
@@ -99,7 +99,7 @@ class _BulkWriteFn(beam.DoFn):
             yield TaggedOutput(DEAD_LETTERS, document_dead_letter(document, "validate", f"not JSON: {error}"))
             return
         rejected: list[DeadLetter] = []
-        self._buffer.max_bytes = self._body_limit.max_bytes
+        self._buffer.max_bytes = self._shared.max_bytes
         if self._buffer.would_overflow(encoded):
             rejected += self._submit()
         self._buffer.add(document, encoded)
@@ -124,7 +124,12 @@ class _BulkWriteFn(beam.DoFn):
             rejected += self._collect_oldest()
         chunks, documents = self._buffer.take()
         future = self._pool.submit(
-            send_with_retries, chunks, self._client.send, self._config.retry, limit=self._body_limit
+            send_with_retries,
+            chunks,
+            self._client.send,
+            self._config.retry,
+            sleep=self._shared.stop.wait,
+            shared=self._shared,
         )
         self._in_flight.append((documents, future))
         return rejected
@@ -134,23 +139,27 @@ class _BulkWriteFn(beam.DoFn):
         outcome = future.result()
         tally = tally_bulk_outcome(documents, outcome, self._config.action, self._config.source_count)
         self._counters.add(tally.counts())
-        progress.RETRIES.add(outcome.retries)
         progress.INDEXED.add(tally.indexed)
         self._report_body_limit()
         return tally.rejected
 
     def _report_body_limit(self) -> None:
-        if self._body_limit.max_bytes < self._reported_limit:
-            self._reported_limit = self._body_limit.max_bytes
+        if self._shared.max_bytes < self._reported_limit:
+            self._reported_limit = self._shared.max_bytes
             log.warning(
                 "the cluster refused a _bulk body as too large (HTTP 413); bodies are now cut at %d bytes",
                 self._reported_limit,
             )
 
     def teardown(self) -> None:
+        """Stop at once, also when the run ends early (an interrupt, a failure elsewhere): senders
+        still backing off give up instead of retrying for up to the retry budget."""
+        shared = getattr(self, "_shared", None)
+        if shared is not None:
+            shared.stop.set()
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()

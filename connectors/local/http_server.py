@@ -32,7 +32,12 @@ Handle = Callable[[str, str, Message, bytes], Reply]
 MiB = 1024 * 1024
 log = logging.getLogger("mlbatch")
 
-_ERROR_KINDS = {400: "illegal_argument_exception", 413: "content_too_long_exception"}
+_ERROR_KINDS = {
+    400: "illegal_argument_exception",
+    405: "method_not_allowed_exception",
+    413: "content_too_long_exception",
+}
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 
 
 class BodyError(ValueError):
@@ -185,10 +190,14 @@ class JsonHttpServer:
         method, path = environ["REQUEST_METHOD"], request_path(environ)
         headers = request_headers(environ)
         try:
+            if method not in _METHODS:
+                raise BodyError(405, f"method {method} is not supported")
             body = decoded_body(environ["wsgi.input"].read(), headers.get("Content-Encoding"), self._max_body)
             status, payload = self._handle(method, path, headers, body)
         except BodyError as error:
             status, payload = self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
+        except RecursionError:
+            status, payload = self.error_reply(400, _ERROR_KINDS[400], "the request body nests too deeply")
         except Exception as error:
             log.exception("%s %s failed", method, path)
             status, payload = self.error_reply(500, "exception", f"internal error: {type(error).__name__}")

@@ -9,7 +9,7 @@ One decision table, as Data Prepper's `BulkRetryStrategy`:
   on their own, until the offending document stands alone and goes to the dead-letter queue
   with the cluster's reason (when document after document is refused alone for the same
   reason, the request itself is refused, and the job fails); after a 413 the body size is
-  remembered (`BodyLimit`) so the rest of the run cuts smaller bodies;
+  remembered (`WriterShared`) so the rest of the run cuts smaller bodies;
 - 401/403 and other 4xx fail the job;
 - in a partial failure only the failed items are re-sent: 429 and 5xx items are retried,
   400/404/409 (and other 4xx) items are permanent and go to the dead-letter queue.
@@ -65,18 +65,35 @@ def item_decision(status: int) -> Decision:
     return Decision.DEAD_LETTER
 
 
-class BodyLimit:
-    """The largest `_bulk` body, in bytes, the run sends; lowered for good after a 413 (shared
-    by a writer's sender threads)."""
+class WriterShared:
+    """What the concurrent sends of one writer share, across its batches: the largest body the
+    cluster takes (lowered for good after a 413), how many documents in a row were refused
+    alone for the same reason, a stop signal (set when the run ends early, so no sender keeps
+    retrying), and a callback told of every retry (progress lines)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, on_retry: Callable[[int], None] | None = None) -> None:
         self.max_bytes = max_bytes
+        self.stop = threading.Event()
+        self.on_retry = on_retry
+        self._refusal: tuple[str, int] = ("", 0)
         self._lock = threading.Lock()
 
-    def refused(self, size: int) -> None:
+    def body_refused(self, size: int) -> None:
         """A body of `size` bytes was too large: later bodies stay at half of it at most."""
         with self._lock:
             self.max_bytes = max(1, min(self.max_bytes, size // 2))
+
+    def refused_alone(self, reason: str) -> int:
+        """One more document refused alone for `reason`; how many in a row, this one included."""
+        with self._lock:
+            previous, count = self._refusal
+            self._refusal = (reason, count + 1 if previous == reason else 1)
+            return self._refusal[1]
+
+    def accepted(self) -> None:
+        """The cluster answered a request item by item: a run of refusals is over."""
+        with self._lock:
+            self._refusal = ("", 0)
 
 
 @dataclass
@@ -125,13 +142,12 @@ class _BatchSender:
         encoded: Sequence[bytes],
         send: Callable[[bytes], list[dict[str, Any]]],
         policy: RetryPolicy,
-        limit: BodyLimit | None,
+        shared: WriterShared,
         clock: Callable[[], float],
     ) -> None:
-        self.encoded, self.send, self.policy, self.limit, self.clock = encoded, send, policy, limit, clock
+        self.encoded, self.send, self.policy, self.shared, self.clock = encoded, send, policy, shared, clock
         self.outcome = BulkOutcome(results=[None] * len(encoded))
         self.started = clock()
-        self._lone_refusals: list[str] = []
 
     def exhausted(self, attempt: int) -> bool:
         return self.policy.exhausted(attempt, self.clock() - self.started)
@@ -147,7 +163,7 @@ class _BatchSender:
             return self._request_failed(error, group, body, attempt, later)
         if len(items) != len(group):
             raise BulkFailed(f"the cluster answered {len(items)} items for a _bulk request of {len(group)}")
-        self._lone_refusals.clear()
+        self.shared.accepted()
         retry: list[int] = []
         for position, item in zip(group, items, strict=True):
             status = item_status(item)
@@ -171,12 +187,10 @@ class _BatchSender:
         cluster refuses the request itself (a closed index, a proxy rule), not those documents."""
         if error.status != 400:
             return
-        if self._lone_refusals and self._lone_refusals[-1] != error.reason:
-            self._lone_refusals.clear()
-        self._lone_refusals.append(error.reason)
-        if len(self._lone_refusals) >= LONE_REFUSALS_TO_FAIL:
+        in_a_row = self.shared.refused_alone(error.reason)
+        if in_a_row >= LONE_REFUSALS_TO_FAIL:
             raise BulkFailed(
-                f"{error.reason} (the cluster refused {len(self._lone_refusals)} documents in a row, "
+                f"{error.reason} (the cluster refused {in_a_row} documents in a row, "
                 "each sent alone, for the same reason)"
             )
 
@@ -187,8 +201,8 @@ class _BatchSender:
         if decision is Decision.FAIL:
             raise BulkFailed(error.reason) from None
         if decision is Decision.SPLIT:
-            if error.status == 413 and self.limit is not None:
-                self.limit.refused(len(body))
+            if error.status == 413:
+                self.shared.body_refused(len(body))
             if len(group) == 1:
                 self._refused_alone(error)
                 self.outcome.failures.append(
@@ -210,16 +224,18 @@ def send_with_retries(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
-    limit: BodyLimit | None = None,
+    shared: WriterShared | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> BulkOutcome:
     """Send the actions `encoded` (one bytes per document) until each has a final answer.
 
     `outcome.results[i]` is the successful item result of action i, or None when it failed;
     `outcome.failures` lists (i, status, reason) of permanent or retry-exhausted failures.
-    Raises BulkFailed when a whole request fails permanently or past the retry budget.
+    Raises BulkFailed when a whole request fails permanently, past the retry budget, or once
+    `shared.stop` is set (the writer passes `sleep=shared.stop.wait`, so a stop ends a backoff).
     """
-    sender = _BatchSender(encoded, send, policy, limit, clock)
+    shared = shared if shared is not None else WriterShared(sum(len(action) for action in encoded))
+    sender = _BatchSender(encoded, send, policy, shared, clock)
     pending: deque[list[int]] = deque([list(range(len(encoded)))] if encoded else [])
     attempt = 0
     while pending:
@@ -233,7 +249,11 @@ def send_with_retries(
         if policy.max_retry_time is not None:
             wait = min(wait, max(0.0, policy.max_retry_time - (clock() - sender.started)))
         sleep(wait)
+        if shared.stop.is_set():
+            raise BulkFailed("the run is ending: retries stopped")
         attempt += 1
         sender.outcome.retries += len(later)
+        if shared.on_retry is not None:
+            shared.on_retry(len(later))
         pending.extend(later)
     return sender.outcome
