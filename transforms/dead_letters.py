@@ -6,7 +6,7 @@ stage, reason, source, line and the raw line or document. Known secrets are reda
 before anything is written. A record counts as accounted for (see `pipelines.outcome`)
 only once its entry is written here.
 
-Every step that rejects records gets its own `WriteDeadLetters` (see `pipelines.batch_ingest`),
+Every step that rejects records gets its own `WriteDeadLetters` (see `pipelines.ingest_graph`),
 so the writer is fused into that step on every runner and an entry is written while its
 bundle runs, not after the whole job. A bundle's file is closed when the bundle finishes; when
 the job fails or is interrupted instead, the files of the bundles cut short in this process are
