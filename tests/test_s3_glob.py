@@ -56,6 +56,7 @@ def test_star_does_not_cross_folders_when_listing_and_ingesting(s3, osmem_url, c
     assert set(indexed_documents(osmem_url, "glob-index")) == {"1", "2", "3"}
 
 
+@pytest.mark.integration
 def test_a_glob_with_a_bad_range_fails_the_task_in_one_line(s3, osmem_url, capsys, tmp_path):
     s3.create_bucket(Bucket="globs")
     request = {**SAGEMAKER_REQUEST, "data_source": {"type": "s3", "source": ["s3://globs/out/x[z-a].jsonl"]}}
