@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 from typing import Any
-
-SEED_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "seeds"
 
 SAGEMAKER_REQUEST = {
     "index_name": "my-nlp-index",

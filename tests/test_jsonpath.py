@@ -67,11 +67,11 @@ def test_fast_path_and_jsonpath_ng_agree_on_random_records():
         "$." + ".".join(rng.choice(["a", "b", "c", "a[0]", "b[1]"]) for _ in range(rng.randint(1, 3)))
         for _ in range(40)
     ]
+    compiled = [compile_path(expression) for expression in paths]
     for _ in range(200):
         record = {"a": value(0), "b": value(0), "c": value(0)}
-        for expression in paths:
-            path = compile_path(expression)
-            assert path.evaluate(record) == path.evaluate_with_jsonpath_ng(record), (expression, record)
+        for path in compiled:
+            assert path.evaluate(record) == path.evaluate_with_jsonpath_ng(record), (path.expression, record)
 
 
 def test_indefinite_paths_return_lists_of_matches():
