@@ -150,7 +150,12 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         help="sign requests with SigV4 for Amazon OpenSearch "
         "Service (es) or Serverless (aoss); credentials from the default AWS chain",
     )
-    option("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
+    option(
+        "--aws-region",
+        dest="region",
+        metavar="REGION",
+        help="AWS region for --aws-sigv4 (default $AWS_REGION); Beam's own --region is left to Beam",
+    )
     flag("--compress", "gzip request bodies")
     option(
         "--request-timeout",

@@ -76,7 +76,9 @@ def add_local_commands(commands: argparse._SubParsersAction) -> None:
         help="sign requests with SigV4 for Amazon OpenSearch Service (es) or Serverless (aoss); "
         "credentials from the default AWS chain",
     )
-    search.add_argument("--region", help="AWS region for --aws-sigv4 (default $AWS_REGION)")
+    search.add_argument(
+        "--aws-region", "--region", dest="region", help="AWS region for --aws-sigv4 (default $AWS_REGION)"
+    )
     search.add_argument("--field", help="the knn_vector field (default: the first one in the mapping)")
     search.add_argument("-k", type=int, default=5, help="hits to return (default 5)")
     search.add_argument("--vector", help="a JSON list of floats to search with instead of a text")

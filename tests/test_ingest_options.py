@@ -83,6 +83,12 @@ def test_options_that_cannot_run_are_refused_with_the_command_line_message(setti
     assert str(refused.value).startswith(message)
 
 
+def test_the_aws_region_for_sigv4_is_ours_and_beams_region_is_left_to_beam():
+    options = parsed("--aws-sigv4", "es", "--aws-region", "eu-west-1", "--region", "us-central1")
+    assert options.region == "eu-west-1" and options.cluster().region == "eu-west-1"
+    assert options.beam_args == ("--region", "us-central1")
+
+
 def test_the_runner_is_read_through_beam_options():
     assert runner_choice([]) == RunnerChoice("DirectRunner", "in_memory")
     assert runner_choice(["--runner", "DataflowRunner"]).runner == "DataflowRunner"

@@ -134,7 +134,7 @@ def test_sigv4_signs_every_request(fault_servers, capsys, tmp_path, monkeypatch)
         request_for(path),
         sink.url,
         "--aws-sigv4=aoss",
-        "--region=eu-west-1",
+        "--aws-region=eu-west-1",
         index_body=MAPPING,
     )
     assert code == 0, record

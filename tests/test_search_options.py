@@ -1,5 +1,5 @@
 """`mlbatch search` takes the cluster options `mlbatch ingest` takes: SigV4 (`--aws-sigv4`,
-`--region`) and TLS (`--insecure`, `--ca-certs`), run against a real server on 127.0.0.1."""
+`--aws-region`) and TLS (`--insecure`, `--ca-certs`), run against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_search_signs_its_requests_with_sigv4(cluster, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example-key")
     argv = ["search", "--vector", "[0, 0, 1]", "--index", "docs", "--opensearch", cluster.url, "--json"]
-    assert main([*argv, "--aws-sigv4", "es", "--region", "eu-west-3"]) == 0
+    assert main([*argv, "--aws-sigv4", "es", "--aws-region", "eu-west-3"]) == 0
     assert [hit["_id"] for hit in json.loads(capsys.readouterr().out)] == ["a"]
     signed = [auth for auth in cluster.authorizations if auth]
     assert signed and all(

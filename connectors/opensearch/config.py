@@ -65,7 +65,7 @@ class OpenSearchConfig:
 
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if not region:
-            raise ClusterError("--aws-sigv4 needs a region: pass --region or set AWS_REGION")
+            raise ClusterError("--aws-sigv4 needs a region: pass --aws-region or set AWS_REGION")
         credentials = boto3.Session().get_credentials()
         if credentials is None:
             raise ClusterError("--aws-sigv4: no AWS credentials found in the default chain")
@@ -98,7 +98,7 @@ class OpenSearchConfig:
 
 
 class ClusterOptions(Protocol):
-    """The cluster options every command takes (`--opensearch`, `--user`, `--aws-sigv4`, `--region`,
+    """The cluster options every command takes (`--opensearch`, `--user`, `--aws-sigv4`, `--aws-region`,
     `--insecure`, `--ca-certs`): parsed arguments or a typed options object."""
 
     @property
