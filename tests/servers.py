@@ -3,17 +3,43 @@
 - `MotoS3`: the moto server in its own process (the real S3 wire API, not the in-process mock).
 - `tests.batch_services.BatchServices`: the OpenAI Files/Batch, Cohere, Bedrock and SageMaker
   APIs where moto falls short.
+- `serve_command`: an `mlbatch serve-…` command run as users run it, with the URL it prints.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+
+
+def serve_command(
+    command: str, args: list[str], env: dict[str, str], stderr: int = subprocess.PIPE
+) -> tuple[subprocess.Popen, str]:
+    """Start `mlbatch COMMAND ARGS` with `env` added and return it with the URL it announces
+    (killed if no URL line comes within 20 s)."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlbatch")), command, *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    timer = threading.Timer(20, process.kill)
+    timer.start()
+    try:
+        line = process.stdout.readline()
+    finally:
+        timer.cancel()
+    assert line, process.stderr.read() if process.stderr else "no URL line"
+    return process, json.loads(line)["url"]
 
 
 def free_port() -> int:

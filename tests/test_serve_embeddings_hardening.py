@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from connectors.local.embedding_server import EmbeddingService
+from tests.servers import serve_command
 
 pytestmark = pytest.mark.integration
 
@@ -59,24 +58,6 @@ def multipart(content: bytes | None) -> bytes:
     return purpose + file_head.encode() + content + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def served(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [str(MLBATCH), "serve-embeddings", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    timer = threading.Timer(20, process.kill)
-    timer.start()
-    try:
-        line = process.stdout.readline()
-    finally:
-        timer.cancel()
-    assert line, process.stderr.read()
-    return process, json.loads(line)["url"]
-
-
 @pytest.fixture
 def service():
     service = EmbeddingService(api_key=KEY, embed=lambda texts: [[float(len(t)), 1.0] for t in texts]).start()
@@ -91,7 +72,7 @@ def test_the_key_comes_from_the_environment_or_a_file_and_stays_out_of_ps(tmp_pa
     args, env = (["--api-key-file", str(key_file)], {}) if source == "file" else ([], {})
     if source == "environment":
         env["MLBATCH_EMBEDDINGS_API_KEY"] = KEY
-    process, url = served(args, env)
+    process, url = serve_command("serve-embeddings", args, env)
     try:
         assert KEY not in Path(f"/proc/{process.pid}/cmdline").read_text()
         status, answer = call(url, "GET", "/v1/batches/batch_none")

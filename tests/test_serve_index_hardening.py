@@ -10,21 +10,18 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from connectors.local.index_server import LocalIndexServer
+from tests.servers import serve_command
 
 pytestmark = pytest.mark.integration
 
-MLBATCH = Path(sys.executable).with_name("mlbatch")
 TIMEOUT = 5.0
 
 
@@ -86,18 +83,9 @@ def test_names_that_leave_the_data_directory_are_refused_and_nothing_is_deleted(
     data_dir = home / "index-service"
     home.mkdir()
     (home / "tasks.db").write_bytes(b"task store")
-    env = {**os.environ, "MLBATCH_HOME": str(home)}
-    process = subprocess.Popen(
-        [str(MLBATCH), "serve-index", "--data-dir", str(data_dir), "--max-body-mb", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    timer = threading.Timer(20, process.kill)
-    timer.start()
+    args = ["--data-dir", str(data_dir), "--max-body-mb", "1"]
+    process, url = serve_command("serve-index", args, {"MLBATCH_HOME": str(home)}, subprocess.DEVNULL)
     try:
-        url = json.loads(process.stdout.readline())["url"]
         assert call(url, "PUT", "/keep", {})[0] == 200
         for path in ESCAPES:
             for method in ("PUT", "DELETE"):
@@ -112,7 +100,6 @@ def test_names_that_leave_the_data_directory_are_refused_and_nothing_is_deleted(
         too_long = b"POST /keep/_bulk HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2**20 + 1)
         assert send_raw(port_of(url), too_long)[0] == 413
     finally:
-        timer.cancel()
         process.terminate()
         process.wait(timeout=TIMEOUT)
 

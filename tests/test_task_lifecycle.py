@@ -280,6 +280,11 @@ def test_a_killed_run_becomes_failed_with_the_counts_it_saved_and_stays_so_after
     ]
 
 
+def slow_ingest(request: Path, url: str, mapping: Path) -> tuple[str, ...]:
+    """`ingest` arguments for the job `write_job` wrote, against `url`, with slow small bulks."""
+    return ("ingest", str(request), "--opensearch", url, "--create-index", str(mapping), *SLOW)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_exits_130_and_records_what_it_did_and_its_dead_letters(
@@ -288,13 +293,7 @@ def test_an_interrupted_run_exits_130_and_records_what_it_did_and_its_dead_lette
     sink = servers(bulk_delay=0.3)
     request, mapping = write_job(tmp_path, 300, bad_lines=(2,))
     process = processes(
-        "ingest",
-        str(request),
-        "--opensearch",
-        sink.url,
-        "--create-index",
-        str(mapping),
-        *SLOW,
+        *slow_ingest(request, sink.url, mapping),
         home=mlbatch_home,
     )
     wait_for(lambda: sink.bulk_calls >= 3, "some _bulk calls")
@@ -354,13 +353,7 @@ def test_a_failed_run_records_the_documents_it_wrote_and_the_dead_letters_it_rea
     sink = servers(request_faults={404: 6})
     request, mapping = write_job(tmp_path, 200, bad_lines=(2, 30))
     result = run_mlbatch(
-        "ingest",
-        str(request),
-        "--opensearch",
-        sink.url,
-        "--create-index",
-        str(mapping),
-        *SLOW,
+        *slow_ingest(request, sink.url, mapping),
         home=mlbatch_home,
     )
 
