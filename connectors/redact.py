@@ -19,6 +19,11 @@ _MIN_SECRET_LENGTH = 4
 NOT_SECRET = frozenset({"region", "service_name"})
 
 
+def credential_secrets(credential: dict[str, Any] | None) -> list[Any]:
+    """The values of a credential object that are secrets (all but `NOT_SECRET` keys)."""
+    return [value for key, value in (credential or {}).items() if key not in NOT_SECRET]
+
+
 def redact_credential(credential: dict[str, Any] | None) -> dict[str, str]:
     """The credential object with every secret masked (keys kept, so users see what was set)."""
     return {key: value if key in NOT_SECRET else MASK for key, value in (credential or {}).items()}

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.index import bulk_tuning
-from connectors.redact import NOT_SECRET, RedactingFilter, Redactor, redact_credential
+from connectors.redact import RedactingFilter, Redactor, credential_secrets, redact_credential
 from connectors.sources import SourceAccess
 from connectors.task_store import TaskStore, mlbatch_home
 from pipelines import report, task_lifecycle
@@ -116,7 +116,7 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
 def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:
     return Redactor.of(
         [
-            *(value for key, value in credential.items() if key not in NOT_SECRET),
+            *credential_secrets(credential),
             cluster.password,
             urlparse(cluster.url).password,
             os.environ.get("OPENAI_API_KEY"),

@@ -20,6 +20,7 @@ from connectors.opensearch.config import ClusterError
 from connectors.sources import SourceError
 from pipelines.join_strategy import JoinStrategy
 from pipelines.outcome import decide_outcome
+from pipelines.task_lifecycle import cause_chain
 from transforms import counters, progress
 
 _OUR_ERRORS = (ClusterError, SourceError, BulkFailed)
@@ -30,11 +31,9 @@ log = logging.getLogger("mlbatch")
 def root_cause(error: BaseException) -> str:
     """Our own error's message in `error`'s cause chain (or, when a runner re-raised it as text,
     in its message), without Beam's step suffix; else the message's last line."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, _OUR_ERRORS):
-            return _BEAM_STEP_SUFFIX.sub("", str(seen))
-        seen = seen.__cause__ or seen.__context__
+    ours = next((seen for seen in cause_chain(error) if isinstance(seen, _OUR_ERRORS)), None)
+    if ours is not None:
+        return _BEAM_STEP_SUFFIX.sub("", str(ours))
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     for line in reversed(lines):
         for known in _OUR_ERRORS:

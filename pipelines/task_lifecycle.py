@@ -29,16 +29,22 @@ _INTERRUPT_MESSAGE = re.compile(r"^\s*(?:\w+\.)*KeyboardInterrupt\b", re.MULTILI
 _received = threading.Event()
 
 
-def caused_by_interrupt(error: BaseException) -> bool:
-    """A KeyboardInterrupt, or an exception that wraps one (in its cause chain or its message)."""
+def cause_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then what caused it (`__cause__`, else `__context__`), each once."""
     seen: BaseException | None = error
     visited: set[int] = set()
     while seen is not None and id(seen) not in visited:
         visited.add(id(seen))
-        if isinstance(seen, KeyboardInterrupt) or _INTERRUPT_MESSAGE.search(str(seen)):
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """A KeyboardInterrupt, or an exception that wraps one (in its cause chain or its message)."""
+    return any(
+        isinstance(seen, KeyboardInterrupt) or _INTERRUPT_MESSAGE.search(str(seen))
+        for seen in cause_chain(error)
+    )
 
 
 def is_interrupt(error: BaseException) -> bool:

@@ -155,8 +155,7 @@ def compile_path(expression: str) -> CompiledPath:
         raise JsonPathError(
             f"invalid JSONPath {echo(expression)}: {cut(str(error), _MAX_PARSER_MESSAGE)}"
         ) from None
-    segments = len(steps) if steps is not None else _segments(parsed)
-    if segments > MAX_PATH_SEGMENTS:
+    if steps is None and (segments := _segments(parsed)) > MAX_PATH_SEGMENTS:
         raise JsonPathError(_too_many_segments(expression, segments))
     return CompiledPath(expression, steps, parsed, steps is not None or _is_definite(parsed))
 

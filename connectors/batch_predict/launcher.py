@@ -26,7 +26,7 @@ from connectors.batch_predict.connector import Connector, ConnectorError, parse_
 from connectors.batch_predict.job_status import TERMINAL_STATES, map_status, service_status
 from connectors.batch_predict.remote_call import RemoteCallError, call, render_action
 from connectors.batch_predict.templating import merge_parameters
-from connectors.redact import NOT_SECRET, Redactor
+from connectors.redact import Redactor, credential_secrets
 from connectors.retry import RetryPolicy
 from connectors.task_store import TaskStore
 
@@ -49,7 +49,7 @@ def load_connector(path: str | Path) -> Connector:
 
 
 def redactor_for(connector: Connector) -> Redactor:
-    return Redactor.of(value for key, value in connector.credential.items() if key not in NOT_SECRET)
+    return Redactor.of(credential_secrets(connector.credential))
 
 
 @contextmanager

@@ -115,9 +115,9 @@ def encoded(payload: Any) -> tuple[bytes, str]:
 class JsonHttpServer:
     """A loopback HTTP server around one handler function (services subclass it).
 
-    The limits are class attributes (a subclass may change them); `max_body_bytes`,
-    `channel_timeout` (seconds a connection may sit idle or stalled) and `threads` (handler
-    threads) can also be given per server by keyword.
+    The limits are class attributes (a subclass may change them); `max_body_bytes` and
+    `channel_timeout` (seconds a connection may sit idle or stalled) can also be given per
+    server by keyword.
     """
 
     max_body_bytes: int = 100 * MiB
@@ -133,7 +133,6 @@ class JsonHttpServer:
         *,
         max_body_bytes: int | None = None,
         channel_timeout: float | None = None,
-        threads: int | None = None,
     ) -> None:
         self._handle = handle
         self._max_body = max_body_bytes or self.max_body_bytes
@@ -142,7 +141,7 @@ class JsonHttpServer:
             self._application,
             host="127.0.0.1",
             port=port,
-            threads=threads or self.threads,
+            threads=self.threads,
             connection_limit=self.connection_limit,
             channel_timeout=timeout,
             cleanup_interval=max(timeout / 2, 0.25),

@@ -149,8 +149,12 @@ class _BatchSender:
         self.outcome = BulkOutcome(results=[None] * len(encoded))
         self.started = clock()
 
+    def elapsed(self) -> float:
+        """Seconds since the batch was first sent."""
+        return self.clock() - self.started
+
     def exhausted(self, attempt: int) -> bool:
-        return self.policy.exhausted(attempt, self.clock() - self.started)
+        return self.policy.exhausted(attempt, self.elapsed())
 
     def send_group(self, group: list[int], attempt: int, later: list[list[int]]) -> list[list[int]]:
         """Send one group; returns the halves to send next (after a split), and adds what must
@@ -169,14 +173,12 @@ class _BatchSender:
             status = item_status(item)
             if 200 <= status < 300:
                 self.outcome.results[position] = item
-            elif item_decision(status) is Decision.RETRY and not self.exhausted(attempt):
+                continue
+            retryable = item_decision(status) is Decision.RETRY
+            if retryable and not self.exhausted(attempt):
                 retry.append(position)
             else:
-                suffix = (
-                    _gave_up(attempt, self.clock() - self.started)
-                    if item_decision(status) is Decision.RETRY
-                    else ""
-                )
+                suffix = _gave_up(attempt, self.elapsed()) if retryable else ""
                 self.outcome.failures.append((position, status, item_reason(item) + suffix))
         if retry:
             later.append(retry)
@@ -213,7 +215,7 @@ class _BatchSender:
             half = len(group) // 2
             return [group[:half], group[half:]]
         if self.exhausted(attempt):
-            raise BulkFailed(error.reason + _gave_up(attempt, self.clock() - self.started)) from None
+            raise BulkFailed(error.reason + _gave_up(attempt, self.elapsed())) from None
         later.append(group)
         return []
 
@@ -247,7 +249,7 @@ def send_with_retries(
             break
         wait = policy.delay(attempt, rng)
         if policy.max_retry_time is not None:
-            wait = min(wait, max(0.0, policy.max_retry_time - (clock() - sender.started)))
+            wait = min(wait, max(0.0, policy.max_retry_time - sender.elapsed()))
         sleep(wait)
         if shared.stop.is_set():
             raise BulkFailed("the run is ending: retries stopped")
