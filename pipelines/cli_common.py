@@ -12,6 +12,7 @@ import orjson
 from pipelines.request import RequestError, decode_body
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_TIMEOUT = 0, 1, 2, 3, 130, 124
+EXIT_COUNTS_UNKNOWN = 4
 log = logging.getLogger("mlbatch")
 
 

@@ -3,6 +3,7 @@
 The options are parsed and checked into `IngestOptions` (`pipelines.ingest_options`), the run
 itself is `pipelines.ingest_run.run_ingest`, and its final task record is printed as JSON on
 stdout. Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or usage, 3 COMPLETED_WITH_ERROR,
+4 COUNTS_UNKNOWN (the runner ended without the job's counters, e.g. a Dataflow `--dry_run`),
 130 interrupted (Ctrl-C or SIGTERM; the task is FAILED with "interrupted").
 """
 
@@ -11,7 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipelines.cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WITH_ERRORS, print_json
+from pipelines.cli_common import (
+    EXIT_COUNTS_UNKNOWN,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_WITH_ERRORS,
+    print_json,
+)
 from pipelines.ingest_options import (
     IngestOptions,
     IngestOptionsError,
@@ -19,8 +27,13 @@ from pipelines.ingest_options import (
     ingest_options_from,
 )
 from pipelines.ingest_run import IngestResult, run_ingest
+from pipelines.report import COUNTS_UNKNOWN
 
-_EXIT_BY_STATE = {"COMPLETED": EXIT_OK, "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS}
+_EXIT_BY_STATE = {
+    "COMPLETED": EXIT_OK,
+    "COMPLETED_WITH_ERROR": EXIT_WITH_ERRORS,
+    COUNTS_UNKNOWN: EXIT_COUNTS_UNKNOWN,
+}
 
 
 def add_ingest_command(commands: argparse._SubParsersAction) -> None:

@@ -158,6 +158,11 @@ def _run_task(
             for source, uri in early_reads(checked.plan, checked.files, checked.strategy):
                 HelperRead.start_early(source, access, uri)
         job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
+    except counters.CountsUnknown as unknown:  # the run ended, but the runner cannot say what it did
+        fields = report.counts_unknown_fields(
+            unknown, task.runner.runner, options.beam_args, task.runner.in_process, task.dlq_dir
+        )
+        return IngestResult(task.finish(**fields))
     except Exception as error:  # the runner wraps worker errors; report the cause in one line
         if task_lifecycle.is_interrupt(error):
             raise KeyboardInterrupt from None

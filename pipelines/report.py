@@ -6,6 +6,9 @@
 - `ended_early_fields`: a run that failed or was interrupted: the counts this process reached
   (`transforms.progress`; Beam's metrics are gone by then), flagged `partial` when the
   runner's steps ran elsewhere, and the error.
+- `counts_unknown_fields`: a run whose runner ended without its counters
+  (`transforms.counters.CountsUnknown`: a dry run, a runner without metrics, a job still under
+  way when the runner returned): COUNTS_UNKNOWN, never COMPLETED with zeros, and where to look.
 - `root_cause`: one line for a failed run: our own error's message without Beam's wrapping.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from connectors.opensearch.bulk_retry import BulkFailed
@@ -25,6 +29,7 @@ from transforms import counters, progress
 
 _OUR_ERRORS = (ClusterError, SourceError, BulkFailed)
 _BEAM_STEP_SUFFIX = re.compile(r"\s*\[while running '.*'\]\s*$")
+COUNTS_UNKNOWN = "COUNTS_UNKNOWN"
 log = logging.getLogger("mlbatch")
 
 
@@ -85,3 +90,33 @@ def finished_fields(
         log.warning("%s", outcome.error + (f"; see {dlq_dir}" if counts["dlq"] else ""))
         fields["error"] = outcome.error
     return fields
+
+
+def counts_unknown_fields(
+    unknown: counters.CountsUnknown, runner: str, beam_args: Sequence[str], in_process: bool, dlq_dir: str
+) -> dict[str, Any]:
+    """The fields of a task whose runner ended without the job's counters: COUNTS_UNKNOWN, the
+    counts this process saw, and where the truth is (the runner's job, the dead letters); logs it."""
+    fields: dict[str, Any] = {"state": COUNTS_UNKNOWN, "counts": counts_so_far(in_process)}
+    if _dry_run(beam_args):
+        fields["error"] = (
+            f"--dry_run: {runner} translated the job and did not run it, so nothing was read or written"
+        )
+    else:
+        job = f"job {unknown.job_id}" if unknown.job_id else "the job"
+        fields["error"] = (
+            f"{runner} reported no counters ({unknown.reason}): what the run read, wrote and "
+            f"rejected is unknown here; see {job} in the runner's console, and dead letters in {dlq_dir}"
+        )
+        fields["dlq"] = dlq_dir
+    if unknown.job_id:
+        fields["runner_job_id"] = unknown.job_id
+    log.warning("%s", fields["error"])
+    return fields
+
+
+def _dry_run(beam_args: Sequence[str]) -> bool:
+    """Whether Beam was asked to translate the job only (`--dry_run=True`)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    return bool(PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run)

@@ -4,7 +4,8 @@ Beam counters live in the `mlbatch` namespace. Plain names count over the whole 
 per-source and per-stage counters are a prefix plus the source or stage
 (`read.source[0]`, `accounted.source[1]`, `dlq.bulk`, `unmatched.title`).
 Pure tallies say their counts as `{name: count}`; a DoFn adds them with a `CounterSet`.
-`job_counters` reads a finished pipeline's counters back into a `{name: value}` dict.
+`job_counters` reads a finished pipeline's counters back into a `{name: value}` dict, or raises
+`CountsUnknown` when the runner cannot say them.
 """
 
 from __future__ import annotations
@@ -127,13 +128,54 @@ def summarize(counters: dict[str, int]) -> dict[str, Any]:
     return counts
 
 
+class CountsUnknown(Exception):
+    """The runner ended the run without the job's counters: it returned while the job was still
+    under way, it keeps no metrics, or it reported none of mlbatch's counters."""
+
+    def __init__(self, reason: str, job_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.job_id = job_id
+
+
 def job_counters(result: Any) -> dict[str, int]:
     """`{name: value}` of a finished Beam pipeline result's mlbatch counters (committed values
-    where the runner has them, else attempted)."""
-    from apache_beam.metrics.metric import MetricsFilter
+    where the runner has them, else attempted).
 
+    Raises CountsUnknown when the job is not DONE yet (a runner that returned without waiting),
+    when the runner has no metrics (NotImplementedError), or when it reported no mlbatch counter
+    at all: reading a file adds its source's read counter, zero included, so a run that read
+    its sources and kept its counters always has some. A job that ended in another final state
+    (failed, cancelled) raises RuntimeError.
+    """
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.runner import PipelineState
+
+    job_id = runner_job_id(result)
+    state = str(result.state)
+    if state != PipelineState.DONE:
+        if PipelineState.is_terminal(state):
+            raise RuntimeError(f"the runner ended the job in state {state}")
+        raise CountsUnknown(f"the runner returned while the job is {state}", job_id)
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except NotImplementedError:
+        raise CountsUnknown("the runner keeps no metrics", job_id) from None
+    if not found:
+        raise CountsUnknown("the runner reported none of the job's counters", job_id)
     counters: dict[str, int] = {}
-    for found in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        value = found.committed if found.committed is not None else found.attempted
-        counters[found.key.metric.name] = counters.get(found.key.metric.name, 0) + (value or 0)
+    for each in found:
+        value = each.committed if each.committed is not None else each.attempted
+        counters[each.key.metric.name] = counters.get(each.key.metric.name, 0) + (value or 0)
     return counters
+
+
+def runner_job_id(result: Any) -> str | None:
+    """The runner's id of the job (Dataflow's results have one), or None."""
+    job_id = getattr(result, "job_id", None)
+    if not callable(job_id):
+        return None
+    try:
+        return str(job_id() or "") or None
+    except AttributeError:  # a result without a job (Dataflow's, when only a template was made)
+        return None
