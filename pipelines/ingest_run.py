@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,6 +29,7 @@ from pipelines.ingest_options import IngestOptions
 from pipelines.plan import compile_plan
 from pipelines.request import IngestRequest, RequestError, parse_request
 from pipelines.runner_choice import RunnerChoice, early_reads, runner_choice, use_read_helper
+from pipelines.worker_packaging import staged_beam_args
 from transforms import counters, progress
 from transforms.read_helper import HelperRead
 from transforms.types import IngestPlan
@@ -77,13 +78,15 @@ class _Task:
 def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None) -> IngestResult:
     """Run one ingestion job for the decoded request `body`; `extra_fields` go into its task record.
 
-    Raises UsageError for a request that does not parse or an unreadable --create-index file."""
+    Raises UsageError for a request that does not parse, an unreadable --create-index file, or a
+    remote runner whose workers cannot get mlbatch (`pipelines.worker_packaging`)."""
     try:
         request = parse_request(body)
         plan = compile_plan(request, join=options.join)
     except RequestError as error:
         raise UsageError(str(error)) from None
     create_body = read_json(options.create_index, "--create-index") if options.create_index else None
+    options = replace(options, beam_args=staged_beam_args(options.beam_args))
 
     cluster = options.cluster()
     redactor = _redactor(request.credential, cluster)
