@@ -150,3 +150,14 @@ def test_a_secrets_manager_arn_carries_its_region():
         secretsmanager_region("arn:aws:secretsmanager:eu-west-1:123456789012:secret:runs/x-AbCdEf")
         == "eu-west-1"
     )
+
+
+def test_a_bad_worker_secrets_option_is_an_options_error():
+    from pipelines.ingest_options import IngestOptions, IngestOptionsError
+
+    with pytest.raises(IngestOptionsError, match="--worker-secrets 'vault:x': use env, file:PATH"):
+        IngestOptions(worker_secrets="vault:x")
+    assert (
+        IngestOptions(worker_secrets="aws-secretsmanager:runs/x").worker_secrets
+        == "aws-secretsmanager:runs/x"
+    )
