@@ -2,21 +2,33 @@
 
 `redact_credential` masks every value of a request's `credential` object; `Redactor`
 replaces known secret strings wherever they appear in text or nested JSON values, and can
-be installed as a logging filter.
+be installed as a logging filter. On a worker that is not the launching process, the redactor
+holds no secret: `Redactor.for_workers(ref)` masks the secrets its `SecretRef` resolves to there
+(and the worker's own `SECRET_ENV_VARS`), so dead-letter entries written there stay masked.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from connectors.secret_refs import SecretRef
 
 MASK = "***"
 _MIN_SECRET_LENGTH = 4
 
 
 NOT_SECRET = frozenset({"region", "service_name"})
+SECRET_ENV_VARS = ("OPENAI_API_KEY", "OPENSEARCH_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def env_secrets() -> list[str | None]:
+    """The values of this process's `SECRET_ENV_VARS`."""
+    return [os.environ.get(name) for name in SECRET_ENV_VARS]
 
 
 def credential_secrets(credential: dict[str, Any] | None) -> list[Any]:
@@ -31,24 +43,33 @@ def redact_credential(credential: dict[str, Any] | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Redactor:
-    """Masks the given secret strings."""
+    """Masks the given secret strings, or on workers those `source` resolves to."""
 
     secrets: tuple[str, ...] = ()
+    source: SecretRef | None = None
 
     @classmethod
     def of(cls, values: Iterable[Any]) -> Redactor:
         found = {v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH}
         return cls(tuple(sorted(found, key=len, reverse=True)))
 
+    @classmethod
+    def for_workers(cls, ref: SecretRef) -> Redactor:
+        """A redactor that pickles without secrets and masks what `ref` resolves to where it runs."""
+        return cls(source=ref)
+
+    def _masked(self) -> tuple[str, ...]:
+        return self.secrets if self.source is None else _worker_secrets(self.source)
+
     def text(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in self._masked():
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
 
     def value(self, value: Any) -> Any:
         """`value` with secrets masked in every string, recursively through dicts and lists."""
-        if not self.secrets:
+        if not self._masked():
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -59,7 +80,15 @@ class Redactor:
         return value
 
     def __repr__(self) -> str:
+        if self.source is not None:
+            return f"Redactor({self.source.label})"
         return f"Redactor({len(self.secrets)} secrets)"
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_secrets(ref: SecretRef) -> tuple[str, ...]:
+    """What a worker masks: the secrets `ref` resolves to and the worker's own secret variables."""
+    return Redactor.of([*ref.values().values(), *env_secrets()]).secrets
 
 
 class RedactingFilter(logging.Filter):

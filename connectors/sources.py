@@ -20,11 +20,12 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from connectors.source_access import SourceAccess
 
 _GLOB_CHARS = frozenset("*?[")
 _PARQUET_BATCH_ROWS = 1024
@@ -34,35 +35,6 @@ _SMART_OPEN_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst"})
 
 class SourceError(RuntimeError):
     """A source cannot be listed or read; the message names the URI."""
-
-
-@dataclass(frozen=True)
-class SourceAccess:
-    """How to reach the files of one request: its source type and credential."""
-
-    source_type: str
-    credential: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def s3_client(self) -> Any:
-        """An S3 client with the request's keys when it is an S3 request, else the default AWS chain."""
-        import boto3
-
-        if self.source_type != "s3":
-            return boto3.session.Session().client("s3")
-        keys = {
-            "aws_access_key_id": self.credential.get("access_key"),
-            "aws_secret_access_key": self.credential.get("secret_key"),
-            "aws_session_token": self.credential.get("session_token"),
-            "region_name": self.credential.get("region")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1",
-        }
-        return boto3.session.Session(**{k: v for k, v in keys.items() if v}).client("s3")
-
-    def openai_client(self) -> Any:
-        import openai
-
-        return openai.OpenAI(api_key=self.credential.get("openAI_key") or os.environ.get("OPENAI_API_KEY"))
 
 
 def _has_glob(text: str) -> bool:

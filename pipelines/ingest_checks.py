@@ -6,6 +6,11 @@ index's vector fields (`pipelines.plan.with_vector_checks`) and, with `--cluster
 cluster assigns. What it finds is logged; numeric fields the mapping does not declare
 `knn_vector` are warned of. It raises one of `CHECK_ERRORS` when a source or the cluster is
 not usable.
+
+`check_workers` runs earlier, before the task is created: it refuses what the runner's workers
+could not reach (local paths for a runner whose workers are elsewhere, `pipelines.worker_reach`)
+and chooses how they get the run's secrets (`pipelines.worker_secrets`); it raises one of
+`WORKER_ERRORS`, a usage error.
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ from connectors.sources import SourceAccess, SourceError, expand_source, file_si
 from pipelines.ingest_options import IngestOptions
 from pipelines.join_strategy import JoinStrategy, JoinStrategyError, choose_join_strategy
 from pipelines.plan import with_vector_checks
+from pipelines.request import IngestRequest
+from pipelines.runner_choice import RunnerChoice
+from pipelines.worker_reach import WorkerReachError, environment_type, reach_problem, workers_see_local_files
+from pipelines.worker_secrets import WorkerSecrets, WorkerSecretsError
 from transforms.document_ids import with_cluster_assigned_ids
 from transforms.types import IngestPlan
 
 CHECK_ERRORS = (SourceError, ClusterError, JoinStrategyError)
+WORKER_ERRORS = (WorkerReachError, WorkerSecretsError)
 _NUMERIC_TYPES = ("float", "double", "half_float")
 log = logging.getLogger("mlbatch")
 
@@ -73,6 +83,19 @@ def check_run(
         )
         checked_plan = with_cluster_assigned_ids(checked_plan)
     return CheckedRun(checked_plan, files, strategy, index.knn_fields)
+
+
+def check_workers(
+    options: IngestOptions, request: IngestRequest, cluster: OpenSearchConfig, runner: RunnerChoice
+) -> WorkerSecrets:
+    """Refuse local paths the runner's workers cannot see; choose how they get the run's secrets."""
+    environment = environment_type(options.beam_args)
+    problem = reach_problem(runner.runner, request.source_type, request.sources, options.dlq, environment)
+    if problem:
+        raise WorkerReachError(problem)
+    access = SourceAccess(request.source_type, request.credential)
+    see_local = workers_see_local_files(runner.runner, environment)
+    return WorkerSecrets.plan(options.worker_secrets, access, cluster, runner, see_local)
 
 
 def numeric_fields_not_knn(field_names: Sequence[str], index: IndexInfo) -> list[tuple[str, str]]:

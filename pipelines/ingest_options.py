@@ -18,6 +18,7 @@ from typing import get_args
 from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY
 from connectors.opensearch.config import DEFAULT_TIMEOUT, SIGV4_SERVICES, OpenSearchConfig, cluster_config
 from connectors.retry import DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRY_TIME, RetryPolicy
+from connectors.secret_refs import REF_FORMS, SecretRefError, parse_ref
 from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyName
 from pipelines.runner_choice import ReadHelperChoice, unknown_beam_args
 from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE, BulkAction
@@ -57,6 +58,7 @@ class IngestOptions:
     read_helper: ReadHelperChoice = "auto"
     dlq: str | None = None  # None: $MLBATCH_HOME/dlq/<task_id>
     max_error_ratio: float | None = None
+    worker_secrets: str | None = None  # None: in the graph in process, else a file under $MLBATCH_HOME
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -88,6 +90,11 @@ def options_problem(options: IngestOptions) -> str | None:
         return "--max-retry-time, --max-retries, --initial-backoff and --max-backoff must not be negative"
     if options.bulk_tuning and options.aws_sigv4 == "aoss":
         return "--bulk-tuning: OpenSearch Serverless has no index replica or refresh settings to tune"
+    if options.worker_secrets is not None:
+        try:
+            parse_ref(options.worker_secrets)
+        except SecretRefError as error:
+            return str(error)
     unknown = unknown_beam_args(options.beam_args) if options.beam_args else []
     if unknown:
         return f"unrecognized arguments: {' '.join(unknown)} (neither mlbatch nor Beam options)"
@@ -144,6 +151,12 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         "(auto, default: on with 2+ cores and the DirectRunner)",
     )
     option("--dlq", metavar="DIR", help="dead-letter directory (default $MLBATCH_HOME/dlq/<task_id>)")
+    option(
+        "--worker-secrets",
+        metavar="REF",
+        help=f"how workers outside this process get the run's secrets: {REF_FORMS} "
+        "(default: a file under $MLBATCH_HOME when they share this machine's files)",
+    )
     option(
         "--aws-sigv4",
         choices=SIGV4_SERVICES,

@@ -12,24 +12,24 @@ Beam loads only once the checks passed and the read helpers of the largest files
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
 from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.index import bulk_tuning
-from connectors.redact import RedactingFilter, Redactor, credential_secrets, redact_credential
+from connectors.redact import RedactingFilter, Redactor, credential_secrets, env_secrets, redact_credential
 from connectors.sources import SourceAccess
 from connectors.task_store import TaskStore, mlbatch_home
 from pipelines import report, task_lifecycle
 from pipelines.cli_common import UsageError, log, read_json
-from pipelines.ingest_checks import CHECK_ERRORS, CheckedRun, check_run
+from pipelines.ingest_checks import CHECK_ERRORS, WORKER_ERRORS, CheckedRun, check_run, check_workers
 from pipelines.ingest_options import IngestOptions
 from pipelines.plan import compile_plan
 from pipelines.request import IngestRequest, RequestError, parse_request
 from pipelines.runner_choice import RunnerChoice, early_reads, runner_choice, use_read_helper
 from pipelines.worker_packaging import staged_beam_args
+from pipelines.worker_secrets import WorkerSecrets
 from transforms import counters, progress
 from transforms.read_helper import HelperRead
 from transforms.types import IngestPlan
@@ -54,6 +54,7 @@ class _Task:
     dlq_dir: str
     redactor: Redactor
     runner: RunnerChoice
+    workers: WorkerSecrets
 
     def update(self, **fields: Any) -> dict[str, Any]:
         return self.store.update(self.task_id, **fields)
@@ -89,6 +90,11 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
     options = replace(options, beam_args=staged_beam_args(options.beam_args))
 
     cluster = options.cluster()
+    runner = runner_choice(options.beam_args)
+    try:
+        workers = check_workers(options, request, cluster, runner)
+    except WORKER_ERRORS as error:
+        raise UsageError(str(error)) from None
     redactor = _redactor(request.credential, cluster)
     for handler in log.handlers:
         handler.addFilter(RedactingFilter(redactor))
@@ -103,7 +109,7 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
     )
     task_id = record["task_id"]
     dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
-    task = _Task(store, task_id, dlq_dir, redactor, runner_choice(options.beam_args))
+    task = _Task(store, task_id, dlq_dir, redactor, runner, workers)
     progress.restart_all()
     try:
         return _run_task(options, request, plan, create_body, cluster, task)
@@ -122,10 +128,7 @@ def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor
             *credential_secrets(credential),
             cluster.password,
             urlparse(cluster.url).password,
-            os.environ.get("OPENAI_API_KEY"),
-            os.environ.get("OPENSEARCH_PASSWORD"),
-            os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            os.environ.get("AWS_SESSION_TOKEN"),
+            *env_secrets(),
         ]
     )
 
@@ -193,30 +196,32 @@ def _run_pipeline(
     from transforms.bulk import OpenSearchWriteConfig
 
     plan = checked.plan
-    job = IngestJob(
-        plan=plan,
-        files_by_source=checked.files,
-        access=access,
-        write=OpenSearchWriteConfig(
-            cluster,
-            plan.index_name,
-            bulk_size=options.bulk_size,
-            bulk_bytes=options.bulk_bytes,
-            bulk_concurrency=options.bulk_concurrency,
-            retry=options.retry(),
-            action=options.action,
-            knn_fields=checked.knn_fields,
-            source_count=len(plan.sources),
-        ),
-        dlq_dir=task.dlq_dir,
-        task_id=task.task_id,
-        redactor=task.redactor,
-        join_strategy=checked.strategy,
-        read_helper=read_helper,
-    )
-    task.update(state="RUNNING", dlq=task.dlq_dir, counts=report.counts_so_far(task.runner.in_process))
-    with (
-        task.checkpoint(),
-        bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),
-    ):
-        return run_pipeline(job, options.beam_args)
+    with task.workers.handed_over(task.task_id) as handover:
+        job = IngestJob(
+            plan=plan,
+            files_by_source=checked.files,
+            access=handover.access(access),
+            write=OpenSearchWriteConfig(
+                handover.cluster(cluster),
+                plan.index_name,
+                bulk_size=options.bulk_size,
+                bulk_bytes=options.bulk_bytes,
+                bulk_concurrency=options.bulk_concurrency,
+                retry=options.retry(),
+                action=options.action,
+                knn_fields=checked.knn_fields,
+                source_count=len(plan.sources),
+            ),
+            dlq_dir=task.dlq_dir,
+            task_id=task.task_id,
+            redactor=handover.redactor(task.redactor),
+            join_strategy=checked.strategy,
+            read_helper=read_helper,
+        )
+        counts = report.counts_so_far(task.runner.in_process)
+        task.update(state="RUNNING", dlq=task.dlq_dir, counts=counts, **handover.record_fields())
+        with (
+            task.checkpoint(),
+            bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),
+        ):
+            return run_pipeline(job, options.beam_args)

@@ -4,24 +4,29 @@
 Service / Serverless, TLS, gzip bodies, a request timeout) and builds opensearch-py clients;
 `cluster_config` builds one from the cluster options every command takes; `describe` turns
 an opensearch-py error into one line; `ClusterError` is the one error a run reports when
-the cluster cannot be used.
+the cluster cannot be used. The bulk writer carries its config inside the job graph, so for
+workers that are not the launching process `for_workers` swaps the password (also one in the
+URL) for a `connectors.secret_refs.SecretRef` they resolve when they build their client.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import orjson
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import SerializationError, TransportError
 from opensearchpy.serializer import JSONSerializer
 
+from connectors.secret_refs import SecretRef
+
 DEFAULT_URL = "http://localhost:9200"
 DEFAULT_TIMEOUT = 60.0
 SIGV4_SERVICES = ("es", "aoss")
+PASSWORD_SECRET = "opensearch.password"
 
 
 class ClusterError(RuntimeError):
@@ -41,6 +46,7 @@ class OpenSearchConfig:
     ca_certs: str | None = None
     compress: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    secrets: SecretRef | None = None  # on workers: where the password comes from
 
     @classmethod
     def from_env(cls, url: str | None = None, user: str | None = None, **kwargs: Any) -> OpenSearchConfig:
@@ -58,6 +64,31 @@ class OpenSearchConfig:
         if parsed.password is None:
             return self.url
         return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
+
+    def worker_secrets(self) -> dict[str, str]:
+        """The password the workers need, by name: the URL's, else `password`."""
+        password = urlparse(self.url).password
+        password = unquote(password) if password is not None else self.password
+        return {PASSWORD_SECRET: password} if password else {}
+
+    def for_workers(self, ref: SecretRef) -> OpenSearchConfig:
+        """This config without its password (the URL's user becomes `user`): workers resolve it from `ref`."""
+        parsed = urlparse(self.url)
+        if parsed.username is None and parsed.password is None:
+            return replace(self, password=None, secrets=ref)
+        host = parsed.netloc.rpartition("@")[2]
+        return replace(
+            self,
+            url=parsed._replace(netloc=host).geturl(),
+            user=unquote(parsed.username or ""),
+            password=None,
+            secrets=ref,
+        )
+
+    def _password(self) -> str:
+        if self.secrets is None:
+            return self.password or ""
+        return self.secrets.values().get(PASSWORD_SECRET, "")
 
     def _sigv4_options(self) -> dict[str, Any]:
         import boto3
@@ -93,7 +124,7 @@ class OpenSearchConfig:
         if self.aws_sigv4:
             options.update(self._sigv4_options())
         elif self.user:
-            options["http_auth"] = (self.user, self.password or "")
+            options["http_auth"] = (self.user, self._password())
         return OpenSearch(**options)
 
 
