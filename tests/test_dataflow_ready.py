@@ -103,7 +103,7 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory, osmem_server) -> Iterator[
                 patch.delenv(name, raising=False)
             patch.setattr(DataflowRunner, "run_pipeline", run_pipeline)
             args = ["ingest", str(request_path), "--opensearch", cluster.url, "--create-index", str(mapping)]
-            code = main([*args, "--dlq", DLQ, "--quiet", *DATAFLOW_DRY_RUN])
+            code = main([*args, "--dlq", DLQ, "--worker-secrets", "env", "--quiet", *DATAFLOW_DRY_RUN])
     finally:
         services.close()
         cluster.close()
