@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import get_args
 
+from connectors.byte_ranges import DEFAULT_SPLIT_BYTES
 from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY
 from connectors.opensearch.config import DEFAULT_TIMEOUT, SIGV4_SERVICES, OpenSearchConfig, cluster_config
 from connectors.retry import DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRY_TIME, RetryPolicy
@@ -54,6 +55,7 @@ class IngestOptions:
     join: JoinPolicy = "outer"
     join_strategy: JoinStrategyName = "auto"
     broadcast_max_bytes: int = DEFAULT_BROADCAST_MAX_BYTES
+    split_bytes: int = DEFAULT_SPLIT_BYTES
     read_helper: ReadHelperChoice = "auto"
     dlq: str | None = None  # None: $MLBATCH_HOME/dlq/<task_id>
     max_error_ratio: float | None = None
@@ -83,6 +85,8 @@ def options_problem(options: IngestOptions) -> str | None:
         return "--request-timeout must be positive"
     if options.broadcast_max_bytes < 0:
         return "--broadcast-max-bytes must not be negative"
+    if options.split_bytes < 0:
+        return "--split-bytes must not be negative (0: never split files)"
     retrying = (options.max_retry_time, options.initial_backoff, options.max_backoff)
     if min(*retrying, options.max_retries or 0) < 0:
         return "--max-retry-time, --max-retries, --initial-backoff and --max-backoff must not be negative"
@@ -136,6 +140,12 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="auto: broadcast only when the sources held in memory are at most this many input bytes "
         f"(default {DEFAULT_BROADCAST_MAX_BYTES // 2**20} MiB)",
+    )
+    option(
+        "--split-bytes",
+        type=int,
+        help="read uncompressed JSONL files larger than this in byte ranges of about this size, on any "
+        f"worker (default {DEFAULT_SPLIT_BYTES // 2**20} MiB); 0: read every file whole",
     )
     option(
         "--read-helper",

@@ -155,8 +155,8 @@ def _run_task(
     read_helper = use_read_helper(options.read_helper, task.runner)
     try:
         if read_helper and task.runner.in_process:  # parse now, while Beam loads
-            for source, uri in early_reads(checked.plan, checked.files, checked.strategy):
-                HelperRead.start_early(source, access, uri)
+            for source, part in early_reads(checked.plan, checked.reads, checked.strategy):
+                HelperRead.start_early(source, access, part)
         job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
     except Exception as error:  # the runner wraps worker errors; report the cause in one line
         if task_lifecycle.is_interrupt(error):
@@ -187,7 +187,7 @@ def _run_pipeline(
     plan = checked.plan
     job = IngestJob(
         plan=plan,
-        files_by_source=checked.files,
+        reads_by_source=checked.reads,
         access=access,
         write=OpenSearchWriteConfig(
             cluster,
