@@ -28,7 +28,7 @@ from transforms.counters import job_counters
 from transforms.dead_letters import WriteDeadLetters, close_open_files
 from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
-from transforms.split_join import REWRITES, RewriteWinners, SplitBroadcastJoin
+from transforms.split_join import FinishSplitJoin, SplitBroadcastJoin
 from transforms.types import DEAD_LETTERS, IngestPlan
 
 
@@ -52,9 +52,9 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
     plan = job.plan
     strategy = job.join_strategy
     dead_letters = []
-    rewrites = None
+    settled = None
     if strategy.name == "broadcast":
-        documents, rewrites = _broadcast_join(pipeline, job, dead_letters)
+        documents, settled = _broadcast_join(pipeline, job, dead_letters)
     elif strategy.name == "shuffle":
         documents = _shuffle_join(pipeline, job, dead_letters)
     else:
@@ -65,11 +65,11 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         documents = outputs.records
     written = documents | "Write" >> WriteToOpenSearch(job.write)
     dead_letters.append(written)
-    if rewrites is not None:  # a streamed file read in byte ranges: keys first met in several ranges
+    if settled is not None:  # a streamed file read in byte ranges: what the ranges could not know
         streamed = plan.sources[strategy.streamed]
         uri = job.reads_by_source[streamed.index][0].uri
         dead_letters.extend(
-            rewrites | "Rewrite" >> RewriteWinners(plan, streamed, uri, job.access, job.write, written)
+            settled | "Settled" >> FinishSplitJoin(plan, streamed, uri, job.access, job.write, written)
         )
     for position, rejected in enumerate(dead_letters):  # one writer per step, not after a Flatten
         rejected | f"DeadLetterQueue[{position}]" >> WriteDeadLetters(
@@ -94,8 +94,9 @@ def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -
 
 def _broadcast_join(
     pipeline: beam.Pipeline, job: IngestJob, dead_letters: list
-) -> tuple[beam.PCollection, beam.PCollection | None]:
-    """The joined documents, and the `Rewrite`s of a streamed file read in byte ranges (else None)."""
+) -> tuple[beam.PCollection, dict[str, beam.PCollection] | None]:
+    """The joined documents, and for a streamed file read in byte ranges the outputs of settling
+    its ranges for `FinishSplitJoin` (else None)."""
     streamed = job.plan.sources[job.join_strategy.streamed]
     side = []
     for source, parts in zip(job.plan.sources, job.reads_by_source, strict=True):
@@ -112,8 +113,8 @@ def _broadcast_join(
         split = side_batches | f"Join on source[{streamed.index}]" >> SplitBroadcastJoin(
             job.plan, streamed, list(parts), job.access, job.read_helper
         )
-        dead_letters += [split[DEAD_LETTERS], split["settled_dead_letters"]]
-        return split["documents"], split[REWRITES]
+        dead_letters.append(split.pop(DEAD_LETTERS))
+        return split.pop("documents"), split
     joined = side_batches | f"Join on source[{streamed.index}]" >> BroadcastJoin(
         job.plan, streamed, parts[0], job.access, job.read_helper
     )

@@ -71,8 +71,8 @@ def choose_join_strategy(
 def streamed_file(
     strategy: JoinStrategy, reads_by_source: Sequence[Sequence[FileRange]]
 ) -> tuple[int, FileRange] | None:
-    """(source index, file) of the one file a run streams whole through a single step, if it has
-    one: the broadcast join's large file, or a single source's only file, unless read in byte ranges."""
+    """(source index, file or first byte range) of the one file a run streams, if it has one: the
+    broadcast join's large file, or a single source's only file."""
     if strategy.name == "broadcast" and strategy.streamed is not None:
         source = strategy.streamed
     elif strategy.name == "none":
@@ -80,4 +80,4 @@ def streamed_file(
     else:
         return None
     reads = reads_by_source[source]
-    return (source, reads[0]) if len(reads) == 1 else None
+    return (source, reads[0]) if len({part.uri for part in reads}) == 1 else None

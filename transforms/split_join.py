@@ -15,7 +15,7 @@ whatever happens), bucketed by `_id` and settled per bucket with the small sourc
 key is counted once, duplicates are dead-lettered. Holding the ranges' documents until the
 global view is known would hold the whole file (vectors included) in the runner, so ranges
 write at once instead, and a key first met in several ranges (rare: each range already keeps
-its own first) is put right afterwards by `RewriteWinners`: the losing records are read back by
+its own first) is put right afterwards by `FinishSplitJoin`: the losing records are read back by
 offset and dead-lettered, and the winner's document (the first by offset, as in the whole-file
 join) is read back, merged and written again once every range's writes are done (a side
 input on the first write step's output orders it), with counts that leave the extra writes
@@ -49,6 +49,8 @@ from transforms.types import DEAD_LETTERS, Document, IngestPlan, SourcePlan
 
 CLAIMS = "claims"
 REWRITES = "rewrites"
+SETTLED_DOCUMENTS = "settled_documents"
+SETTLED_DEAD_LETTERS = "settled_dead_letters"
 
 
 class _SharedSide:
@@ -145,9 +147,10 @@ class _SettleFn(beam.DoFn):
 
 
 class SplitBroadcastJoin(beam.PTransform):
-    """The ranges of the streamed file + the other sources' record batches -> Documents (the ranges'
-    and the keys only the other sources have), dead letters of the ranges (`dead_letters`) and of
-    the settling (`settled_dead_letters`), and `Rewrite`s for `RewriteWinners`."""
+    """The ranges of the streamed file + the other sources' record batches -> the ranges' Documents
+    (`documents`, to be written by a step fused with the ranges, so they are never held) and
+    dead letters, and what `FinishSplitJoin` writes: the documents of the keys only the other
+    sources have, the settling's dead letters, and the `Rewrite`s."""
 
     def __init__(
         self,
@@ -184,9 +187,10 @@ class SplitBroadcastJoin(beam.PTransform):
             >> beam.ParDo(self._settle_fn, side).with_outputs(DEAD_LETTERS, REWRITES, main="documents")
         )
         return {
-            "documents": (ranges.documents, settled.documents) | "AllDocuments" >> beam.Flatten(),
+            "documents": ranges.documents,
             DEAD_LETTERS: ranges[DEAD_LETTERS],
-            "settled_dead_letters": settled[DEAD_LETTERS],
+            SETTLED_DOCUMENTS: settled.documents,
+            SETTLED_DEAD_LETTERS: settled[DEAD_LETTERS],
             REWRITES: settled[REWRITES],
         }
 
@@ -211,9 +215,10 @@ class _RewriteFn(beam.DoFn):
             yield document
 
 
-class RewriteWinners(beam.PTransform):
-    """`Rewrite`s -> the winners' documents written again once `first_writes` (the output of the
-    step writing the ranges' documents) is complete; returns the dead letters of both steps."""
+class FinishSplitJoin(beam.PTransform):
+    """`SplitBroadcastJoin`'s settled outputs -> the keys only the small sources have written, and
+    the winners of `Rewrite`s written again once `first_writes` (the output of the step writing
+    the ranges' documents) is complete; returns the dead letters of each step."""
 
     def __init__(
         self,
@@ -229,9 +234,14 @@ class RewriteWinners(beam.PTransform):
         self._write = write
         self._first_writes = first_writes
 
-    def expand(self, rewrites: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(self, settled: dict[str, beam.PCollection]) -> tuple[beam.PCollection, ...]:
         done = self._first_writes | "FirstWritesDone" >> beam.combiners.Count.Globally()
-        rewritten = rewrites | "ReadBackWinners" >> beam.ParDo(
+        rewritten = settled[REWRITES] | "ReadBackWinners" >> beam.ParDo(
             self._rewrite_fn, beam.pvalue.AsSingleton(done)
         ).with_outputs(DEAD_LETTERS, main="documents")
-        return rewritten[DEAD_LETTERS], rewritten.documents | "WriteAgain" >> WriteToOpenSearch(self._write)
+        return (
+            settled[SETTLED_DEAD_LETTERS],
+            settled[SETTLED_DOCUMENTS] | "WriteSettled" >> WriteToOpenSearch(self._write),
+            rewritten[DEAD_LETTERS],
+            rewritten.documents | "WriteAgain" >> WriteToOpenSearch(self._write),
+        )
