@@ -49,8 +49,10 @@ def check_run(
     access: SourceAccess,
     cluster: OpenSearchConfig,
     create_body: Any,
+    split_bytes: int = 0,
 ) -> CheckedRun:
-    """List the sources' files, choose the join strategy, check the index; complete the plan."""
+    """List the sources' files, choose the join strategy, check the index; complete the plan and
+    split the files of over `split_bytes` (0: none) into byte ranges where it can."""
     files = [expand_source(source.uri, access) for source in plan.sources]
     sizes = [[size for _, size in listed] for listed in files]
     strategy = choose_join_strategy(sizes, options.join_strategy, options.broadcast_max_bytes)
@@ -74,7 +76,7 @@ def check_run(
     whole: dict[int, str] = {}
     if strategy.name == "broadcast" and options.action == "create" and strategy.streamed is not None:
         whole[strategy.streamed] = "--action create keeps an id's first write; ranges write in no set order"
-    reads, notes = split_reads(checked_plan, files, options.split_bytes, whole)
+    reads, notes = split_reads(checked_plan, files, split_bytes, whole)
     for note in notes:
         log.info("%s", note)
     for source, parts in zip(plan.sources, reads, strict=True):

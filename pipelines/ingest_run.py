@@ -147,7 +147,7 @@ def _run_task(
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
     access = SourceAccess(request.source_type, request.credential)
     try:
-        checked = check_run(options, plan, access, cluster, create_body)
+        checked = check_run(options, plan, access, cluster, create_body, options.split_bytes_on(task.runner))
     except CHECK_ERRORS as error:
         log.error("%s", error)
         return IngestResult(task.finish(state="FAILED", counts=counters.summarize({}), error=str(error)))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.byte_ranges import (
+    DEFAULT_SPLIT_BYTES,
     FileRange,
     can_split,
     file_lines,
@@ -22,6 +23,7 @@ from connectors.sources import SourceAccess, read_records
 from pipelines.ingest_options import IngestOptions, IngestOptionsError
 from pipelines.plan import compile_plan, split_reads
 from pipelines.request import parse_request
+from pipelines.runner_choice import RunnerChoice
 from tests.data import SAGEMAKER_REQUEST, jsonl, knn_index_body, sagemaker_lines
 from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
 from transforms.types import DeadLetter, Locator
@@ -148,8 +150,12 @@ def test_split_reads_keeps_derived_id_sources_and_compressed_files_whole():
     assert reads == ((FileRange("big.jsonl"),),) and notes[0].endswith(": asked")
 
 
-def test_split_bytes_must_not_be_negative():
-    assert IngestOptions(split_bytes=0).split_bytes == 0
+def test_files_are_split_by_default_only_where_ranges_run_side_by_side():
+    in_process, dask = RunnerChoice(), RunnerChoice("DaskRunner")
+    assert IngestOptions().split_bytes_on(in_process) == 0
+    assert IngestOptions().split_bytes_on(dask) == DEFAULT_SPLIT_BYTES == 64 * 2**20
+    assert IngestOptions(split_bytes=1000).split_bytes_on(in_process) == 1000
+    assert IngestOptions(split_bytes=0).split_bytes_on(dask) == 0
     with pytest.raises(IngestOptionsError, match="--split-bytes must not be negative"):
         IngestOptions(split_bytes=-1)
 
