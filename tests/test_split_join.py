@@ -268,3 +268,26 @@ def test_a_split_broadcast_join_indexes_what_the_whole_file_join_does(osmem_url,
     assert counts["duplicates"] == 4 and counts["dlq"] == 7
     assert documents["request-4"]["question"] == "question 4?"
     assert (join == "outer") == ("only-in-input" in documents)
+
+
+@pytest.mark.integration
+def test_with_action_create_the_streamed_file_is_read_whole(osmem_url, capsys, tmp_path):
+    request = split_join_request(tmp_path, "create")
+    code, record = run_ingest(
+        capsys,
+        tmp_path,
+        request,
+        osmem_url,
+        "--join-strategy",
+        "broadcast",
+        "--split-bytes",
+        "700",
+        "--action",
+        "create",
+        index_body=knn_index_body(["question_embedding"], 4),
+    )
+    assert code == 3, record.get("error")
+    assert record["counts"]["accounted_by_source"] == record["counts"]["read_by_source"]
+    where = {(Path(entry["source"]).name, "line" in entry) for entry in dead_letters(record)}
+    assert where == {("output.jsonl", True), ("input.jsonl", False)}
+    assert indexed_documents(osmem_url, "joined-create")["request-4"]["question"] == "question 4?"
