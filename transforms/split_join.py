@@ -14,14 +14,15 @@ whatever happens), bucketed by `_id` and settled per bucket with the small sourc
 (`transforms.range_settle.settle_bucket`): keys only the small sources have are merged, every
 key is counted once, duplicates are dead-lettered. Holding the ranges' documents until the
 global view is known would hold the whole file (vectors included) in the runner, so ranges
-write at once instead, and a key first met in several ranges (rare: each range already keeps
-its own first) is put right afterwards by `FinishSplitJoin`: the losing records are read back by
-offset and dead-lettered, and the winner's document (the first by offset, as in the whole-file
-join) is read back, merged and written again once every range's writes are done (a side
-input on the first write step's output orders it), with counts that leave the extra writes
-out. The index, the dead letters (positions as byte offsets) and the counts equal those of the
-whole-file join. With `--action create` the first write of a key would stay, so the streamed
-file is not split then (`pipelines.plan.split_reads`).
+write at once instead, and a key first met in several ranges (rare: a duplicate in the same
+range as the first record needs nothing more) is put right afterwards by `FinishSplitJoin`: the
+losing records are read back by offset and dead-lettered, and the winner's document (the first
+by offset, as in the whole-file join) is read back, merged and written again once every
+range's writes are done (a side input on the first write step's output orders it), with
+counts that leave the extra writes out. The index, the dead letters (positions as byte
+offsets) and the counts equal those of the whole-file join, unless the cluster rejects such a
+key's document (each write of it is then dead-lettered). With `--action create` the first
+write of a key would stay, so the streamed file is not split then (`pipelines.ingest_checks`).
 """
 
 from __future__ import annotations
