@@ -8,6 +8,8 @@
   at all (as a local `glob(..., recursive=True)` does).
 - `openAI`: `file-...` IDs through the openai SDK (`credential.openAI_key`, `OPENAI_BASE_URL`).
 Files ending in `.gz` are decompressed transparently; `.parquet` files yield one record per row.
+Large local and S3 JSONL files are read in byte ranges (`connectors.byte_ranges`): a local file
+by `seek`, an S3 object by a ranged GET from the range's start on.
 `expand_source` runs once at plan time; `read_records` runs on the workers.
 """
 
@@ -18,19 +20,28 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from connectors.byte_ranges import FileRange, file_lines, range_lines, split_on_newlines
 from connectors.source_access import SourceAccess
 
 _GLOB_CHARS = frozenset("*?[")
 _PARQUET_BATCH_ROWS = 1024
 _READ_CHUNK_BYTES = 4 * 1024 * 1024
+_TAIL_CHUNK_BYTES = 64 * 1024  # reads past a range's end, to finish its last line
 _SMART_OPEN_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst"})
+
+
+class SourceFile(NamedTuple):
+    """One concrete file of a source and its size in bytes."""
+
+    uri: str
+    size: int
 
 
 class SourceError(RuntimeError):
@@ -109,71 +120,58 @@ def _expand_local(path: str) -> list[str]:
     return [path]
 
 
+def _sized_local(path: str) -> list[SourceFile]:
+    try:
+        return [SourceFile(name, os.path.getsize(name)) for name in _expand_local(path)]
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read its size ({error})") from None
+
+
 def _split_s3(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def _expand_s3(uri: str, client: Any) -> list[str]:
+def _expand_s3(uri: str, client: Any) -> list[SourceFile]:
     bucket, key = _split_s3(uri)
     if key and not key.endswith("/") and not _has_glob(key):
         try:
-            client.head_object(Bucket=bucket, Key=key)
+            head = client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise SourceError(f"{uri}: no such object") from None
             raise SourceError(f"{uri}: {code or error}") from None
-        return [uri]
+        return [SourceFile(uri, int(head["ContentLength"]))]
     prefix = key
     for position, char in enumerate(key):
         if char in _GLOB_CHARS:
             prefix = key[: key.rfind("/", 0, position) + 1]
             break
     matcher = s3_glob(key) if _has_glob(key) else None
-    keys: list[str] = []
+    found: list[SourceFile] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             name = item["Key"]
             if name.endswith("/") or (matcher is not None and not matcher.fullmatch(name)):
                 continue
-            keys.append(name)
-    if not keys:
+            found.append(SourceFile(f"s3://{bucket}/{name}", int(item["Size"])))
+    if not found:
         raise SourceError(f"{uri}: no objects under this prefix")
-    return [f"s3://{bucket}/{name}" for name in sorted(keys)]
+    return sorted(found)
 
 
-def expand_source(uri: str, access: SourceAccess) -> list[str]:
-    """The concrete file URIs one `data_source.source` entry stands for, in a stable order."""
+def expand_source(uri: str, access: SourceAccess) -> list[SourceFile]:
+    """The concrete files one `data_source.source` entry stands for, with their sizes (compressed
+    size for `.gz`), in a stable order."""
     try:
         if access.source_type == "s3":
             return _expand_s3(uri, access.s3_client())
         if access.source_type == "openAI":
             return _check_openai_file(uri, access)
-        return _expand_local(uri)
+        return _sized_local(uri)
     except (ClientError, BotoCoreError) as error:
         raise SourceError(f"{uri}: {error}") from None
-
-
-def file_size(uri: str, access: SourceAccess) -> int:
-    """Bytes of one expanded file (compressed size for `.gz`), to choose the join strategy."""
-    try:
-        if access.source_type == "openAI":
-            with _openai_errors(uri):
-                return int(access.openai_client().files.retrieve(uri).bytes or 0)
-        if uri.startswith("s3://"):
-            bucket, key = _split_s3(uri)
-            return int(access.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-        return os.path.getsize(uri)
-    except (ClientError, BotoCoreError, OSError) as error:
-        raise SourceError(f"{uri}: cannot read its size ({error})") from None
-
-
-def _lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(lines, start=1):
-        stripped = line.rstrip(b"\r")
-        if stripped.strip():
-            yield number, stripped
 
 
 def _chunks(stream: Any) -> Iterator[bytes]:
@@ -192,20 +190,6 @@ def _parquet_rows(stream: Any) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def _split_on_newlines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines of a byte stream, without their b"\\n", split on b"\\n" only (JSON strings may hold
-    U+2028 and friends)."""
-    pending = b""
-    for chunk in chunks:
-        lines = chunk.split(b"\n")
-        if pending:
-            lines[0] = pending + lines[0]
-        pending = lines.pop()
-        yield from lines
-    if pending:
-        yield pending
-
-
 @contextmanager
 def _openai_errors(file_id: str) -> Iterator[None]:
     import openai
@@ -220,10 +204,9 @@ def _openai_errors(file_id: str) -> Iterator[None]:
         raise SourceError(f"{file_id}: cannot reach the OpenAI files API ({error})") from None
 
 
-def _check_openai_file(file_id: str, access: SourceAccess) -> list[str]:
+def _check_openai_file(file_id: str, access: SourceAccess) -> list[SourceFile]:
     with _openai_errors(file_id):
-        access.openai_client().files.retrieve(file_id)
-    return [file_id]
+        return [SourceFile(file_id, int(access.openai_client().files.retrieve(file_id).bytes or 0))]
 
 
 def _read_openai(file_id: str, access: SourceAccess) -> Iterator[tuple[int, bytes]]:
@@ -231,22 +214,36 @@ def _read_openai(file_id: str, access: SourceAccess) -> Iterator[tuple[int, byte
         _openai_errors(file_id),
         access.openai_client().files.with_streaming_response.content(file_id) as response,
     ):
-        yield from _lines(_split_on_newlines(response.iter_bytes()))
+        yield from file_lines(split_on_newlines(response.iter_bytes()))
 
 
-def read_records(uri: str, access: SourceAccess) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
-    """(1-based line or row number, raw JSONL line or Parquet row) for every record of one file."""
+def read_records(part: FileRange, access: SourceAccess) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """(position, raw JSONL line or Parquet row) for every record of one file or byte range: the
+    1-based line or row number in a whole file, the byte offset of the line in a range."""
+    uri = part.uri
     if access.source_type == "openAI":
         yield from _read_openai(uri, access)
         return
     try:
         with _open(uri, access) as stream:
-            if uri.endswith(".parquet"):
+            if part.end is not None:
+                yield from range_lines(_range_chunks(stream, part.start, part.end), part.start, part.end)
+            elif uri.endswith(".parquet"):
                 yield from _parquet_rows(stream)
             else:
-                yield from _lines(_split_on_newlines(_chunks(stream)))
+                yield from file_lines(split_on_newlines(_chunks(stream)))
     except (ClientError, BotoCoreError, OSError, EOFError, zlib.error, *_arrow_errors()) as error:
         raise SourceError(f"{uri}: cannot read ({type(error).__name__}: {error})") from None
+
+
+def _range_chunks(stream: Any, start: int, end: int) -> Iterator[bytes]:
+    """The stream from byte `start - 1` (0 for the first range): large reads up to `end`, small
+    ones past it (only the range's last line is read there)."""
+    position = max(start - 1, 0)
+    stream.seek(position)
+    while chunk := stream.read(min(_READ_CHUNK_BYTES, max(end - position, _TAIL_CHUNK_BYTES))):
+        position += len(chunk)
+        yield chunk
 
 
 def _open(uri: str, access: SourceAccess) -> Any:
@@ -256,7 +253,7 @@ def _open(uri: str, access: SourceAccess) -> Any:
         return open(uri, "rb")  # noqa: SIM115 - closed by the caller's `with`
     import smart_open
 
-    params = {"client": access.s3_client()} if uri.startswith("s3://") else {}
+    params = {"client": access.s3_client(), "defer_seek": True} if uri.startswith("s3://") else {}
     return smart_open.open(uri, "rb", transport_params=params)
 
 

@@ -1,9 +1,10 @@
 """Check a run's sources and cluster before anything runs (the **plan** step's last part).
 
 `check_run` lists each source's files, chooses the join strategy from their sizes
-(`pipelines.join_strategy`), checks (or creates) the index, and completes the plan with the
+(`pipelines.join_strategy`), checks (or creates) the index, completes the plan with the
 index's vector fields (`pipelines.plan.with_vector_checks`) and, with `--cluster-ids`, ids the
-cluster assigns. What it finds is logged; numeric fields the mapping does not declare
+cluster assigns, and says what each file is read as: whole, or in byte ranges
+(`pipelines.plan.split_reads`). What it finds is logged; numeric fields the mapping does not declare
 `knn_vector` are warned of. It raises one of `CHECK_ERRORS` when a source or the cluster is
 not usable.
 
@@ -20,13 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.byte_ranges import FileRange
 from connectors.opensearch.config import ClusterError, OpenSearchConfig
 from connectors.opensearch.index import IndexInfo, prepare_index
 from connectors.opensearch.mapping import KnnField
-from connectors.sources import SourceAccess, SourceError, expand_source, file_size
+from connectors.sources import SourceAccess, SourceError, expand_source
 from pipelines.ingest_options import IngestOptions
 from pipelines.join_strategy import JoinStrategy, JoinStrategyError, choose_join_strategy
-from pipelines.plan import with_vector_checks
+from pipelines.plan import split_reads, with_vector_checks
 from pipelines.request import IngestRequest
 from pipelines.runner_choice import RunnerChoice
 from pipelines.worker_reach import WorkerReachError, environment_type, reach_problem, workers_see_local_files
@@ -42,10 +44,11 @@ log = logging.getLogger("mlbatch")
 
 @dataclass(frozen=True)
 class CheckedRun:
-    """A plan ready to run: completed for the index, its files, and how its sources are joined."""
+    """A plan ready to run: completed for the index, what its files are read as (whole, or in
+    byte ranges), and how its sources are joined."""
 
     plan: IngestPlan
-    files: tuple[tuple[str, ...], ...]
+    reads: tuple[tuple[FileRange, ...], ...]
     strategy: JoinStrategy
     knn_fields: dict[str, KnnField]
 
@@ -56,14 +59,12 @@ def check_run(
     access: SourceAccess,
     cluster: OpenSearchConfig,
     create_body: Any,
+    split_bytes: int = 0,
 ) -> CheckedRun:
-    """List the sources' files, choose the join strategy, check the index; complete the plan."""
-    files = tuple(tuple(expand_source(source.uri, access)) for source in plan.sources)
-    could_broadcast = options.join_strategy != "shuffle" and any(len(names) == 1 for names in files)
-    sizes = [
-        [file_size(uri, access) if plan.needs_join and could_broadcast else 0 for uri in names]
-        for names in files
-    ]
+    """List the sources' files, choose the join strategy, check the index; complete the plan and
+    split the files of over `split_bytes` (0: none) into byte ranges where it can."""
+    files = [expand_source(source.uri, access) for source in plan.sources]
+    sizes = [[size for _, size in listed] for listed in files]
     strategy = choose_join_strategy(sizes, options.join_strategy, options.broadcast_max_bytes)
     index = prepare_index(cluster, plan.index_name, create_body)
     if index.created:
@@ -82,7 +83,16 @@ def check_run(
             "writes the same records again as duplicates"
         )
         checked_plan = with_cluster_assigned_ids(checked_plan)
-    return CheckedRun(checked_plan, files, strategy, index.knn_fields)
+    whole: dict[int, str] = {}
+    if strategy.name == "broadcast" and options.action == "create" and strategy.streamed is not None:
+        whole[strategy.streamed] = "--action create keeps an id's first write; ranges write in no set order"
+    reads, notes = split_reads(checked_plan, files, split_bytes, whole)
+    for note in notes:
+        log.info("%s", note)
+    for source, parts in zip(plan.sources, reads, strict=True):
+        if len(parts) > len(files[source.index]):
+            log.info("source[%d]: read as %d byte ranges", source.index, len(parts))
+    return CheckedRun(checked_plan, reads, strategy, index.knn_fields)
 
 
 def check_workers(

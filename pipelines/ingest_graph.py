@@ -2,10 +2,11 @@
 
 `build_pipeline` wires the transforms for a compiled `IngestPlan`; `run_pipeline` runs it on
 the chosen runner and returns the job's counters. One source needs no shuffle; several are
-joined on `_id`, by a broadcast join (one large file streamed, the small sources in memory)
-or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose. Rejected records from
-every step go to the dead-letter queue, written by a writer fused into that step (so they are
-written while the job runs, and kept when it fails; see `transforms.dead_letters`).
+joined on `_id`, by a broadcast join (one large file streamed, whole or in byte ranges, the
+small sources in memory) or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose.
+Rejected records from every step go to the dead-letter queue, written by a writer fused into
+that step (so they are written while the job runs, and kept when it fails; see
+`transforms.dead_letters`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from connectors.byte_ranges import FileRange
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
 from pipelines.join_strategy import JoinStrategy
@@ -26,15 +28,16 @@ from transforms.counters import job_counters
 from transforms.dead_letters import WriteDeadLetters, close_open_files
 from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
+from transforms.split_join import FinishSplitJoin, SplitBroadcastJoin
 from transforms.types import DEAD_LETTERS, IngestPlan
 
 
 @dataclass(frozen=True)
 class IngestJob:
-    """Everything one run needs: the plan, its files, and where things go."""
+    """Everything one run needs: the plan, what its files are read as, and where things go."""
 
     plan: IngestPlan
-    files_by_source: tuple[tuple[str, ...], ...]
+    reads_by_source: tuple[tuple[FileRange, ...], ...]
     access: SourceAccess
     write: OpenSearchWriteConfig
     dlq_dir: str
@@ -49,17 +52,25 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
     plan = job.plan
     strategy = job.join_strategy
     dead_letters = []
+    settled = None
     if strategy.name == "broadcast":
-        documents = _broadcast_join(pipeline, job, dead_letters)
+        documents, settled = _broadcast_join(pipeline, job, dead_letters)
     elif strategy.name == "shuffle":
         documents = _shuffle_join(pipeline, job, dead_letters)
     else:
         outputs = pipeline | "Read source[0]" >> ReadSource(
-            plan.sources[0], list(job.files_by_source[0]), job.access, "documents", job.read_helper
+            plan.sources[0], list(job.reads_by_source[0]), job.access, "documents", job.read_helper
         )
         dead_letters.append(outputs[DEAD_LETTERS])
         documents = outputs.records
-    dead_letters.append(documents | "Write" >> WriteToOpenSearch(job.write))
+    written = documents | "Write" >> WriteToOpenSearch(job.write)
+    dead_letters.append(written)
+    if settled is not None:  # a streamed file read in byte ranges: what the ranges could not know
+        streamed = plan.sources[strategy.streamed]
+        uri = job.reads_by_source[streamed.index][0].uri
+        dead_letters.extend(
+            settled | "Settled" >> FinishSplitJoin(plan, streamed, uri, job.access, job.write, written)
+        )
     for position, rejected in enumerate(dead_letters):  # one writer per step, not after a Flatten
         rejected | f"DeadLetterQueue[{position}]" >> WriteDeadLetters(
             job.dlq_dir, job.task_id, job.redactor, job.access
@@ -68,9 +79,9 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
 
 def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -> beam.PCollection:
     projected, buckets = {}, []
-    for source, files in zip(job.plan.sources, job.files_by_source, strict=True):
+    for source, parts in zip(job.plan.sources, job.reads_by_source, strict=True):
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(files), job.access, "buckets", job.read_helper
+            source, list(parts), job.access, "buckets", job.read_helper
         )
         projected[source.index] = outputs.records
         dead_letters.append(outputs[DEAD_LETTERS])
@@ -81,24 +92,34 @@ def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -
     return joined.documents
 
 
-def _broadcast_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -> beam.PCollection:
+def _broadcast_join(
+    pipeline: beam.Pipeline, job: IngestJob, dead_letters: list
+) -> tuple[beam.PCollection, dict[str, beam.PCollection] | None]:
+    """The joined documents, and for a streamed file read in byte ranges the outputs of settling
+    its ranges for `FinishSplitJoin` (else None)."""
     streamed = job.plan.sources[job.join_strategy.streamed]
     side = []
-    for source, files in zip(job.plan.sources, job.files_by_source, strict=True):
+    for source, parts in zip(job.plan.sources, job.reads_by_source, strict=True):
         if source is streamed:
             continue
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(files), job.access, "batches", job.read_helper
+            source, list(parts), job.access, "batches", job.read_helper
         )
         side.append(outputs.records)
         dead_letters.append(outputs[DEAD_LETTERS])
     side_batches = tuple(side) | "SideSources" >> beam.Flatten()
-    (uri,) = job.files_by_source[streamed.index]
+    parts = job.reads_by_source[streamed.index]
+    if len(parts) > 1:
+        split = side_batches | f"Join on source[{streamed.index}]" >> SplitBroadcastJoin(
+            job.plan, streamed, list(parts), job.access, job.read_helper
+        )
+        dead_letters.append(split.pop(DEAD_LETTERS))
+        return split.pop("documents"), split
     joined = side_batches | f"Join on source[{streamed.index}]" >> BroadcastJoin(
-        job.plan, streamed, uri, job.access, job.read_helper
+        job.plan, streamed, parts[0], job.access, job.read_helper
     )
     dead_letters.append(joined[DEAD_LETTERS])
-    return joined.documents
+    return joined.documents, None
 
 
 def run_pipeline(job: IngestJob, beam_args: Sequence[str]) -> dict[str, int]:

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import get_args
 
+from connectors.byte_ranges import DEFAULT_SPLIT_BYTES
 from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY
 from connectors.opensearch.config import DEFAULT_TIMEOUT, SIGV4_SERVICES, OpenSearchConfig, cluster_config
 from connectors.retry import DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRY_TIME, RetryPolicy
 from connectors.secret_refs import REF_FORMS, SecretRefError, parse_ref
 from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyName
-from pipelines.runner_choice import ReadHelperChoice, unknown_beam_args
+from pipelines.runner_choice import ReadHelperChoice, RunnerChoice, unknown_beam_args
 from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE, BulkAction
 from transforms.types import JoinPolicy
 
@@ -55,6 +56,7 @@ class IngestOptions:
     join: JoinPolicy = "outer"
     join_strategy: JoinStrategyName = "auto"
     broadcast_max_bytes: int = DEFAULT_BROADCAST_MAX_BYTES
+    split_bytes: int | None = None  # None: DEFAULT_SPLIT_BYTES, but whole files on the in-process runner
     read_helper: ReadHelperChoice = "auto"
     dlq: str | None = None  # None: $MLBATCH_HOME/dlq/<task_id>
     max_error_ratio: float | None = None
@@ -73,6 +75,13 @@ class IngestOptions:
     def retry(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.initial_backoff, self.max_backoff, self.max_retry_time)
 
+    def split_bytes_on(self, runner: RunnerChoice) -> int:
+        """`--split-bytes`; by default `DEFAULT_SPLIT_BYTES`, or 0 (whole files) on the in-process
+        DirectRunner, whose one thread would read the ranges one after the other anyway."""
+        if self.split_bytes is not None:
+            return self.split_bytes
+        return 0 if runner.in_process else DEFAULT_SPLIT_BYTES
+
 
 def options_problem(options: IngestOptions) -> str | None:
     """What is wrong with `options`, in the CLI's words, or None."""
@@ -85,6 +94,8 @@ def options_problem(options: IngestOptions) -> str | None:
         return "--request-timeout must be positive"
     if options.broadcast_max_bytes < 0:
         return "--broadcast-max-bytes must not be negative"
+    if options.split_bytes is not None and options.split_bytes < 0:
+        return "--split-bytes must not be negative (0: never split files)"
     retrying = (options.max_retry_time, options.initial_backoff, options.max_backoff)
     if min(*retrying, options.max_retries or 0) < 0:
         return "--max-retry-time, --max-retries, --initial-backoff and --max-backoff must not be negative"
@@ -143,6 +154,13 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="auto: broadcast only when the sources held in memory are at most this many input bytes "
         f"(default {DEFAULT_BROADCAST_MAX_BYTES // 2**20} MiB)",
+    )
+    option(
+        "--split-bytes",
+        type=int,
+        help="read uncompressed JSONL files larger than this in byte ranges of about this size, on any "
+        f"worker (default {DEFAULT_SPLIT_BYTES // 2**20} MiB; the in-process DirectRunner reads files "
+        "whole unless this is given); 0: read every file whole",
     )
     option(
         "--read-helper",

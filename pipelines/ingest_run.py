@@ -153,7 +153,7 @@ def _run_task(
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
     access = SourceAccess(request.source_type, request.credential)
     try:
-        checked = check_run(options, plan, access, cluster, create_body)
+        checked = check_run(options, plan, access, cluster, create_body, options.split_bytes_on(task.runner))
     except CHECK_ERRORS as error:
         log.error("%s", error)
         return IngestResult(task.finish(state="FAILED", counts=counters.summarize({}), error=str(error)))
@@ -161,8 +161,8 @@ def _run_task(
     read_helper = use_read_helper(options.read_helper, task.runner)
     try:
         if read_helper and task.runner.in_process:  # parse now, while Beam loads
-            for source, uri in early_reads(checked.plan, checked.files, checked.strategy):
-                HelperRead.start_early(source, access, uri)
+            for source, part in early_reads(checked.plan, checked.reads, checked.strategy):
+                HelperRead.start_early(source, access, part)
         job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
     except counters.CountsUnknown as unknown:  # the run ended, but the runner cannot say what it did
         fields = report.counts_unknown_fields(
@@ -199,7 +199,7 @@ def _run_pipeline(
     with task.workers.handed_over(task.task_id) as handover:
         job = IngestJob(
             plan=plan,
-            files_by_source=checked.files,
+            reads_by_source=checked.reads,
             access=handover.access(access),
             write=OpenSearchWriteConfig(
                 handover.cluster(cluster),

@@ -4,9 +4,9 @@ A batch-inference job's files are lopsided: the embeddings are large (a 384-floa
 about 4 KB of JSON per record) and the inputs beside them small. The shuffle join moves
 every record through the runner's shuffle; the broadcast join (`transforms.join.BroadcastJoin`)
 keeps the small sources in memory as a side input and streams the large one, so the
-vectors are never shuffled. Broadcast needs a streamed source of exactly one file (its
-reader then sees each of its keys, and its duplicates, in order) and small sources that
-fit in memory, so with `auto`:
+vectors are never shuffled. Broadcast needs a streamed source of exactly one file (read in
+order by one step, or in byte ranges whose keys are settled afterwards: see
+`transforms.split_join`) and small sources that fit in memory, so with `auto`:
 - the streamed source is the largest single-file source;
 - the others together must be at most `broadcast_max_bytes` of input;
 - otherwise, and for any source of several files, the shuffle join is used.
@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from connectors.byte_ranges import FileRange
 
 JoinStrategyName = Literal["auto", "broadcast", "shuffle"]
 DEFAULT_BROADCAST_MAX_BYTES = 512 * 1024 * 1024
@@ -66,11 +68,16 @@ def choose_join_strategy(
     )
 
 
-def streamed_file(strategy: JoinStrategy, files_by_source: Sequence[Sequence[str]]) -> tuple[int, str] | None:
-    """(source index, URI) of the one file a run streams through a single step, if it has one:
-    the broadcast join's large file, or a single source's only file."""
+def streamed_file(
+    strategy: JoinStrategy, reads_by_source: Sequence[Sequence[FileRange]]
+) -> tuple[int, FileRange] | None:
+    """(source index, file or first byte range) of the one file a run streams, if it has one: the
+    broadcast join's large file, or a single source's only file."""
     if strategy.name == "broadcast" and strategy.streamed is not None:
-        return strategy.streamed, files_by_source[strategy.streamed][0]
-    if strategy.name == "none" and len(files_by_source[0]) == 1:
-        return 0, files_by_source[0][0]
-    return None
+        source = strategy.streamed
+    elif strategy.name == "none":
+        source = 0
+    else:
+        return None
+    reads = reads_by_source[source]
+    return (source, reads[0]) if len({part.uri for part in reads}) == 1 else None

@@ -12,14 +12,19 @@ Semantics, following ML Commons:
   same, sources it does not name use that path too (the seed's 3-file OpenAI request).
 - `ingest_fields` copy a value as-is under the path's last segment (`$.id` -> `id`).
 - `_id` becomes the document id and is not stored as a field.
+
+`split_reads` then says what each source's files are read as, once their sizes are known:
+large uncompressed files in byte ranges (`connectors.byte_ranges`), any other file whole.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from connectors.byte_ranges import FileRange, can_split, split_file
 from pipelines.request import IngestRequest, RequestError
 from transforms.echo import echo, label
 from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
@@ -179,3 +184,31 @@ def with_vector_checks(plan: IngestPlan, knn_fields: dict[str, KnnField]) -> Ing
         replace(source, fields=tuple(marked(spec) for spec in source.fields)) for source in plan.sources
     )
     return replace(plan, sources=sources)
+
+
+def split_reads(
+    plan: IngestPlan,
+    files: Sequence[Sequence[tuple[str, int]]],
+    split_bytes: int,
+    whole: Mapping[int, str] | None = None,
+) -> tuple[tuple[tuple[FileRange, ...], ...], list[str]]:
+    """What each source's `(uri, size)` files are read as, and why a file that could be split is not.
+
+    Files of over `split_bytes` that can be split (`connectors.byte_ranges.can_split`) are read
+    in byte ranges, except those of a source that derives its ids from each record's line (a
+    range does not know its lines) and of the sources `whole` gives a reason for."""
+    reads: list[tuple[FileRange, ...]] = []
+    notes: list[str] = []
+    for source, source_files in zip(plan.sources, files, strict=True):
+        kept_whole = (whole or {}).get(source.index)
+        if kept_whole is None and source.id_path is None and not source.cluster_ids:
+            kept_whole = "its document ids are derived from each record's file and line"
+        parts: list[FileRange] = []
+        for uri, size in source_files:
+            split = split_file(uri, size, split_bytes if can_split(uri, plan.source_type) else 0)
+            if len(split) > 1 and kept_whole is not None:
+                notes.append(f"source[{source.index}]: {uri} is read whole, not in byte ranges: {kept_whole}")
+                split = [FileRange(uri)]
+            parts += split
+        reads.append(tuple(parts))
+    return tuple(reads), notes

@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from connectors.byte_ranges import FileRange
 from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY
 from connectors.opensearch.config import DEFAULT_TIMEOUT, ClusterError
 from connectors.opensearch.index import IndexInfo
@@ -107,15 +108,20 @@ def test_the_read_helper_needs_a_spare_core_unless_asked():
 def test_early_reads_are_the_streamed_file_and_few_small_source_files():
     plan = plan_of(2)
     broadcast = JoinStrategy("broadcast", streamed=1)
-    assert early_reads(plan, [["a", "b"], ["big"]], broadcast) == [
-        (plan.sources[1], "big"),
-        (plan.sources[0], "a"),
-        (plan.sources[0], "b"),
+    a, b, big = FileRange("a"), FileRange("b"), FileRange("big")
+    assert early_reads(plan, [[a, b], [big]], broadcast) == [
+        (plan.sources[1], big),
+        (plan.sources[0], a),
+        (plan.sources[0], b),
     ]
-    many = [f"f{n}" for n in range(EARLY_SIDE_FILES + 1)]
-    assert early_reads(plan, [many, ["big"]], broadcast) == [(plan.sources[1], "big")]
-    assert early_reads(plan, [["a"], ["b"]], JoinStrategy("shuffle")) == []
-    assert early_reads(plan_of(1), [["only"]], JoinStrategy("none")) == [(plan_of(1).sources[0], "only")]
+    many = [FileRange(f"f{n}") for n in range(EARLY_SIDE_FILES + 1)]
+    assert early_reads(plan, [many, [big]], broadcast) == [(plan.sources[1], big)]
+    assert early_reads(plan, [[a], [b]], JoinStrategy("shuffle")) == []
+    only = FileRange("only")
+    assert early_reads(plan_of(1), [[only]], JoinStrategy("none")) == [(plan_of(1).sources[0], only)]
+    ranges = [FileRange("big", 0, 10), FileRange("big", 10, 20)]
+    assert early_reads(plan, [[a], ranges], broadcast) == [(plan.sources[1], ranges[0]), (plan.sources[0], a)]
+    assert early_reads(plan_of(1), [[a, b]], JoinStrategy("none")) == []
 
 
 def test_the_root_cause_is_our_error_without_beam_wrapping():

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import pytest
 
+from connectors.byte_ranges import FileRange
 from transforms.buckets import BucketBuffer
 from transforms.merge import JoinTally, index_by_id, join_batches
 from transforms.stream_join import stream_join
@@ -33,8 +34,9 @@ def awkward_records() -> list[list[tuple[str, int, dict]]]:
     return [outputs, inputs, metadata]
 
 
-def in_batches(source: int, records: list, size: int = 2) -> list[tuple[int, str, list]]:
-    return [(source, URIS[source], records[start : start + size]) for start in range(0, len(records), size)]
+def in_batches(source: int, records: list, size: int = 2) -> list[tuple[int, FileRange, list]]:
+    part = FileRange(URIS[source])
+    return [(source, part, records[start : start + size]) for start in range(0, len(records), size)]
 
 
 def shuffle_join(records_by_source: list[list], join: str) -> tuple[list, JoinTally]:
@@ -46,7 +48,7 @@ def shuffle_join(records_by_source: list[list], join: str) -> tuple[list, JoinTa
             for record in records[start : start + 3]:
                 buckets.add(*record)
             for bucket, batch in buckets.take().items():
-                by_bucket[bucket].append((source, URIS[source], batch))
+                by_bucket[bucket].append((source, FileRange(URIS[source]), batch))
     tally, joined = JoinTally(), []
     for batches in by_bucket.values():
         joined += join_batches(batches, plan(join), tally)
@@ -60,7 +62,7 @@ def broadcast_join(
     side = index_by_id([*in_batches(1, records_by_source[1]), *in_batches(2, records_by_source[2])])
     tally = JoinTally()
     streamed = [*rejected_by_read, *records_by_source[0]]
-    return list(stream_join(streamed, 0, URIS[0], side, plan(join), tally)), tally
+    return list(stream_join(streamed, 0, FileRange(URIS[0]), side, plan(join), tally)), tally
 
 
 def by_kind(joined: list) -> tuple[dict[str, Document], list[DeadLetter]]:

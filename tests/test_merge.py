@@ -31,7 +31,7 @@ def test_inner_join_drops_incomplete_keys():
 def test_duplicates_resolve_to_first_by_locator():
     outcome = merge_key("k", {0: [rec(0, 9, question="late"), rec(0, 2, question="early")]}, 1, ORDER)
     assert outcome.document.fields == {"question": "early"}
-    assert [d.locator.line for d in outcome.duplicates] == [9]
+    assert [d.locator.position for d in outcome.duplicates] == [9]
 
 
 def test_key_with_no_records_makes_no_document():

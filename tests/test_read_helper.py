@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.byte_ranges import FileRange
 from connectors.opensearch.mapping import KnnField
 from connectors.sources import SourceAccess, SourceError
 from pipelines.plan import compile_plan, with_vector_checks
@@ -33,8 +34,8 @@ def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch)
     path.write_bytes(jsonl(sagemaker_lines(5, 4)) + b"{oops\n" + jsonl([bad_vector, {"content": ["no id"]}]))
     source = source_plan(str(path))
     here_tally = Tally()
-    here = list(projected_records(source, LOCAL, str(path), here_tally))
-    frames = list(HelperRead(source, LOCAL, str(path)).frames())
+    here = list(projected_records(source, LOCAL, FileRange(str(path)), here_tally))
+    frames = list(HelperRead(source, LOCAL, FileRange(str(path))).frames())
     assert [record for records, _ in frames for record in records] == here
     assert sum(tally.read for _, tally in frames) == here_tally.read == 8
     assert sum(tally.invalid_vectors for _, tally in frames) == here_tally.invalid_vectors == 1
@@ -46,9 +47,9 @@ def test_an_unreadable_file_fails_with_the_in_process_message(tmp_path):
     path.write_bytes(b"not gzip at all")
     source = source_plan(str(path))
     with pytest.raises(SourceError) as here:
-        list(projected_records(source, LOCAL, str(path), Tally()))
+        list(projected_records(source, LOCAL, FileRange(str(path)), Tally()))
     with pytest.raises(SourceError) as helper:
-        list(HelperRead(source, LOCAL, str(path)).frames())
+        list(HelperRead(source, LOCAL, FileRange(str(path))).frames())
     assert str(helper.value) == str(here.value) and str(path) in str(here.value)
 
 
@@ -57,12 +58,12 @@ def test_an_early_helper_is_handed_over_once_and_unclaimed_ones_are_stopped(tmp_
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(sagemaker_lines(2, 4)))
     source = source_plan(str(path))
-    HelperRead.start_early(source, LOCAL, str(path))
-    early = HelperRead._early[(source, str(path))]
-    assert HelperRead.for_file(source, LOCAL, str(path)) is early
-    assert HelperRead.for_file(source, LOCAL, str(path)) is not early
-    HelperRead.start_early(source, LOCAL, str(path))
-    unclaimed = HelperRead._early[(source, str(path))]
+    HelperRead.start_early(source, LOCAL, FileRange(str(path)))
+    early = HelperRead._early[(source, FileRange(str(path)))]
+    assert HelperRead.for_file(source, LOCAL, FileRange(str(path))) is early
+    assert HelperRead.for_file(source, LOCAL, FileRange(str(path))) is not early
+    HelperRead.start_early(source, LOCAL, FileRange(str(path)))
+    unclaimed = HelperRead._early[(source, FileRange(str(path)))]
     HelperRead.discard_early()
     assert unclaimed._process.poll() is not None and not HelperRead._early
 
@@ -84,4 +85,4 @@ def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_pat
     (tmp_path / "transforms" / "__init__.py").write_text("raise ImportError('not mlbatch')\n")
     monkeypatch.chdir(tmp_path)
     source = source_plan(str(path))
-    assert sum(tally.read for _, tally in HelperRead(source, LOCAL, str(path)).frames()) == 3
+    assert sum(tally.read for _, tally in HelperRead(source, LOCAL, FileRange(str(path))).frames()) == 3

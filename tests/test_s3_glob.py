@@ -39,8 +39,10 @@ def test_star_does_not_cross_folders_when_listing_and_ingesting(s3, osmem_url, c
     s3.put_object(Bucket="globs", Key="out/part-0.jsonl", Body=jsonl(lines[:3]))
     s3.put_object(Bucket="globs", Key="out/old/part-1.jsonl", Body=jsonl(lines[3:]))
     access = SourceAccess("s3", SAGEMAKER_REQUEST["credential"])
-    assert expand_source("s3://globs/out/*.jsonl", access) == ["s3://globs/out/part-0.jsonl"]
-    assert expand_source("s3://globs/out/**/*.jsonl", access) == [
+    assert [uri for uri, _ in expand_source("s3://globs/out/*.jsonl", access)] == [
+        "s3://globs/out/part-0.jsonl"
+    ]
+    assert [uri for uri, _ in expand_source("s3://globs/out/**/*.jsonl", access)] == [
         "s3://globs/out/old/part-1.jsonl",
         "s3://globs/out/part-0.jsonl",
     ]

@@ -3,8 +3,10 @@ OpenSearch's limit, or one derived from where the record is when the request has
 
 Without an `_id` in the `field_map`, ML Commons lets the cluster assign ids, so a retried
 `_bulk` request or a re-run writes the same records again. mlbatch derives the id from the
-record's file and position instead (`derived_document_id`): a retry or a re-run of the same
-files overwrites the same documents. `--cluster-ids` keeps ML Commons' behaviour.
+record's file and line instead (`derived_document_id`): a retry or a re-run of the same
+files overwrites the same documents. Such a source's files are never read in byte ranges
+(`pipelines.plan.split_reads`), whose records know their byte offset but not their line, so
+the ids do not depend on how files are split. `--cluster-ids` keeps ML Commons' behaviour.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ Two strategies around pure cores that give the same documents and counts on the 
   inputs): the small sources are a side input indexed by `_id` in memory, and the large
   file streams through read -> project -> merge without a shuffle
   (`transforms.stream_join.stream_join`). Keys found only in the small sources are merged
-  after the file's last record.
+  after the file's last record. A file split into byte ranges is joined range by range on
+  any worker instead (`transforms.split_join.SplitBroadcastJoin`).
 Incomplete keys (missing from some source) and keys dropped by an inner join are counted
 (`transforms.merge.JoinTally`); duplicates within one source go to the dead-letter queue with
-the locator of the record that was kept (the first by file and line).
+the locator of the record that was kept (the first by file and position).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
+from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
 from transforms import counters
 from transforms.counters import CounterSet
@@ -96,12 +98,12 @@ class _StreamJoinFn(beam.DoFn):
         self._reader = SourceReader(streamed, access, helper)
         self._counters = CounterSet()
 
-    def process(self, uri: str, side_batches: Iterable[tuple[int, str, bytes]]) -> Iterator[Any]:
-        records = self._reader.records(uri)  # a helper process starts parsing while the side is indexed
-        side = index_by_id((source, path, pickle.loads(batch)) for source, path, batch in side_batches)
+    def process(self, part: FileRange, side_batches: Iterable[tuple[int, FileRange, bytes]]) -> Iterator[Any]:
+        records = self._reader.records(part)  # a helper process starts parsing while the side is indexed
+        side = index_by_id((source, read, pickle.loads(batch)) for source, read, batch in side_batches)
         tally = JoinTally()
         try:
-            for joined in stream_join(records, self._reader.source.index, uri, side, self._plan, tally):
+            for joined in stream_join(records, self._reader.source.index, part, side, self._plan, tally):
                 yield joined if type(joined) is Document else TaggedOutput(DEAD_LETTERS, joined)
                 if tally.keys >= _FLUSH_EVERY:
                     self._counters.add(tally.take_counts())
@@ -117,16 +119,21 @@ class BroadcastJoin(beam.PTransform):
     """
 
     def __init__(
-        self, plan: IngestPlan, streamed: SourcePlan, uri: str, access: SourceAccess, helper: bool = False
+        self,
+        plan: IngestPlan,
+        streamed: SourcePlan,
+        whole: FileRange,
+        access: SourceAccess,
+        helper: bool = False,
     ) -> None:
         super().__init__()
-        self._uri = uri
+        self._whole = whole
         self._join_fn = _StreamJoinFn(plan, streamed, access, helper)
 
     def expand(self, side_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
             side_batches.pipeline
-            | "StreamedFile" >> beam.Create([self._uri])
+            | "StreamedFile" >> beam.Create([self._whole])
             | "ReadProjectMerge"
             >> beam.ParDo(self._join_fn, beam.pvalue.AsIter(side_batches)).with_outputs(
                 DEAD_LETTERS, main="documents"

@@ -5,7 +5,7 @@ before writing so each document is written once. Policy:
 - `outer` (default): every key with at least one record becomes a document with the fields
   it has; keys missing from some source are counted as incomplete.
 - `inner`: only keys present in every source become documents; the others are counted.
-Several records with the same key in one source: the first by (file, line) wins, the
+Several records with the same key in one source: the first by (file, position) wins, the
 others are returned as duplicates so the caller can dead-letter them.
 
 `merge_key` decides one key; `join_key` adds its dead letters and its counts to a `JoinTally`.
@@ -20,11 +20,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from connectors.byte_ranges import FileRange
 from transforms import counters
 from transforms.types import DeadLetter, Document, IngestPlan, JoinPolicy, Locator, Projected, ProjectedRecord
 
 Grouped = dict[int, list[Projected]]
-RecordBatch = tuple[int, str, list[ProjectedRecord]]  # (source, uri, records): see `transforms.buckets`
+RecordBatch = tuple[int, FileRange, list[ProjectedRecord]]  # (source, file or range, records)
 
 
 class MergeOutcome(NamedTuple):
@@ -137,11 +138,12 @@ def join_key(
 
 
 def index_by_id(batches: Iterable[RecordBatch]) -> dict[str, Grouped]:
-    """`{doc_id: {source: [Projected, ...]}}` from `(source, uri, [(doc_id, line, fields), ...])` batches."""
+    """`{doc_id: {source: [Projected, ...]}}` from `(source, part, [(doc_id, position, fields)])` batches."""
     by_id: dict[str, Grouped] = {}
-    for source, uri, records in batches:
-        for doc_id, line, fields in records:
-            projected = Projected(Locator(source, uri, line), fields)
+    for source, part, records in batches:
+        uri, by_offset = part.uri, part.by_offset
+        for doc_id, position, fields in records:
+            projected = Projected(Locator(source, uri, position, by_offset), fields)
             by_id.setdefault(doc_id, {}).setdefault(source, []).append(projected)
     return by_id
 

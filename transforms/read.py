@@ -1,15 +1,16 @@
 """Read one `source[N]` and project its records right away (the **read + project** steps).
 
-`ReadSource` takes the source's concrete file URIs (expanded at plan time), spreads them
-over workers, and for every record parses it, evaluates only that source's paths and drops
-the raw record (`SourceReader`, shared with the broadcast join's streamed source). Output,
-by `ReadOutput`, each shaped by its own DoFn:
+`ReadSource` takes what the source's files are read as, planned ahead: whole files and byte
+ranges of large ones (`connectors.byte_ranges.FileRange`), spreads them over workers, and
+for every record parses it, evaluates only that source's paths and drops the raw record
+(`SourceReader`, shared with the broadcast join's streamed source). Output, by `ReadOutput`,
+each shaped by its own DoFn:
 - `documents`: finished `Document`s, when the request has a single source (no shuffle);
 - `buckets`: batches of records keyed by a hash bucket of their `_id` for the shuffle join
   (`transforms.buckets`: a few large elements through the shuffle instead of one per
   record), and each bucket number on the `buckets` output;
-- `batches`: `(source, uri, pickled records)` batches, the side input of the broadcast join
-  (Beam's side-input cache sizes every object it holds; one bytes value per batch is sized
+- `batches`: `(source, file or range, pickled records)` batches, the side input of the
+  broadcast join (Beam's side-input cache sizes every object it holds; one bytes value per batch is sized
   at once, and unpickles faster than the runner's coder decodes the records).
 Records that cannot be used leave as `DeadLetter`s on the `dead_letters` output, never
 silently; a file that cannot be read fails the job with its URI (`SourceError`).
@@ -24,12 +25,13 @@ from typing import Any, Literal
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
+from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
 from transforms import progress
 from transforms.buckets import BUCKETS, FLUSH_RECORDS, BucketBuffer
 from transforms.counters import CounterSet
 from transforms.read_helper import HelperRead
-from transforms.record_stream import Tally, projected_records
+from transforms.record_stream import Tally, projected_at, projected_records
 from transforms.types import DEAD_LETTERS, DeadLetter, Document, Locator, ProjectedRecord, SourcePlan
 
 ReadOutput = Literal["documents", "buckets", "batches"]
@@ -37,10 +39,11 @@ _COUNT_EVERY = 1000
 
 
 class SourceReader:
-    """Reads and projects the files of one source, counting as it goes (picklable, for DoFns).
+    """Reads and projects the files (or byte ranges) of one source, counting as it goes
+    (picklable, for DoFns).
 
-    With `helper`, a helper process parses each file (`transforms.read_helper`) while this
-    process merges and writes what it has already parsed.
+    With `helper`, a helper process parses each file or range (`transforms.read_helper`) while
+    this process merges and writes what it has already parsed.
     """
 
     def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool = False) -> None:
@@ -49,24 +52,28 @@ class SourceReader:
         self._helper = helper
         self._counters = CounterSet()
 
-    def records(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
-        """`(doc_id, line, fields)` for every usable record of `uri`, a DeadLetter for the others.
+    def records(self, part: FileRange) -> Iterator[ProjectedRecord | DeadLetter]:
+        """`(doc_id, position, fields)` for every usable record of `part`, a DeadLetter for the others.
 
         A helper process starts at once, so it parses while the caller prepares.
         """
         if self._helper:
-            return self._counted(HelperRead.for_file(self.source, self._access, uri).frames())
-        return self._records_here(uri)
+            return self._counted(HelperRead.for_file(self.source, self._access, part).frames())
+        return self._records_here(part)
 
     def _counted(self, frames: Iterator[tuple[list[Any], Tally]]) -> Iterator[ProjectedRecord | DeadLetter]:
         for records, tally in frames:
             self._count(tally)
             yield from records
 
-    def _records_here(self, uri: str) -> Iterator[ProjectedRecord | DeadLetter]:
+    def record_at(self, uri: str, offset: int) -> ProjectedRecord:
+        """The record of a split file at byte `offset`, read again (not counted: it was read once)."""
+        return projected_at(self.source, self._access, uri, offset)
+
+    def _records_here(self, part: FileRange) -> Iterator[ProjectedRecord | DeadLetter]:
         tally = Tally()
         try:
-            for record in projected_records(self.source, self._access, uri, tally):
+            for record in projected_records(self.source, self._access, part, tally):
                 yield record
                 if tally.read >= _COUNT_EVERY:
                     self._count(tally.take())
@@ -80,7 +87,7 @@ class SourceReader:
 
 
 class _ReadFn(beam.DoFn):
-    """Reads the file a URI names with the source's `SourceReader`; each subclass shapes one output."""
+    """Reads a file or byte range with the source's `SourceReader`; each subclass shapes one output."""
 
     def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool) -> None:
         self._reader = SourceReader(source, access, helper)
@@ -89,52 +96,52 @@ class _ReadFn(beam.DoFn):
 class _ReadDocumentsFn(_ReadFn):
     """Finished `Document`s: a single source has nothing to join."""
 
-    def process(self, uri: str) -> Iterator[Any]:
-        index = self._reader.source.index
-        for record in self._reader.records(uri):
+    def process(self, part: FileRange) -> Iterator[Any]:
+        index, uri, by_offset = self._reader.source.index, part.uri, part.by_offset
+        for record in self._reader.records(part):
             if isinstance(record, DeadLetter):
                 yield TaggedOutput(DEAD_LETTERS, record)
                 continue
-            doc_id, line, fields = record
-            yield Document(doc_id, fields, (Locator(index, uri, line),))
+            doc_id, position, fields = record
+            yield Document(doc_id, fields, (Locator(index, uri, position, by_offset),))
 
 
 class _ReadBucketsFn(_ReadFn):
-    """`(bucket, (source, uri, records))` batches for the shuffle join, and each bucket number."""
+    """`(bucket, (source, part, records))` batches for the shuffle join, and each bucket number."""
 
-    def process(self, uri: str) -> Iterator[Any]:
+    def process(self, part: FileRange) -> Iterator[Any]:
         buckets = BucketBuffer()
-        for record in self._reader.records(uri):
+        for record in self._reader.records(part):
             if isinstance(record, DeadLetter):
                 yield TaggedOutput(DEAD_LETTERS, record)
                 continue
             buckets.add(*record)
             if buckets.full:
-                yield from self._emit_buckets(buckets.take(), uri)
-        yield from self._emit_buckets(buckets.take(), uri)
+                yield from self._emit_buckets(buckets.take(), part)
+        yield from self._emit_buckets(buckets.take(), part)
 
-    def _emit_buckets(self, batches: dict[int, list[Any]], uri: str) -> Iterator[Any]:
+    def _emit_buckets(self, batches: dict[int, list[Any]], part: FileRange) -> Iterator[Any]:
         for bucket, records in batches.items():
-            yield bucket, (self._reader.source.index, uri, records)
+            yield bucket, (self._reader.source.index, part, records)
             yield TaggedOutput(BUCKETS, bucket)
 
 
 class _ReadBatchesFn(_ReadFn):
-    """`(source, uri, pickled records)` batches: the side input of the broadcast join."""
+    """`(source, part, pickled records)` batches: the side input of the broadcast join."""
 
-    def process(self, uri: str) -> Iterator[Any]:
+    def process(self, part: FileRange) -> Iterator[Any]:
         index = self._reader.source.index
         batch: list[ProjectedRecord] = []
-        for record in self._reader.records(uri):
+        for record in self._reader.records(part):
             if isinstance(record, DeadLetter):
                 yield TaggedOutput(DEAD_LETTERS, record)
                 continue
             batch.append(record)
             if len(batch) >= FLUSH_RECORDS:
-                yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+                yield index, part, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
                 batch = []
         if batch:
-            yield index, uri, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+            yield index, part, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
 
 
 _READ_FNS: dict[ReadOutput, type[_ReadFn]] = {
@@ -145,23 +152,24 @@ _READ_FNS: dict[ReadOutput, type[_ReadFn]] = {
 
 
 class ReadSource(beam.PTransform):
-    """File URIs of one source -> projected records (shaped as `output` says) + dead letters."""
+    """The files and byte ranges of one source -> projected records (shaped as `output` says)
+    + dead letters."""
 
     def __init__(
         self,
         source: SourcePlan,
-        files: list[str],
+        parts: list[FileRange],
         access: SourceAccess,
         output: ReadOutput,
         helper: bool = False,
     ) -> None:
         super().__init__()
-        self._files = files
+        self._parts = parts
         self._read_fn = _READ_FNS[output](source, access, helper)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        files = begin | "Files" >> beam.Create(self._files)
-        if len(self._files) > 1:
+        files = begin | "Files" >> beam.Create(self._parts)
+        if len(self._parts) > 1:
             files = files | "SpreadFiles" >> beam.Reshuffle()
         return files | "ReadAndProject" >> beam.ParDo(self._read_fn).with_outputs(
             DEAD_LETTERS, BUCKETS, main="records"

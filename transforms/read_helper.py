@@ -1,12 +1,12 @@
 """Read and project one file in a helper process, so parsing runs beside the merge and the writes.
 
 The DirectRunner runs a pipeline on one thread, and parsing JSON is most of a record's cost.
-`HelperRead` starts `python -m transforms.read_helper`, sends it the source plan,
-the source access and the file URI on stdin (so a credential never shows in the process
-list) and yields what the helper streams back on stdout, in file order: frames of up to
-`FRAME_RECORDS` projected records or DeadLetters, each with the counts to add to the Beam
-counters. The helper runs the same `projected_records` as in-process reading; a file it
-cannot read raises SourceError with the same message.
+`HelperRead` starts `python -m transforms.read_helper`, sends it the source plan, the source
+access and the file (or byte range of a file, `connectors.byte_ranges.FileRange`) on stdin (so
+a credential never shows in the process list) and yields what the helper streams back on
+stdout, in file order: frames of up to `FRAME_RECORDS` projected records or DeadLetters, each
+with the counts to add to the Beam counters. The helper runs the same `projected_records` as
+in-process reading; a file it cannot read raises SourceError with the same message.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess, SourceError
 from transforms.record_stream import Tally, projected_records
 from transforms.types import DeadLetter, ProjectedRecord, SourcePlan
@@ -102,10 +103,10 @@ def serve(job: BinaryIO, out: BinaryIO, read_ahead: int = READ_AHEAD_BYTES) -> N
     """The helper's side: read the job, stream frames, end with `end` or `error`."""
     outbox = _Outbox(out, read_ahead)
     try:
-        source, access, uri = pickle.loads(job.read())
+        source, access, part = pickle.loads(job.read())
         tally = Tally()
         batch: list[Any] = []
-        for record in projected_records(source, access, uri, tally):
+        for record in projected_records(source, access, part, tally):
             batch.append(record)
             if len(batch) >= FRAME_RECORDS:
                 outbox.put(("records", batch, tally.take()))
@@ -123,25 +124,25 @@ def serve(job: BinaryIO, out: BinaryIO, read_ahead: int = READ_AHEAD_BYTES) -> N
 
 
 class HelperRead:
-    """A helper process reading one file, started at once; `frames` yields what it sends.
+    """A helper process reading one file or byte range, started at once; `frames` yields what it sends.
 
     The process is stopped when `frames` ends or is closed, or when this object is dropped
-    unread (say, the caller failed before reading). `start_early` starts the helper of the
-    file the pipeline will stream before the pipeline is even built; `for_file` hands it to
+    unread (say, the caller failed before reading). `start_early` starts the helper of a
+    file the pipeline will read before the pipeline is even built; `for_file` hands it to
     the step that reads that file when it runs in the same process (the DirectRunner), and
     starts a new one otherwise.
     """
 
-    _early: dict[tuple[SourcePlan, str], HelperRead] = {}
+    _early: dict[tuple[SourcePlan, FileRange], HelperRead] = {}
 
     @classmethod
-    def start_early(cls, source: SourcePlan, access: SourceAccess, uri: str) -> None:
-        cls._early[(source, uri)] = cls(source, access, uri)
+    def start_early(cls, source: SourcePlan, access: SourceAccess, part: FileRange) -> None:
+        cls._early[(source, part)] = cls(source, access, part)
 
     @classmethod
-    def for_file(cls, source: SourcePlan, access: SourceAccess, uri: str) -> HelperRead:
-        early = cls._early.pop((source, uri), None)
-        return early if early is not None else cls(source, access, uri)
+    def for_file(cls, source: SourcePlan, access: SourceAccess, part: FileRange) -> HelperRead:
+        early = cls._early.pop((source, part), None)
+        return early if early is not None else cls(source, access, part)
 
     @classmethod
     def discard_early(cls) -> None:
@@ -149,8 +150,8 @@ class HelperRead:
         while cls._early:
             cls._early.popitem()[1]._stop()
 
-    def __init__(self, source: SourcePlan, access: SourceAccess, uri: str) -> None:
-        self._uri = uri
+    def __init__(self, source: SourcePlan, access: SourceAccess, part: FileRange) -> None:
+        self._uri = part.uri
         self._process = subprocess.Popen(
             # -P: never import a `transforms` package from the user's working directory
             [sys.executable, "-P", "-m", "transforms.read_helper"],
@@ -160,7 +161,7 @@ class HelperRead:
         self._stop = weakref.finalize(self, _stop, self._process)
         assert self._process.stdin is not None
         try:
-            self._process.stdin.write(pickle.dumps((source, access, uri), pickle.HIGHEST_PROTOCOL))
+            self._process.stdin.write(pickle.dumps((source, access, part), pickle.HIGHEST_PROTOCOL))
             self._process.stdin.close()
         except BrokenPipeError:  # the helper died at start; `frames` reports it as this file's failure
             pass

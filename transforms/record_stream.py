@@ -1,9 +1,12 @@
-"""Read one file and project each record, counting as it goes (the **read + project** loop, no Beam).
+"""Read one file or byte range and project each record, counting as it goes (the **read +
+project** loop, no Beam).
 
 `projected_records` is the loop both readers run: `transforms.read.SourceReader` in the
 pipeline's process and `transforms.read_helper` in a helper process. It yields
-`(doc_id, line, fields)` for every usable record and a `DeadLetter` for the others, and
-keeps the counts in a `Tally` the caller hands to the Beam counters (`Tally.counts`).
+`(doc_id, position, fields)` for every usable record (position: the line in a whole file, the
+byte offset in a range) and a `DeadLetter` for the others, and keeps the counts in a `Tally`
+the caller hands to the Beam counters (`Tally.counts`). `projected_at` reads one record of a
+split file again, by its byte offset, without counting it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from connectors.sources import SourceAccess, read_records
+from connectors.byte_ranges import FileRange
+from connectors.sources import SourceAccess, SourceError, read_records
 from transforms import counters
 from transforms.document_ids import canonical_uri, derived_document_id
 from transforms.projection import RecordError, VectorError, parse_record, project
@@ -48,17 +52,18 @@ class Tally:
 
 
 def projected_records(
-    source: SourcePlan, access: SourceAccess, uri: str, tally: Tally
+    source: SourcePlan, access: SourceAccess, part: FileRange, tally: Tally
 ) -> Iterator[ProjectedRecord | DeadLetter]:
-    """Every record of `uri`, projected for `source` (or dead-lettered with its line).
+    """Every record of `part`, projected for `source` (or dead-lettered with its position).
 
     Without an `_id` path, each record's id is derived from the file and its line
-    (`transforms.document_ids`), unless the plan asks for cluster-assigned ids.
+    (`transforms.document_ids`), unless the plan asks for cluster-assigned ids; such a source's
+    files are never split (`pipelines.plan.split_reads`), so its positions are lines.
     """
-    index = source.index
+    index, uri, by_offset = source.index, part.uri, part.by_offset
     derive_ids = source.id_path is None and not source.cluster_ids
     canonical = canonical_uri(uri, access.source_type)
-    for line, payload in read_records(uri, access):
+    for position, payload in read_records(part, access):
         tally.read += 1
         try:
             line_text = payload if isinstance(payload, bytes) else None
@@ -66,11 +71,21 @@ def projected_records(
         except RecordError as error:
             if isinstance(error, VectorError):
                 tally.invalid_vectors += 1
-            yield dead_letter(error.stage, error.reason, Locator(index, uri, line), payload)
+            yield dead_letter(error.stage, error.reason, Locator(index, uri, position, by_offset), payload)
             continue
         if derive_ids:
-            doc_id = derived_document_id(canonical, line)
+            doc_id = derived_document_id(canonical, position)
         for name in unmatched:
             tally.unmatched[name] += 1
         tally.projected += 1
-        yield doc_id, line, fields
+        yield doc_id, position, fields
+
+
+def projected_at(source: SourcePlan, access: SourceAccess, uri: str, offset: int) -> ProjectedRecord:
+    """The record of a split file whose line starts at byte `offset`, projected again (a record
+    the read step projected once already, so it projects the same way)."""
+    for _, payload in read_records(FileRange(uri, offset, offset + 1), access):
+        line_text = payload if isinstance(payload, bytes) else None
+        doc_id, fields, _ = project(source, parse_record(payload), line_text)
+        return doc_id, offset, fields
+    raise SourceError(f"{uri}: no record starts at byte {offset}")

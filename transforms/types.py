@@ -55,17 +55,24 @@ class IngestPlan:
 
 
 class Locator(NamedTuple):
-    """Where a record came from: its `source[N]`, file URI and 1-based line (or Parquet row)."""
+    """Where a record came from: its `source[N]`, file URI and position in the file: its 1-based
+    line (or Parquet row), or, in a file read in byte ranges (`by_offset`), the byte offset of its
+    line, which a range knows without reading the file before it. Records of one file are
+    located the same way, so ordering locators orders records by file and position."""
 
     source: int
     uri: str
-    line: int
+    position: int
+    by_offset: bool = False
 
     def __str__(self) -> str:
-        return f"{self.uri}:{self.line}"
+        return f"{self.uri} (byte {self.position})" if self.by_offset else f"{self.uri}:{self.position}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.uri, "byte_offset" if self.by_offset else "line": self.position}
 
 
-ProjectedRecord = tuple[Any, int, dict[str, Any]]  # (doc_id, line, fields) as the read step yields it
+ProjectedRecord = tuple[Any, int, dict[str, Any]]  # (doc_id, position, fields) as the read step yields it
 
 
 class Projected(NamedTuple):
@@ -97,17 +104,11 @@ class DeadLetter(NamedTuple):
     raw_truncated: bool = False
 
     def to_json(self, task_id: str) -> dict[str, Any]:
-        first = self.origins[0]
-        entry = {
-            "task_id": task_id,
-            "stage": self.stage,
-            "reason": self.reason,
-            "source": first.uri,
-            "line": first.line,
-            "raw": self.raw,
-        }
+        entry = {"task_id": task_id, "stage": self.stage, "reason": self.reason}
+        entry.update(self.origins[0].to_json())
+        entry["raw"] = self.raw
         if len(self.origins) > 1:
-            entry["origins"] = [{"source": origin.uri, "line": origin.line} for origin in self.origins]
+            entry["origins"] = [origin.to_json() for origin in self.origins]
         if self.raw_truncated:
             entry["raw_truncated"] = True
         return entry
