@@ -32,6 +32,7 @@ from typing import Any
 
 from apache_beam.coders import FastPrimitivesCoder
 
+from connectors.byte_ranges import FileRange
 from connectors.opensearch.mapping import KnnField
 from connectors.sources import SourceAccess
 from pipelines.plan import compile_plan, with_vector_checks
@@ -97,7 +98,9 @@ def measure(docs: int, dim: int, text_bytes: int, number: Any) -> dict[str, floa
         }
         plan = with_vector_checks(compile_plan(parse_request(request)), {"embedding": KnnField(dim)})
         access = SourceAccess("local")
-        projected = [list(projected_records(source, access, source.uri, Tally())) for source in plan.sources]
+        projected = [
+            list(projected_records(source, access, FileRange(source.uri), Tally())) for source in plan.sources
+        ]
         uris = (str(output), str(inputs))
         texts = {doc_id: fields for doc_id, _, fields in projected[1]}
         bulk = sum(
