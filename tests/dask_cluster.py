@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -112,14 +113,16 @@ class DaskCluster:
         return (self._directory / f"{name}.log").read_text(errors="replace")
 
     def close(self) -> None:
-        for process in [*self.workers, self.scheduler]:
-            if process is not None and process.poll() is None:
+        """SIGTERM to every process; SIGKILL to those still running 5 s later (a dask worker can
+        linger after it stopped)."""
+        processes = [process for process in [*self.workers, self.scheduler] if process is not None]
+        for process in processes:
+            if process.poll() is None:
                 process.terminate()
-        for process in [*self.workers, self.scheduler]:
-            if process is None:
-                continue
+        deadline = time.monotonic() + 5
+        for process in processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
