@@ -235,7 +235,12 @@ def writing_worker(cluster: DaskCluster, url: str) -> int:
     while time.monotonic() < deadline:
         for pid in cluster.worker_pids():
             connections = psutil.Process(pid).net_connections(kind="tcp")
-            if any(connection.raddr and connection.raddr.port == port for connection in connections):
+            if any(
+                connection.status == psutil.CONN_ESTABLISHED
+                and connection.raddr
+                and connection.raddr.port == port
+                for connection in connections
+            ):
                 return pid
         time.sleep(0.05)
     raise AssertionError("no worker wrote to the sink within 60 s")

@@ -96,7 +96,9 @@ class DaskRunner(BeamDaskRunner):
         client, cluster = _connect(settings)
         try:
             pipeline.replace_all(dask_overrides())
-            graph = DaskGraph(Partitioning(_parallelism(client), npartitions, partition_size))
+            parallelism = _parallelism(client)
+            log.info("running on Dask at %s: %d worker thread(s)", client.scheduler.address, parallelism)
+            graph = DaskGraph(Partitioning(parallelism, npartitions, partition_size))
             pipeline.visit(graph)
             future = client.compute(graph.final(), optimize_graph=False)
         except BaseException:

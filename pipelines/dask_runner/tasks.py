@@ -5,14 +5,16 @@ partition (`run_bundle`): a fresh DoFn from the step's pickled `StepSpec`, its o
 per tag (those emitted in `finish_bundle` too), and its metrics counted in a
 `MetricsContainer` of its own that travels back with the outputs. Dask keeps one result per
 task, so when a lost worker's task is recomputed only the final attempt's metrics are kept.
-The shuffles (GroupByKey, Reshuffle) split every partition into `n` pieces (`ByKey`, `deal`)
-that the target partitions gather (`group_pieces`, `gather`).
+A GroupByKey splits every partition into a piece per output partition by key hash (`ByKey`),
+and each output partition groups its pieces (`group_pieces`); a Reshuffle deals each partition
+round-robin into pieces that are output partitions themselves (`deal`).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -107,23 +109,17 @@ def _process(runner: DoFnRunner, elements: Partition) -> None:
         runner.teardown()
 
 
-class _metrics_scope:
+@contextmanager
+def _metrics_scope(step: str, container: MetricsContainer) -> Iterator[None]:
     """Beam's metrics go to `container` while the bundle runs in this (worker) thread."""
-
-    def __init__(self, step: str, container: MetricsContainer) -> None:
-        self._sampler = statesampler.StateSampler(step, CounterFactory())
-        self._state = self._sampler.scoped_state(step, "process", metrics_container=container)
-
-    def __enter__(self) -> None:
-        self._previous = statesampler.get_current_tracker()
-        statesampler.set_current_tracker(self._sampler)
-        self._state.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._state.__exit__(*exc_info)
-        finally:
-            statesampler.set_current_tracker(self._previous)
+    sampler = statesampler.StateSampler(step, CounterFactory())
+    previous = statesampler.get_current_tracker()
+    statesampler.set_current_tracker(sampler)
+    try:
+        with sampler.scoped_state(step, "process", metrics_container=container):
+            yield
+    finally:
+        statesampler.set_current_tracker(previous)
 
 
 def output_of(result: BundleResult, tag: str | None) -> Partition:
