@@ -2,7 +2,8 @@
 
 Started as users start them, from the venv's `dask` command, on free loopback ports and with no
 dashboard. Workers run without a nanny (so a SIGKILLed worker stays dead, as a lost machine),
-one thread each by default, and import the project from this repository (`PYTHONPATH`, cwd);
+one thread each by default, and import the project from this repository (`PYTHONPATH`, cwd),
+loading the runner's tasks (and Beam) at start-up (`--preload`);
 they share this machine's filesystem, as the docs require of local paths. Start-up waits at
 most 60 s for every worker; `replace_killed_workers` brings the cluster back to its size after
 a test killed one; `close` stops every process, also after a failed start.
@@ -81,6 +82,8 @@ class DaskCluster:
             "60",
             "--local-directory",
             str(self._directory / f"worker-{number}"),
+            "--preload",
+            "pipelines.dask_runner.tasks",  # Beam and the runner load at start-up, not in the first task
         ]
 
     def _start(self, name: str, args: list[str], extra: list[str] | None = None) -> subprocess.Popen:

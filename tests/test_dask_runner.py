@@ -13,13 +13,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pytest
+from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.userstate import BagStateSpec
 from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.dask_runner.translate import Partitioning
@@ -104,6 +107,15 @@ class SlowCount(beam.DoFn):
         time.sleep(self._seconds)
         self._done.inc()
         yield name
+
+
+SEEN = BagStateSpec("seen", VarIntCoder())
+SEEN_STATE = beam.DoFn.StateParam(SEEN)
+
+
+class RememberPerKey(beam.DoFn):
+    def process(self, element: tuple[str, int], seen: Any = SEEN_STATE) -> None:
+        seen.add(element[1])
 
 
 def fail_on_three(number: int) -> int:
@@ -243,6 +255,14 @@ def test_create_and_reshuffle_spread_a_few_elements_over_the_workers(cluster, tm
 def test_a_worker_error_reaches_the_launcher_with_its_message(cluster):
     with pytest.raises(ValueError, match="cannot take 3"), dask_pipeline(cluster) as pipeline:
         pipeline | beam.Create([1, 2, 3]) | beam.Map(fail_on_three)
+
+
+@pytest.mark.integration
+def test_a_step_the_runner_cannot_run_is_named_before_anything_runs(cluster):
+    pipeline = dask_pipeline(cluster)
+    pipeline | beam.Create([("a", 1)]) | "Remember" >> beam.ParDo(RememberPerKey())
+    with pytest.raises(NotImplementedError, match="cannot run the stateful or splittable DoFn of 'Remember'"):
+        pipeline.run()
 
 
 @pytest.mark.integration

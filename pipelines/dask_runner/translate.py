@@ -21,6 +21,7 @@ from apache_beam import coders
 from apache_beam.internal import pickler
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.pvalue import PCollection
+from apache_beam.runners.common import DoFnSignature
 from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Reshuffle
 from apache_beam.transforms.userstate import is_stateful_dofn
 from apache_beam.typehints import typehints
@@ -124,8 +125,10 @@ class DaskGraph(PipelineVisitor):
 
     def _par_do(self, node: AppliedPTransform) -> None:
         transform = node.transform
-        if is_stateful_dofn(transform.fn):
-            raise NotImplementedError(f"the Dask runner cannot run the stateful DoFn of {node.full_label!r}")
+        if is_stateful_dofn(transform.fn) or DoFnSignature(transform.fn).is_splittable_dofn():
+            raise NotImplementedError(
+                f"the Dask runner cannot run the stateful or splittable DoFn of {node.full_label!r}"
+            )
         (main,) = node.main_inputs.values()
         side_inputs = list(node.side_inputs)
         spec = StepSpec(
