@@ -46,9 +46,10 @@ _DASK_RUNNER_NAMES = (
     "apache_beam.runners.dask.dask_runner.daskrunner",
     "pipelines.dask_runner.daskrunner",
 )
-# Modules defining the pipeline options of a known runner outside Beam's `pipeline_options`,
-# each with the package it needs.
-_RUNNER_OPTION_MODULES = (("apache_beam.runners.dask.dask_runner", "distributed"),)
+# Pipeline options of a known runner defined outside Beam's `pipeline_options`: their prefix,
+# the module defining them (loaded only when an argument has the prefix: it loads dask) and
+# the package that module needs.
+_RUNNER_OPTION_MODULES = (("--dask_", "apache_beam.runners.dask.dask_runner", "distributed"),)
 log = logging.getLogger("mlbatch")
 
 
@@ -150,8 +151,8 @@ def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
     """The arguments no Beam pipeline option accepts (Beam would drop them with only a log line)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    for module, needs in _RUNNER_OPTION_MODULES:
-        if importlib.util.find_spec(needs) is not None:
+    for prefix, module, needs in _RUNNER_OPTION_MODULES:
+        if any(arg.startswith(prefix) for arg in beam_args) and importlib.util.find_spec(needs) is not None:
             importlib.import_module(module)
     parser = _BeamArgumentParser(allow_abbrev=False)
     pending, seen = list(PipelineOptions.__subclasses__()), set()
