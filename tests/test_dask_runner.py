@@ -240,6 +240,8 @@ def test_group_by_key_and_co_group_by_key(cluster):
         assert_that(normalized, equal_to([("k", [1], ["x"]), ("j", [2], [])]), label="cogbk")
         counted = pipeline | "Many" >> beam.Create(range(100)) | beam.combiners.Count.Globally()
         assert_that(counted, equal_to([100]), label="count")
+        nothing = pipeline | "Nothing" >> beam.Create([]) | "ShuffleNothing" >> beam.Reshuffle()
+        assert_that(nothing | "GroupNothing" >> beam.GroupByKey(), equal_to([]), label="empty")
 
 
 @pytest.mark.integration

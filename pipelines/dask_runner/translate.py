@@ -195,6 +195,9 @@ class DaskGraph(PipelineVisitor):
         the elements of one partition (a file's ranges, a few names) spread over the workers."""
         (pcoll,) = node.inputs
         sources = self._partitions[pcoll]
+        if not sources:
+            self._set_output(node, [])
+            return
         n = self._partitioning.reshuffled(len(sources))
         name = self._name(node)
         splits = [
