@@ -2,8 +2,8 @@
 in them, so each test could go upstream), on a real `dask scheduler` and two `dask worker` processes.
 
 Steps that must run once leave a file per run in a shared directory (`RecordRuns`), so a step
-run twice is seen even where Beam's metrics would hide it. Also here: which runner and options
-the ingest command line selects (pure).
+run twice is seen even where Beam's metrics would hide it. Also here (pure): which runner and
+options the ingest command line selects, and how a bundle's dead-letter file is named.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from apache_beam.transforms.window import GlobalWindows
 from pipelines.dask_runner.translate import Partitioning
 from pipelines.runner_choice import pipeline_runner, runner_choice, unknown_beam_args, use_read_helper
 from tests.dask_cluster import DaskCluster
+from transforms.dead_letters import bundle_file_name
+from transforms.types import DeadLetter, Locator
 
 NAMESPACE = "dask-runner-test"
 
@@ -137,6 +139,20 @@ def test_dask_runner_names_select_the_project_runner_and_its_options_are_known()
     args = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786", "--dask_npartitions=4"]
     assert unknown_beam_args(args) == []
     assert unknown_beam_args([*args, "--dask_nonsense=1"]) == ["--dask_nonsense=1"]
+
+
+def test_a_bundles_dead_letter_file_is_named_the_same_each_time_it_runs():
+    first = DeadLetter("parse", "malformed JSON", (Locator(0, "/data/a.jsonl", 7),), "{")
+    name = bundle_file_name("task-1", "0", first)
+    assert name == bundle_file_name("task-1", "0", first._replace(reason="another reason"))
+    assert name.startswith("rejected-0-") and name.endswith(".jsonl")
+    others = {
+        bundle_file_name("task-2", "0", first),
+        bundle_file_name("task-1", "1", first),
+        bundle_file_name("task-1", "0", first._replace(origins=(Locator(0, "/data/a.jsonl", 8),))),
+        bundle_file_name("task-1", "0", first._replace(stage="map")),
+    }
+    assert name not in others and len(others) == 4
 
 
 def test_partitioning_defaults_and_options():
