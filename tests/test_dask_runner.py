@@ -1,7 +1,7 @@
 """The project's Dask runner against Beam's DaskRunner defects, with plain-Beam pipelines (no mlbatch code
 in them, so each test could go upstream), on a real `dask scheduler` and two `dask worker` processes.
 
-Steps that must run once leave a file per run in a shared directory (`RecordRuns`), so a step
+Steps that must run once leave a file per run in a shared directory (`MarkRuns`), so a step
 run twice is seen even where Beam's metrics would hide it. Also here (pure): which runner and
 options the ingest command line selects, and how a bundle's dead-letter file is named.
 """
@@ -47,19 +47,6 @@ def dask_pipeline(cluster: DaskCluster, *args: str) -> beam.Pipeline:
     return beam.Pipeline(runner=pipeline_runner(runner_choice(argv)), options=PipelineOptions(argv))
 
 
-class RecordRuns(beam.DoFn):
-    """Passes elements on; leaves one file in `directory` per bundle run, named by the process."""
-
-    def __init__(self, directory: str) -> None:
-        self._directory = directory
-
-    def start_bundle(self) -> None:
-        Path(self._directory, f"{os.getpid()}-{uuid.uuid4().hex}").touch()
-
-    def process(self, element: object) -> Iterator[object]:
-        yield element
-
-
 def runs(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
 
@@ -96,19 +83,20 @@ class CountEverything(beam.DoFn):
         yield number
 
 
-class SlowCount(beam.DoFn):
-    """Marks each run of each element in `directory`, takes `seconds`, then counts the element."""
+class MarkRuns(beam.DoFn):
+    """Leaves a file per run of each element in `directory` (named by process and element), takes
+    `seconds`, counts the element and passes it on."""
 
-    def __init__(self, directory: str, seconds: float) -> None:
+    def __init__(self, directory: str, seconds: float = 0.0) -> None:
         self._directory = directory
         self._seconds = seconds
         self._done = Metrics.counter(NAMESPACE, "done")
 
-    def process(self, name: str) -> Iterator[str]:
-        Path(self._directory, f"{os.getpid()}-{name}-{uuid.uuid4().hex}").touch()
+    def process(self, element: object) -> Iterator[object]:
+        Path(self._directory, f"{os.getpid()}-{element}-{uuid.uuid4().hex}").touch()
         time.sleep(self._seconds)
         self._done.inc()
-        yield name
+        yield element
 
 
 SEEN = BagStateSpec("seen", VarIntCoder())
@@ -191,10 +179,10 @@ def test_every_leaf_runs_and_a_shared_step_runs_once(cluster, tmp_path):
     shared_runs.mkdir()
     leaf_runs.mkdir()
     with dask_pipeline(cluster) as pipeline:
-        shared = pipeline | beam.Create(["a"]) | "Shared" >> beam.ParDo(RecordRuns(str(shared_runs)))
-        shared | "Leaf1" >> beam.ParDo(RecordRuns(str(leaf_runs)))
-        shared | "Leaf2" >> beam.ParDo(RecordRuns(str(leaf_runs)))
-        shared | "Leaf3" >> beam.Map(str.upper) | "Leaf3Runs" >> beam.ParDo(RecordRuns(str(leaf_runs)))
+        shared = pipeline | beam.Create(["a"]) | "Shared" >> beam.ParDo(MarkRuns(str(shared_runs)))
+        shared | "Leaf1" >> beam.ParDo(MarkRuns(str(leaf_runs)))
+        shared | "Leaf2" >> beam.ParDo(MarkRuns(str(leaf_runs)))
+        shared | "Leaf3" >> beam.Map(str.upper) | "Leaf3Runs" >> beam.ParDo(MarkRuns(str(leaf_runs)))
     assert len(runs(shared_runs)) == 1
     assert len(runs(leaf_runs)) == 3
 
@@ -208,15 +196,9 @@ def test_metrics_are_beam_metric_results_of_committed_attempts(cluster):
     (elements,) = result.metrics().query(MetricsFilter().with_name("elements"))["counters"]
     assert elements.committed == elements.attempted == 4
     assert elements.key.step == "Count"
-    (sizes,) = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_step("Count"))[
-        "distributions"
-    ]
-    assert (sizes.committed.count, sizes.committed.sum, sizes.committed.min, sizes.committed.max) == (
-        4,
-        10,
-        1,
-        4,
-    )
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_step("Count"))
+    sizes = found["distributions"][0].committed
+    assert (sizes.count, sizes.sum, sizes.min, sizes.max) == (4, 10, 1, 4)
     (last,) = result.metrics().query(MetricsFilter().with_name("last"))["gauges"]
     assert last.committed.value in (1, 2, 3, 4)
     assert result.metrics().query(MetricsFilter().with_step("Elsewhere"))["counters"] == []
@@ -225,20 +207,14 @@ def test_metrics_are_beam_metric_results_of_committed_attempts(cluster):
 @pytest.mark.integration
 def test_a_side_input_is_computed_once_for_all_its_consumers(cluster, tmp_path):
     with dask_pipeline(cluster) as pipeline:
-        side = (
-            pipeline | "Side" >> beam.Create([10, 20]) | "SideRuns" >> beam.ParDo(RecordRuns(str(tmp_path)))
-        )
+        side = pipeline | "Side" >> beam.Create([10, 20]) | "SideRuns" >> beam.ParDo(MarkRuns(str(tmp_path)))
         main = pipeline | "Main" >> beam.Create([1, 2, 3, 4])
         total = beam.pvalue.AsList(side)
-        assert_that(
-            main | "Add" >> beam.Map(lambda n, s: n + sum(s), total), equal_to([31, 32, 33, 34]), label="add"
-        )
-        assert_that(
-            main | "Sub" >> beam.Map(lambda n, s: sum(s) - n, total), equal_to([29, 28, 27, 26]), label="sub"
-        )
-    assert (
-        len(runs(tmp_path)) == 2
-    )  # one run per bundle of the side input (one element each), not per consumer
+        added = main | "Add" >> beam.Map(lambda n, s: n + sum(s), total)
+        subtracted = main | "Sub" >> beam.Map(lambda n, s: sum(s) - n, total)
+        assert_that(added, equal_to([31, 32, 33, 34]), label="add")
+        assert_that(subtracted, equal_to([29, 28, 27, 26]), label="sub")
+    assert len(runs(tmp_path)) == 2  # one run per element of the side input, not one per consumer task
 
 
 @pytest.mark.integration
@@ -264,7 +240,7 @@ def test_group_by_key_and_co_group_by_key(cluster):
 def test_create_and_reshuffle_spread_a_few_elements_over_the_workers(cluster, tmp_path):
     with dask_pipeline(cluster) as pipeline:
         names = pipeline | beam.Create(["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]) | beam.Reshuffle()
-        names | beam.ParDo(SlowCount(str(tmp_path), 0.5))
+        names | beam.ParDo(MarkRuns(str(tmp_path), 0.5))
     processes = {name.split("-")[0] for name in runs(tmp_path)}
     assert len(runs(tmp_path)) == 4 and len(processes) == 2
 
@@ -298,7 +274,7 @@ def test_a_local_cluster_runs_without_a_scheduler_address():
 def test_a_task_recomputed_after_its_worker_died_counts_once(cluster, tmp_path):
     names = ["a", "b", "c", "d"]
     pipeline = dask_pipeline(cluster)
-    pipeline | beam.Create(names) | "Slow" >> beam.ParDo(SlowCount(str(tmp_path), 1.0))
+    pipeline | beam.Create(names) | "Slow" >> beam.ParDo(MarkRuns(str(tmp_path), 1.0))
     result = pipeline.run()
     try:
         deadline = time.monotonic() + 30
