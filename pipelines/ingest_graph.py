@@ -1,12 +1,13 @@
 """The batch ingestion Beam graph: read -> project + key -> join -> map -> batch -> write.
 
 `build_pipeline` wires the transforms for a compiled `IngestPlan`; `run_pipeline` runs it on
-the chosen runner and returns the job's counters. One source needs no shuffle; several are
+the chosen runner (the project's own where it replaces Beam's: `pipelines.dask_runner` for
+`--runner=DaskRunner`) and returns the job's counters. One source needs no shuffle; several are
 joined on `_id`, by a broadcast join (one large file streamed, whole or in byte ranges, the
 small sources in memory) or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose.
-Rejected records from every step go to the dead-letter queue, written by a writer fused into
-that step (so they are written while the job runs, and kept when it fails; see
-`transforms.dead_letters`).
+Rejected records from every step go to the dead-letter queue, written by a writer of that step's
+own (fused into the step on Beam's runners, the task right after it on Dask), so they are
+written while the job runs and kept when it fails (see `transforms.dead_letters`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from connectors.byte_ranges import FileRange
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
 from pipelines.join_strategy import JoinStrategy
-from pipelines.runner_choice import beam_options
+from pipelines.runner_choice import beam_options, pipeline_runner, runner_choice
 from transforms import progress
 from transforms.buckets import BUCKETS
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
@@ -73,7 +74,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         )
     for position, rejected in enumerate(dead_letters):  # one writer per step, not after a Flatten
         rejected | f"DeadLetterQueue[{position}]" >> WriteDeadLetters(
-            job.dlq_dir, job.task_id, job.redactor, job.access
+            job.dlq_dir, job.task_id, job.redactor, job.access, step=str(position)
         )
 
 
@@ -127,7 +128,8 @@ def run_pipeline(job: IngestJob, beam_args: Sequence[str]) -> dict[str, int]:
 
     When the run fails or is interrupted, the dead-letter files of its unfinished bundles in
     this process are closed, so the records rejected so far are in the DLQ."""
-    pipeline = beam.Pipeline(options=beam_options(beam_args))
+    runner = pipeline_runner(runner_choice(beam_args))
+    pipeline = beam.Pipeline(runner=runner, options=beam_options(beam_args))
     build_pipeline(pipeline, job)
     progress.restart_all()
     try:

@@ -10,13 +10,18 @@ Beam loads.
 - `use_read_helper(choice, runner)`: whether large files are parsed in helper processes;
 - `early_reads(plan, files, strategy)`: the files whose helpers start before Beam loads;
 - `beam_options(beam_args)`: the pipeline's options, the runner always named;
-- `unknown_beam_args(beam_args)`: what no Beam option accepts.
+- `pipeline_runner(choice)`: the project's own runner where it replaces Beam's (`DaskRunner`,
+  by its short or Beam's dotted name: `pipelines.dask_runner`), else None (Beam's);
+- `unknown_beam_args(beam_args)`: what no Beam option accepts, the options of every known
+  runner included (Dask's, when dask is installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -28,12 +33,23 @@ from transforms.types import IngestPlan, SourcePlan
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineRunner
 
 ReadHelperChoice = Literal["auto", "on", "off"]
 DEFAULT_RUNNER = "DirectRunner"
 DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
 EARLY_SIDE_FILES = 8  # a broadcast join's small-source files started early, at most
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct")
+_DASK_RUNNER_NAMES = (
+    "daskrunner",
+    "dask",
+    "apache_beam.runners.dask.dask_runner.daskrunner",
+    "pipelines.dask_runner.daskrunner",
+)
+# Pipeline options of a known runner defined outside Beam's `pipeline_options`: their prefix,
+# the module defining them (loaded only when an argument has the prefix: it loads dask) and
+# the package that module needs.
+_RUNNER_OPTION_MODULES = (("--dask_", "apache_beam.runners.dask.dask_runner", "distributed"),)
 log = logging.getLogger("mlbatch")
 
 
@@ -47,6 +63,10 @@ class RunnerChoice:
     @property
     def direct(self) -> bool:
         return self.runner.lower() in _DIRECT_RUNNER_NAMES
+
+    @property
+    def dask(self) -> bool:
+        return self.runner.lower() in _DASK_RUNNER_NAMES
 
     @property
     def in_process(self) -> bool:
@@ -116,10 +136,24 @@ def beam_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def pipeline_runner(choice: RunnerChoice) -> PipelineRunner | None:
+    """The project's runner for `choice`, where it replaces Beam's; None lets Beam make the runner."""
+    if not choice.dask:
+        return None
+    if importlib.util.find_spec("distributed") is None:
+        raise RuntimeError(f"--runner={choice.runner} needs dask.distributed: pip install 'mlbatch[dask]'")
+    from pipelines.dask_runner import DaskRunner
+
+    return DaskRunner()
+
+
 def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
     """The arguments no Beam pipeline option accepts (Beam would drop them with only a log line)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+    for prefix, module, needs in _RUNNER_OPTION_MODULES:
+        if any(arg.startswith(prefix) for arg in beam_args) and importlib.util.find_spec(needs) is not None:
+            importlib.import_module(module)
     parser = _BeamArgumentParser(allow_abbrev=False)
     pending, seen = list(PipelineOptions.__subclasses__()), set()
     while pending:

@@ -91,9 +91,11 @@ BAD_BODIES = {
         ("field_map.text: '$.a[xxx", "…"),
     ),
     "10 MB OpenAI file id": (
-        {**local_body(), "data_source": {"type": "openAI", "source": ["x" * TEN_MB]}, "credential": {
-            "openAI_key": "sk-test"
-        }},
+        {
+            **local_body(),
+            "data_source": {"type": "openAI", "source": ["x" * TEN_MB]},
+            "credential": {"openAI_key": "sk-test"},
+        },
         ("data_source.source[0]: ", "characters long"),
     ),
     "10 MB data_source.type": (

@@ -1,0 +1,215 @@
+"""Beam's pipeline as one Dask task graph (the Dask runner's translation, on the launcher).
+
+Every PCollection is a list of partitions, each one Dask task (`dask.delayed`), and every
+output of a ParDo is its own list, so each consumer gets only its tag. A side input is
+gathered once into one task that its consumers depend on. GroupByKey hashes each key's
+deterministic encoding to a partition; Reshuffle deals the elements round-robin, so the few
+file names of a Create spread over the workers. Every bundle's metrics feed the graph's last
+task (`final`), so computing it computes every step, leaves included, in one graph where a
+task shared by several consumers runs once.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.internal import pickler
+from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
+from apache_beam.pvalue import PCollection
+from apache_beam.runners.common import DoFnSignature
+from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Reshuffle
+from apache_beam.transforms.userstate import is_stateful_dofn
+from apache_beam.typehints import typehints
+from dask.delayed import Delayed, delayed
+
+from pipelines.dask_runner.tasks import (
+    ByKey,
+    StepSpec,
+    collect_metrics,
+    create_partition,
+    deal,
+    gather,
+    group_pieces,
+    metrics_of,
+    output_of,
+    piece,
+    run_bundle,
+)
+
+CREATE_PARTITIONS_PER_THREAD = 4  # a Create of up to 4 elements per worker thread: one per partition
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How many partitions: `--dask_npartitions` or `--dask_partition_size` when given, else
+    one element per partition for small Creates (up to 4 per worker thread) and one partition
+    per worker thread out of a shuffle."""
+
+    parallelism: int = 1
+    npartitions: int | None = None
+    partition_size: int | None = None
+
+    def create_size(self, count: int) -> int:
+        """Elements per partition of a Create of `count` elements."""
+        if self.partition_size:
+            return self.partition_size
+        partitions = self.npartitions or CREATE_PARTITIONS_PER_THREAD * self.parallelism
+        return max(1, math.ceil(count / partitions))
+
+    def grouped(self) -> int:
+        """Partitions out of a GroupByKey (each input partition splits into this many pieces)."""
+        return self.npartitions or self.parallelism
+
+    def reshuffled(self, sources: int) -> int:
+        """Partitions out of a Reshuffle of `sources` partitions: at least one per worker thread."""
+        return max(sources, self.npartitions or self.parallelism)
+
+
+class DaskGraph(PipelineVisitor):
+    """Visits a pipeline (after Beam's Dask overrides) and builds its task graph."""
+
+    def __init__(self, partitioning: Partitioning) -> None:
+        self._partitioning = partitioning
+        self._token = uuid.uuid4().hex[:8]  # one run's keys never meet another's on a shared scheduler
+        self._partitions: dict[PCollection, list[Delayed]] = {}
+        self._sides: dict[PCollection, Delayed] = {}
+        self._metrics: list[Delayed] = []
+
+    def final(self) -> Delayed:
+        """The last task: every bundle's `(step, MetricUpdates)`."""
+        return delayed(collect_metrics)(*self._metrics, dask_key_name=f"metrics {self._token}")
+
+    def visit_transform(self, node: AppliedPTransform) -> None:
+        transform = node.transform
+        if isinstance(transform, beam.ParDo):
+            self._par_do(node)
+        elif isinstance(transform, _Create):
+            self._create(node, list(transform.values))
+        elif isinstance(transform, beam.Impulse):
+            self._create(node, [b""])
+        elif isinstance(transform, _Flatten):
+            self._set_output(node, [part for pcoll in node.inputs for part in self._partitions[pcoll]])
+        elif isinstance(transform, _GroupByKeyOnly):
+            self._group_by_key(node)
+        elif isinstance(transform, _Reshuffle):
+            self._reshuffle(node)
+        elif any(pcoll.producer is node for pcoll in node.outputs.values()):
+            raise NotImplementedError(
+                f"the Dask runner cannot run step {node.full_label!r} ({type(transform).__name__})"
+            )
+
+    def _name(self, node: AppliedPTransform, part: str = "") -> str:
+        return f"{node.full_label}{part} {self._token}"
+
+    def _set_output(self, node: AppliedPTransform, partitions: list[Delayed]) -> None:
+        (pcoll,) = node.outputs.values()
+        self._partitions[pcoll] = partitions
+
+    def _create(self, node: AppliedPTransform, values: list[Any]) -> None:
+        size = self._partitioning.create_size(len(values))
+        name = self._name(node)
+        self._set_output(
+            node,
+            [
+                delayed(create_partition)(
+                    pickler.dumps(values[start : start + size]), dask_key_name=(name, i)
+                )
+                for i, start in enumerate(range(0, len(values), size))
+            ],
+        )
+
+    def _par_do(self, node: AppliedPTransform) -> None:
+        transform = node.transform
+        if is_stateful_dofn(transform.fn) or DoFnSignature(transform.fn).is_splittable_dofn():
+            raise NotImplementedError(
+                f"the Dask runner cannot run the stateful or splittable DoFn of {node.full_label!r}"
+            )
+        (main,) = node.main_inputs.values()
+        side_inputs = list(node.side_inputs)
+        spec = StepSpec(
+            step=node.full_label,
+            dofn=transform.fn,
+            args=transform.args,
+            kwargs=transform.kwargs,
+            windowing=main.windowing,
+            side_views=[(type(side), side._view_options()) for side in side_inputs],
+            tags=list(node.outputs),
+        )
+        name = self._name(node)
+        pickled_spec = delayed(pickler.dumps(spec), name=self._name(node, " spec"))
+        sides = [self._side(side.pvalue) for side in side_inputs]
+        results = [
+            delayed(run_bundle, pure=False)(pickled_spec, part, *sides, dask_key_name=(name, i))
+            for i, part in enumerate(self._partitions[main])
+        ]
+        self._metrics += [
+            delayed(metrics_of)(result, dask_key_name=(f"{name} metrics", i))
+            for i, result in enumerate(results)
+        ]
+        for tag, pcoll in node.outputs.items():
+            self._partitions[pcoll] = [
+                delayed(output_of)(result, tag, dask_key_name=(f"{name} [{tag}]", i))
+                for i, result in enumerate(results)
+            ]
+
+    def _side(self, pcoll: PCollection) -> Delayed:
+        """A side input's partitions in one task, made once however many steps read it."""
+        if pcoll not in self._sides:
+            name = f"side input {pcoll.producer.full_label}[{pcoll.tag}] {self._token}"
+            self._sides[pcoll] = delayed(gather)(*self._partitions[pcoll], dask_key_name=name)
+        return self._sides[pcoll]
+
+    def _group_by_key(self, node: AppliedPTransform) -> None:
+        """Each input partition split by key hash in `n` pieces (one task), each piece picked (one
+        tiny task), each output partition grouped from its pieces (one task)."""
+        (pcoll,) = node.inputs
+        key_type = typehints.Any
+        if isinstance(pcoll.element_type, typehints.TupleHint.TupleConstraint):
+            key_type = pcoll.element_type.tuple_types[0]
+        splitter = ByKey(coders.registry.get_coder(key_type).as_deterministic_coder(node.full_label))
+        n = self._partitioning.grouped()
+        name = self._name(node)
+        splits = [
+            delayed(splitter)(part, n, dask_key_name=(f"{name} split", i))
+            for i, part in enumerate(self._partitions[pcoll])
+        ]
+        pieces = [
+            [delayed(piece)(split, target, dask_key_name=(f"{name} piece", i, target)) for target in range(n)]
+            for i, split in enumerate(splits)
+        ]
+        self._set_output(
+            node,
+            [
+                delayed(group_pieces)(*[row[target] for row in pieces], dask_key_name=(name, target))
+                for target in range(n)
+            ],
+        )
+
+    def _reshuffle(self, node: AppliedPTransform) -> None:
+        """Each input partition dealt round-robin into the output partitions congruent to it, so
+        the elements of one partition (a file's ranges, a few names) spread over the workers."""
+        (pcoll,) = node.inputs
+        sources = self._partitions[pcoll]
+        if not sources:
+            self._set_output(node, [])
+            return
+        n = self._partitioning.reshuffled(len(sources))
+        name = self._name(node)
+        splits = [
+            delayed(deal)(part, len(range(i, n, len(sources))), dask_key_name=(f"{name} split", i))
+            for i, part in enumerate(sources)
+        ]
+        self._set_output(
+            node,
+            [
+                delayed(piece)(
+                    splits[target % len(sources)], target // len(sources), dask_key_name=(name, target)
+                )
+                for target in range(n)
+            ],
+        )
