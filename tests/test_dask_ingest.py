@@ -132,10 +132,13 @@ def test_seed_openai_three_file_join(cluster, openai_service, capsys, tmp_path, 
     assert result["counts"]["read"] == 75 and result["counts"]["merged_records"] == 75
 
 
-@pytest.mark.parametrize("strategy", ["broadcast", "shuffle"])
+@pytest.mark.parametrize(
+    "strategy, split_bytes", [("broadcast", "0"), ("broadcast", "150"), ("shuffle", "0"), ("shuffle", "150")]
+)
 def test_joins_index_and_dead_letter_what_the_direct_runner_does(
-    cluster, capsys, tmp_path, osmem_url, strategy
+    cluster, capsys, tmp_path, osmem_url, strategy, split_bytes
 ):
+    """Each join, its large file read whole or in byte ranges spread over the workers."""
     data = tmp_path / "data"
     data.mkdir()
     request = awkward_join(data)
@@ -148,12 +151,16 @@ def test_joins_index_and_dead_letter_what_the_direct_runner_does(
         osmem_url,
         "--join-strategy",
         strategy,
+        "--split-bytes",
+        split_bytes,
         "--bulk-size",
         "5",
         index_body=index,
     )
     assert result["state"] == "COMPLETED_WITH_ERROR" and len(result["documents"]) == 13
     assert result["counts"]["duplicates"] == 2 and len(result["dead_letters"]) == 3
+    by_offset = [entry for entry in result["dead_letters"] if '"byte_offset"' in entry]
+    assert bool(by_offset) == (split_bytes != "0")
 
 
 BAD_RECORDS = {
