@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from connectors.byte_ranges import FileRange
 from pipelines.join_strategy import JoinStrategy, streamed_file
 from transforms.types import IngestPlan, SourcePlan
 
@@ -96,8 +97,8 @@ def use_read_helper(choice: ReadHelperChoice, runner: RunnerChoice, cores: int |
 
 
 def early_reads(
-    plan: IngestPlan, files: Sequence[Sequence[str]], strategy: JoinStrategy
-) -> list[tuple[SourcePlan, str]]:
+    plan: IngestPlan, files: Sequence[Sequence[FileRange]], strategy: JoinStrategy
+) -> list[tuple[SourcePlan, FileRange]]:
     """The files whose read helpers start before Beam loads: the streamed file and, for a
     broadcast join, the small sources' files (read first, to be held in memory)."""
     streamed = streamed_file(strategy, files)
