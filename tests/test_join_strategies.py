@@ -43,10 +43,16 @@ def awkward_join(tmp_path) -> dict:
     inputs.append({"custom_id": "request-2", "body": {"input": ["late duplicate"]}})
     inputs.append({"custom_id": "only-in-input", "body": {"input": ["lonely"]}})
     (tmp_path / "output.jsonl").write_bytes(jsonl(outputs) + b"{not json\n")
-    (tmp_path / "input.jsonl").write_bytes(jsonl(inputs))
-    (tmp_path / "meta.jsonl").write_bytes(jsonl(metadata))
+    return three_file_request(tmp_path, inputs, metadata, "joined")
+
+
+def three_file_request(directory, inputs: list, metadata: list, index_name: str) -> dict:
+    """Writes the input and metadata files beside `directory/output.jsonl`; the request joining
+    the three on `custom_id`."""
+    (directory / "input.jsonl").write_bytes(jsonl(inputs))
+    (directory / "meta.jsonl").write_bytes(jsonl(metadata))
     return {
-        "index_name": "joined",
+        "index_name": index_name,
         "field_map": {
             "question": "source[1].$.body.input[0]",
             "question_embedding": "source[0].$.response.body.data[0].embedding",
@@ -55,7 +61,7 @@ def awkward_join(tmp_path) -> dict:
         "ingest_fields": ["source[2].$.custom_field1"],
         "data_source": {
             "type": "local",
-            "source": [str(tmp_path / f"{name}.jsonl") for name in ("output", "input", "meta")],
+            "source": [str(directory / f"{name}.jsonl") for name in ("output", "input", "meta")],
         },
     }
 

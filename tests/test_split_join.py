@@ -13,6 +13,7 @@ import pytest
 from connectors.byte_ranges import FileRange
 from tests.data import jsonl, knn_index_body, openai_batch_files
 from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
+from tests.test_join_strategies import three_file_request
 from transforms import counters
 from transforms.buckets import bucket_of
 from transforms.merge import JoinTally, index_by_id
@@ -182,21 +183,7 @@ def split_join_request(directory, strategy: str) -> dict:
     lines[4:4] = [b"{not json\n"]
     lines[9:9] = [b'{"custom_id": ["not", "an", "id"]}\r\n']
     (directory / "output.jsonl").write_bytes(b"".join(lines) + b"{truncated")
-    (directory / "input.jsonl").write_bytes(jsonl(inputs))
-    (directory / "meta.jsonl").write_bytes(jsonl(metadata))
-    return {
-        "index_name": f"joined-{strategy}",
-        "field_map": {
-            "question": "source[1].$.body.input[0]",
-            "question_embedding": "source[0].$.response.body.data[0].embedding",
-            "_id": ["source[0].$.custom_id", "source[1].$.custom_id", "source[2].$.custom_id"],
-        },
-        "ingest_fields": ["source[2].$.custom_field1"],
-        "data_source": {
-            "type": "local",
-            "source": [str(directory / f"{n}.jsonl") for n in ("output", "input", "meta")],
-        },
-    }
+    return three_file_request(directory, inputs, metadata, f"joined-{strategy}")
 
 
 COMPARED = (
