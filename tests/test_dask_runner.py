@@ -9,6 +9,8 @@ options the ingest command line selects, and how a bundle's dead-letter file is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import cloudpickle
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
@@ -207,6 +210,26 @@ def test_a_chain_of_par_dos_is_one_task_per_partition():
         "GroupBy(key)/GroupByKey/GroupByWindow": 2,  # and AfterShuffle
         "ReadsItsOwnStage": 2,  # its side input comes from Split's stage: it cannot be in it
     }
+
+
+def test_the_scheduler_unpickles_the_graph_without_beam_or_mlbatch(tmp_path):
+    pipeline = beam.Pipeline()
+    pairs = pipeline | beam.Create([("a", 1), ("b", 2)]) | "Pair" >> beam.Map(lambda pair: pair)
+    pairs | beam.GroupByKey() | "Grouped" >> beam.Map(str) | beam.Reshuffle()
+    pipeline.replace_all(dask_overrides())
+    graph = DaskGraph(Partitioning(parallelism=2))
+    pipeline.visit(graph)
+    payload = tmp_path / "graph.pickle"
+    payload.write_bytes(cloudpickle.dumps(dict(graph.final().dask)))
+    probe = (
+        "import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read());"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'apache_beam', 'pipelines'}))"
+    )
+    found = subprocess.run(  # run where this project is not importable, as on a bare scheduler
+        [sys.executable, "-c", probe, str(payload)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "[]"
 
 
 @pytest.mark.integration

@@ -11,8 +11,12 @@ task shared by several consumers runs once.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+import pickle
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +88,14 @@ class DaskGraph(PipelineVisitor):
         self._partitions: dict[PCollection, list[Delayed]] = {}
         self._sides: dict[PCollection, Delayed] = {}
         self._metrics: list[Delayed] = []
+        self._functions: dict[str, Delayed] = {}
 
     def final(self) -> Delayed:
         """The last task: every bundle's `(step, MetricUpdates)`, so it needs every step."""
         self._fusion = fuse(self._nodes)
         for node in self._nodes:
             self._build(node)
-        return delayed(collect_metrics)(*self._metrics, dask_key_name=f"metrics {self._token}")
+        return self._task(collect_metrics)(*self._metrics, dask_key_name=f"metrics {self._token}")
 
     def visit_transform(self, node: AppliedPTransform) -> None:
         transform = node.transform
@@ -128,6 +133,16 @@ class DaskGraph(PipelineVisitor):
         else:
             self._reshuffle(node)
 
+    def _task(self, function: Callable[..., Any], name: str | None = None) -> Callable[..., Delayed]:
+        """Makes tasks that call `function`, itself the value of a task of the graph (pickled by
+        reference): the scheduler, which unpickles the graph, imports neither the runner nor Beam."""
+        name = name or f"{function.__module__}.{function.__qualname__}"
+        if name not in self._functions:
+            self._functions[name] = delayed(pickle.loads)(
+                pickle.dumps(function), dask_key_name=f"{name} {self._token}"
+            )
+        return functools.partial(delayed(operator.call), self._functions[name])
+
     def _input(self, pcoll: PCollection) -> list[Delayed]:
         """The partitions of `pcoll`, its producer's tasks built first if they are not yet."""
         assert self._fusion is not None
@@ -148,7 +163,7 @@ class DaskGraph(PipelineVisitor):
         self._set_output(
             node,
             [
-                delayed(create_partition)(
+                self._task(create_partition)(
                     pickler.dumps(values[start : start + size]), dask_key_name=(name, i)
                 )
                 for i, start in enumerate(range(0, len(values), size))
@@ -182,11 +197,11 @@ class DaskGraph(PipelineVisitor):
         pickled_spec = delayed(pickler.dumps(spec), name=self._name(root, " spec"))
         side_tasks = [self._side(side) for side in sides]
         results = [
-            delayed(run_stage, pure=False)(pickled_spec, part, *side_tasks, dask_key_name=(name, i))
+            self._task(run_stage)(pickled_spec, part, *side_tasks, dask_key_name=(name, i))
             for i, part in enumerate(self._input(stage.input))
         ]
         self._metrics += [
-            delayed(metrics_of)(result, dask_key_name=(f"{name} metrics", i))
+            self._task(metrics_of)(result, dask_key_name=(f"{name} metrics", i))
             for i, result in enumerate(results)
         ]
         for position, node in enumerate(stage.members):
@@ -194,7 +209,7 @@ class DaskGraph(PipelineVisitor):
                 key = f"{self._name(node)} [{tag}]"
                 self._partitions[pcoll] = (
                     [
-                        delayed(output_of)(result, (position, tag), dask_key_name=(key, i))
+                        self._task(output_of)(result, (position, tag), dask_key_name=(key, i))
                         for i, result in enumerate(results)
                     ]
                     if (position, tag) in kept
@@ -205,7 +220,7 @@ class DaskGraph(PipelineVisitor):
         """A side input's partitions in one task, made once however many steps read it."""
         if pcoll not in self._sides:
             name = f"side input {pcoll.producer.full_label}[{pcoll.tag}] {self._token}"
-            self._sides[pcoll] = delayed(gather)(*self._input(pcoll), dask_key_name=name)
+            self._sides[pcoll] = self._task(gather)(*self._input(pcoll), dask_key_name=name)
         return self._sides[pcoll]
 
     def _group_by_key(self, node: AppliedPTransform) -> None:
@@ -219,17 +234,18 @@ class DaskGraph(PipelineVisitor):
         n = self._partitioning.grouped()
         name = self._name(node)
         splits = [
-            delayed(splitter)(part, n, dask_key_name=(f"{name} split", i))
+            self._task(splitter, f"{name} key hash")(part, n, dask_key_name=(f"{name} split", i))
             for i, part in enumerate(self._input(pcoll))
         ]
+        pick = self._task(piece)
         pieces = [
-            [delayed(piece)(split, target, dask_key_name=(f"{name} piece", i, target)) for target in range(n)]
+            [pick(split, target, dask_key_name=(f"{name} piece", i, target)) for target in range(n)]
             for i, split in enumerate(splits)
         ]
         self._set_output(
             node,
             [
-                delayed(group_pieces)(*[row[target] for row in pieces], dask_key_name=(name, target))
+                self._task(group_pieces)(*[row[target] for row in pieces], dask_key_name=(name, target))
                 for target in range(n)
             ],
         )
@@ -245,13 +261,13 @@ class DaskGraph(PipelineVisitor):
         n = self._partitioning.reshuffled(len(sources))
         name = self._name(node)
         splits = [
-            delayed(deal)(part, len(range(i, n, len(sources))), dask_key_name=(f"{name} split", i))
+            self._task(deal)(part, len(range(i, n, len(sources))), dask_key_name=(f"{name} split", i))
             for i, part in enumerate(sources)
         ]
         self._set_output(
             node,
             [
-                delayed(piece)(
+                self._task(piece)(
                     splits[target % len(sources)], target // len(sources), dask_key_name=(name, target)
                 )
                 for target in range(n)
