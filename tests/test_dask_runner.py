@@ -9,23 +9,28 @@ options the ingest command line selects, and how a bundle's dead-letter file is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import cloudpickle
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.dask.overrides import dask_overrides
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.userstate import BagStateSpec
 from apache_beam.transforms.window import GlobalWindows
 
-from pipelines.dask_runner.translate import Partitioning
+from pipelines.dask_runner.translate import DaskGraph, Partitioning
 from pipelines.runner_choice import pipeline_runner, runner_choice, unknown_beam_args, use_read_helper
 from tests.dask_cluster import DaskCluster
 from transforms.dead_letters import bundle_file_name
@@ -108,6 +113,43 @@ class RememberPerKey(beam.DoFn):
         seen.add(element[1])
 
 
+class Stamp(beam.DoFn):
+    """Leaves a file per element in `directory` named by the time it saw it, then passes it on."""
+
+    def __init__(self, directory: str, label: str) -> None:
+        self._directory = directory
+        self._label = label
+
+    def process(self, element: object) -> Iterator[object]:
+        Path(self._directory, f"{time.monotonic_ns():020d}-{self._label}{element}").touch()
+        yield element
+
+
+class MarkSetups(beam.DoFn):
+    """Leaves a file per `setup` and per `teardown` in `directory`, named by process."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def setup(self) -> None:
+        Path(self._directory, f"{os.getpid()}-setup-{uuid.uuid4().hex}").touch()
+
+    def process(self, element: object) -> Iterator[object]:
+        yield element
+
+    def teardown(self) -> None:
+        Path(self._directory, f"{os.getpid()}-teardown-{uuid.uuid4().hex}").touch()
+
+
+def stage_tasks(pipeline: beam.Pipeline, npartitions: int) -> dict[str, int]:
+    """Tasks per fused stage of `pipeline`'s graph, by the stage's first step."""
+    pipeline.replace_all(dask_overrides())
+    graph = DaskGraph(Partitioning(parallelism=1, npartitions=npartitions))
+    pipeline.visit(graph)
+    names = [key[0].rpartition(" stage ") for key in graph.final().dask if isinstance(key, tuple)]
+    return dict(Counter(first for first, stage, token in names if stage and " " not in token))
+
+
 def fail_on_three(number: int) -> int:
     if number == 3:
         raise ValueError(f"cannot take {number}")
@@ -154,15 +196,81 @@ def test_partitioning_defaults_and_options():
     assert Partitioning(parallelism=2).reshuffled(3) == 3
 
 
+def test_a_chain_of_par_dos_is_one_task_per_partition():
+    pipeline = beam.Pipeline()
+    split = (
+        pipeline | beam.Create(range(8)) | "Split" >> beam.ParDo(SplitOddEven()).with_outputs("odd", main="n")
+    )
+    split.n | "Even" >> beam.Map(str) | "Upper" >> beam.Map(str.upper)
+    odd = split.odd | "Odd" >> beam.Map(str)
+    odd | beam.GroupBy(key=len) | "AfterShuffle" >> beam.Map(str)
+    split.n | "ReadsItsOwnStage" >> beam.Map(lambda n, s: n, beam.pvalue.AsList(odd))
+    assert stage_tasks(pipeline, npartitions=2) == {
+        "Split/ParDo(SplitOddEven)": 2,  # and Even, Upper, Odd, GroupBy's keying: a task per partition
+        "GroupBy(key)/GroupByKey/GroupByWindow": 2,  # and AfterShuffle
+        "ReadsItsOwnStage": 2,  # its side input comes from Split's stage: it cannot be in it
+    }
+
+
+def test_the_scheduler_unpickles_the_graph_without_beam_or_mlbatch(tmp_path):
+    pipeline = beam.Pipeline()
+    pairs = pipeline | beam.Create([("a", 1), ("b", 2)]) | "Pair" >> beam.Map(lambda pair: pair)
+    pairs | beam.GroupByKey() | "Grouped" >> beam.Map(str) | beam.Reshuffle()
+    pipeline.replace_all(dask_overrides())
+    graph = DaskGraph(Partitioning(parallelism=2))
+    pipeline.visit(graph)
+    payload = tmp_path / "graph.pickle"
+    payload.write_bytes(cloudpickle.dumps(dict(graph.final().dask)))
+    probe = (
+        "import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read());"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'apache_beam', 'pipelines'}))"
+    )
+    found = subprocess.run(  # run where this project is not importable, as on a bare scheduler
+        [sys.executable, "-c", probe, str(payload)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_a_fused_chain_passes_each_element_on_before_the_next_and_counts_per_step(cluster, tmp_path):
+    pipeline = dask_pipeline(cluster, "--dask_npartitions=1")
+    counted = pipeline | beam.Create([1, 2, 3]) | "First" >> beam.ParDo(CountEverything())
+    counted | "A" >> beam.ParDo(Stamp(str(tmp_path), "a")) | "B" >> beam.ParDo(Stamp(str(tmp_path), "b"))
+    counted | "Second" >> beam.ParDo(CountEverything())
+    result = pipeline.run()
+    assert result.wait_until_finish() == "DONE"
+    assert [name.split("-")[1] for name in runs(tmp_path)] == ["a1", "b1", "a2", "b2", "a3", "b3"]
+    found = result.metrics().query(MetricsFilter().with_name("elements"))["counters"]
+    assert sorted((found.key.step, found.committed) for found in found) == [("First", 3), ("Second", 3)]
+
+
+@pytest.mark.integration
+def test_a_dofn_is_set_up_once_per_worker_process_and_reused_by_its_bundles(cluster, tmp_path):
+    with dask_pipeline(cluster, "--dask_npartitions=8") as pipeline:
+        pipeline | beam.Create(range(8)) | "Reused" >> beam.ParDo(MarkSetups(str(tmp_path)))
+    marks = [name.split("-")[:2] for name in runs(tmp_path)]
+    assert 1 <= len(marks) <= len(cluster.worker_pids())  # 8 bundles, a DoFn per worker (of one thread)
+    assert all(kind == "setup" for _, kind in marks) and len({pid for pid, _ in marks}) == len(marks)
+
+
+@pytest.mark.integration
+def test_a_step_failing_mid_bundle_leaves_the_side_effects_of_what_it_passed_on(cluster, tmp_path):
+    pipeline = dask_pipeline(cluster, "--dask_npartitions=1")
+    numbers = pipeline | beam.Create([1, 2, 3, 4]) | "Fail" >> beam.Map(fail_on_three)
+    numbers | "Written" >> beam.ParDo(MarkRuns(str(tmp_path)))
+    with pytest.raises(ValueError, match="cannot take 3"):
+        pipeline.run().wait_until_finish()
+    assert sorted(name.split("-")[1] for name in runs(tmp_path)) == ["1", "2"]
+
+
 @pytest.mark.integration
 def test_each_tagged_output_reaches_only_its_consumer(cluster):
     with dask_pipeline(cluster) as pipeline:
         split = (
-            pipeline
-            | beam.Create([1, 2, 3, 4, 5])
-            | beam.ParDo(SplitOddEven()).with_outputs("odd", main="even")
+            pipeline | beam.Create([1, 2, 3, 4, 5]) | beam.ParDo(SplitOddEven()).with_outputs("odd", main="n")
         )
-        assert_that(split.even, equal_to([2, 4]), label="even")
+        assert_that(split.n, equal_to([2, 4]), label="even")
         assert_that(split.odd, equal_to([1, 3, 5]), label="odd")
 
 

@@ -10,8 +10,9 @@ before anything is written. A record counts as accounted for (see `pipelines.out
 only once its entry is written here.
 
 Every step that rejects records gets its own `WriteDeadLetters` (see `pipelines.ingest_graph`),
-so the writer is fused into that step on every runner and an entry is written while its
-bundle runs, not after the whole job. A bundle's file is closed when the bundle finishes; when
+so the writer is fused into that step on every runner (the project's Dask runner included: it
+runs a chain of ParDos as one task) and an entry is written while its bundle runs, not after
+the whole job. A bundle's file is closed when the bundle finishes; when
 the job fails or is interrupted instead, the files of the bundles cut short in this process are
 closed by `close_open_files()` (the in-process runner's bundles: nothing is written twice, as
 those bundles never finish). On a distributed runner a failed bundle's file is left unclosed
