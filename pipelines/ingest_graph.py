@@ -6,7 +6,7 @@ the chosen runner (the project's own where it replaces Beam's: `pipelines.dask_r
 joined on `_id`, by a broadcast join (one large file streamed, whole or in byte ranges, the
 small sources in memory) or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose.
 Rejected records from every step go to the dead-letter queue, written by a writer of that step's
-own (fused into the step on Beam's runners, the task right after it on Dask), so they are
+own, fused into the step (on Beam's runners and on the project's Dask runner), so they are
 written while the job runs and kept when it fails (see `transforms.dead_letters`).
 """
 
