@@ -20,7 +20,9 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 DEFAULT_SPLIT_BYTES = 64 * 2**20
-WHOLE_FILE_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".parquet"})
+MAX_RANGES_PER_FILE = 10_000  # a tiny --split-bytes on a huge file makes larger ranges, not millions
+# Compressed (every extension smart_open decompresses, in any case) and Parquet files stay whole.
+WHOLE_FILE_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".parquet"})
 
 
 class FileRange(NamedTuple):
@@ -38,7 +40,7 @@ class FileRange(NamedTuple):
 
 def can_split(uri: str, source_type: str) -> bool:
     """Whether a file can be read in byte ranges: a local or S3 file, neither compressed nor Parquet."""
-    return source_type != "openAI" and os.path.splitext(uri)[1] not in WHOLE_FILE_SUFFIXES
+    return source_type != "openAI" and os.path.splitext(uri)[1].lower() not in WHOLE_FILE_SUFFIXES
 
 
 def split_file(uri: str, size: int, split_bytes: int) -> list[FileRange]:
@@ -46,7 +48,7 @@ def split_file(uri: str, size: int, split_bytes: int) -> list[FileRange]:
     other), or the whole file when it is no larger than one range or `split_bytes` is 0."""
     if split_bytes <= 0 or size <= split_bytes:
         return [FileRange(uri)]
-    count = -(-size // split_bytes)
+    count = min(-(-size // split_bytes), MAX_RANGES_PER_FILE)
     step = -(-size // count)
     return [FileRange(uri, start, min(start + step, size)) for start in range(0, size, step)]
 

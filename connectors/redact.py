@@ -47,6 +47,7 @@ class Redactor:
 
     secrets: tuple[str, ...] = ()
     source: SecretRef | None = None
+    on_worker: bool = False
 
     @classmethod
     def of(cls, values: Iterable[Any]) -> Redactor:
@@ -54,12 +55,13 @@ class Redactor:
         return cls(tuple(sorted(found, key=len, reverse=True)))
 
     @classmethod
-    def for_workers(cls, ref: SecretRef) -> Redactor:
-        """A redactor that pickles without secrets and masks what `ref` resolves to where it runs."""
-        return cls(source=ref)
+    def for_workers(cls, ref: SecretRef | None) -> Redactor:
+        """A redactor that pickles without secrets and masks, where it runs, what `ref` resolves to
+        and that process's own secret variables (only those without a `ref`)."""
+        return cls(source=ref, on_worker=True)
 
     def _masked(self) -> tuple[str, ...]:
-        return self.secrets if self.source is None else _worker_secrets(self.source)
+        return _worker_secrets(self.source) if self.on_worker else self.secrets
 
     def text(self, text: str) -> str:
         for secret in self._masked():
@@ -80,15 +82,15 @@ class Redactor:
         return value
 
     def __repr__(self) -> str:
-        if self.source is not None:
-            return f"Redactor({self.source.label})"
+        if self.on_worker:
+            return f"Redactor({self.source.label if self.source else 'worker environment'})"
         return f"Redactor({len(self.secrets)} secrets)"
 
 
 @functools.lru_cache(maxsize=8)
-def _worker_secrets(ref: SecretRef) -> tuple[str, ...]:
+def _worker_secrets(ref: SecretRef | None) -> tuple[str, ...]:
     """What a worker masks: the secrets `ref` resolves to and the worker's own secret variables."""
-    return Redactor.of([*ref.values().values(), *env_secrets()]).secrets
+    return Redactor.of([*(ref.values().values() if ref else ()), *env_secrets()]).secrets
 
 
 class RedactingFilter(logging.Filter):

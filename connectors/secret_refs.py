@@ -140,15 +140,24 @@ def _read_file(ref: SecretRef) -> str:
 def _write_private(path: str, text: str) -> None:
     """`text` into `path`, readable by this user only from the first byte (mode 0600)."""
     directory = os.path.dirname(path)
+    temporary = None
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=directory, prefix=".secrets-")  # created 0600
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-        os.replace(temporary, path)
+        os.link(temporary, path)  # never replaces a file that is there (it is removed after the run)
+    except FileExistsError:
+        raise SecretRefError(
+            f"--worker-secrets file:{path}: the file exists; name a new file (it is removed after the run)"
+        ) from None
     except OSError as error:
         reason = error.strerror or error
         raise SecretRefError(f"--worker-secrets file:{path}: cannot write ({reason})") from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def _secretsmanager(ref: SecretRef) -> Any:

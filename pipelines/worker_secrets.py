@@ -42,6 +42,7 @@ class HandOver:
     """The reference the workers resolve the secrets from (None: they are in the graph, in process)."""
 
     ref: SecretRef | None = None
+    in_process: bool = True  # the in-process DirectRunner: its graph never leaves this process
 
     def access(self, access: SourceAccess) -> SourceAccess:
         return access if self.ref is None else access.for_workers(self.ref)
@@ -50,7 +51,8 @@ class HandOver:
         return cluster if self.ref is None else cluster.for_workers(self.ref)
 
     def redactor(self, redactor: Redactor) -> Redactor:
-        return redactor if self.ref is None else Redactor.for_workers(self.ref)
+        """This process's redactor in process; elsewhere one that holds no secret of this machine."""
+        return redactor if self.ref is None and self.in_process else Redactor.for_workers(self.ref)
 
     def record_fields(self) -> dict[str, Any]:
         """What the task record shows of the hand-over: the reference, never a value."""
@@ -63,6 +65,7 @@ class WorkerSecrets:
 
     values: dict[str, str] = field(repr=False)
     ref: SecretRef | None = None
+    in_process: bool = True
 
     @classmethod
     def plan(
@@ -77,7 +80,7 @@ class WorkerSecrets:
         WorkerSecretsError when the workers could not resolve it."""
         values = {**access.worker_secrets(), **cluster.worker_secrets()}
         if not values:
-            return cls(values)
+            return cls(values, in_process=runner.in_process)
         who = f"{runner_name(runner.runner)}'s workers cannot read a file on this machine"
         if option is not None:
             ref = parse_ref(option)
@@ -100,7 +103,7 @@ class WorkerSecrets:
     def handed_over(self, task_id: str) -> Iterator[HandOver]:
         """Publish the secrets for task `task_id`'s workers while the run lasts; withdraw them after."""
         if self.ref is None:
-            yield HandOver()
+            yield HandOver(in_process=self.in_process)
             return
         ref = replace(self.ref, names=tuple(sorted(self.values)), run_id=task_id)
         if ref.kind == "file" and not ref.name:

@@ -12,6 +12,7 @@ import pytest
 
 from connectors.byte_ranges import (
     DEFAULT_SPLIT_BYTES,
+    MAX_RANGES_PER_FILE,
     FileRange,
     can_split,
     file_lines,
@@ -122,9 +123,15 @@ def test_split_file_makes_even_ranges_and_leaves_small_files_whole():
     assert all(r.by_offset for r in ranges) and not FileRange("f").by_offset
 
 
+def test_a_tiny_split_size_on_a_huge_file_makes_at_most_max_ranges():
+    ranges = split_file("f", 10**10, 1)
+    assert len(ranges) == MAX_RANGES_PER_FILE and ranges[-1].end == 10**10
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+
+
 def test_compressed_parquet_and_openai_files_are_never_split():
     assert can_split("s3://b/out.jsonl", "s3") and can_split("/d/out.json.out", "local")
-    for name in ("a.jsonl.gz", "a.bz2", "a.xz", "a.zst", "a.parquet"):
+    for name in ("a.jsonl.gz", "a.bz2", "a.xz", "a.zst", "a.lz4", "a.parquet", "s3://b/A.JSONL.GZ", "a.Zst"):
         assert not can_split(name, "local")
     assert not can_split("file-abc", "openAI")
 

@@ -52,6 +52,7 @@ def test_resolved_once_per_process_and_run(tmp_path):
     first = SecretRef("file", str(path), ("opensearch.password",), run_id="t1")
     first.publish({"opensearch.password": "first-value"})
     assert first.values()["opensearch.password"] == "first-value"
+    first.withdraw()
     first.publish({"opensearch.password": "second-value"})
     assert first.values()["opensearch.password"] == "first-value"  # cached in this process
     assert (
@@ -161,3 +162,25 @@ def test_a_bad_worker_secrets_option_is_an_options_error():
         IngestOptions(worker_secrets="aws-secretsmanager:runs/x").worker_secrets
         == "aws-secretsmanager:runs/x"
     )
+
+
+def test_a_run_with_no_secret_of_its_own_pickles_none_of_this_machines_for_other_processes(monkeypatch):
+    """The launcher's own secret variables stay out of the graph of a run whose workers are elsewhere."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "launcher-aws-secret-9d1e")
+    launcher = Redactor.of(["launcher-aws-secret-9d1e"])
+    cluster = OpenSearchConfig()
+    for runner, in_graph in ((IN_PROCESS, True), (MULTI_PROCESSING, False), (DATAFLOW, False)):
+        plan = WorkerSecrets.plan(None, SourceAccess("s3", {}), cluster, runner, runner is not DATAFLOW)
+        with plan.handed_over("task-1") as handover:
+            redactor = handover.redactor(launcher)
+        assert (b"launcher-aws-secret-9d1e" in pickle.dumps(redactor)) is in_graph
+        assert redactor.text("key launcher-aws-secret-9d1e") == f"key {MASK}"  # masked where it runs
+
+
+def test_a_file_reference_never_replaces_an_existing_file_and_leaves_no_copy(tmp_path):
+    existing = tmp_path / "credentials"
+    existing.write_text("keep me")
+    ref = SecretRef("file", str(existing), NAMES, run_id="run-1")
+    with pytest.raises(SecretRefError, match="the file exists"):
+        ref.publish({"credential.openAI_key": KEY, "opensearch.password": PASSWORD})
+    assert existing.read_text() == "keep me" and os.listdir(tmp_path) == ["credentials"]
