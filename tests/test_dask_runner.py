@@ -246,12 +246,17 @@ def test_a_fused_chain_passes_each_element_on_before_the_next_and_counts_per_ste
 
 
 @pytest.mark.integration
-def test_a_dofn_is_set_up_once_per_worker_process_and_reused_by_its_bundles(cluster, tmp_path):
+def test_a_dofn_is_set_up_once_per_worker_process_reused_by_its_bundles_and_torn_down_after_the_job(
+    cluster, tmp_path
+):
     with dask_pipeline(cluster, "--dask_npartitions=8") as pipeline:
         pipeline | beam.Create(range(8)) | "Reused" >> beam.ParDo(MarkSetups(str(tmp_path)))
     marks = [name.split("-")[:2] for name in runs(tmp_path)]
-    assert 1 <= len(marks) <= len(cluster.worker_pids())  # 8 bundles, a DoFn per worker (of one thread)
-    assert all(kind == "setup" for _, kind in marks) and len({pid for pid, _ in marks}) == len(marks)
+    setups = [pid for pid, kind in marks if kind == "setup"]
+    assert 1 <= len(setups) <= len(cluster.worker_pids())  # 8 bundles, a DoFn per worker (of one thread)
+    assert len(set(setups)) == len(setups)
+    # the job's end releases them: a long-lived worker keeps nothing of a finished job
+    assert sorted(pid for pid, kind in marks if kind == "teardown") == sorted(setups)
 
 
 @pytest.mark.integration

@@ -7,7 +7,9 @@ finished, the copy goes back to the pool; after a bundle that failed, the task t
 instead. So what a DoFn builds in `setup` (a client, an index of a side input shared by its
 bundles) is built once per process and thread, not once per partition. The pool keeps the
 copies of the `MAX_STAGES` stages used last; older ones are torn down (a teardown error is
-logged, as Beam's runners do: teardown is best effort).
+logged, as Beam's runners do: teardown is best effort), and every idle copy is torn down when a
+job ends (`clear_pool`, run on every worker by the launcher), so a long-lived worker keeps
+nothing of a finished job.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ class StagePool:
         for old in evicted:
             tear_down(old)
 
+    def clear(self) -> int:
+        """Tear down every idle stage (a job ended: what its DoFns hold, clients and side-input
+        indexes, is released on a long-lived worker); the number torn down."""
+        with self._lock:
+            idle = [spec for specs in self._idle.values() for spec in specs]
+            self._idle.clear()
+        for spec in idle:
+            tear_down(spec)
+        return len(idle)
+
 
 def tear_down(spec: StageSpec) -> None:
     for step in spec.steps:
@@ -62,3 +74,8 @@ def tear_down(spec: StageSpec) -> None:
 
 
 POOL = StagePool()
+
+
+def clear_pool() -> int:
+    """`POOL.clear()`, as the launcher runs it on every worker when its job ends."""
+    return POOL.clear()

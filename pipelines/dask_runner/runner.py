@@ -26,6 +26,7 @@ from apache_beam.runners.direct.direct_metrics import DirectMetrics
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from distributed import Client, Future, LocalCluster
 
+from pipelines.dask_runner.dofn_pool import clear_pool
 from pipelines.dask_runner.translate import DaskGraph, Partitioning
 
 LOCAL_WORKERS = min(os.cpu_count() or 1, 4)  # processes of the local cluster, one thread each
@@ -80,6 +81,10 @@ class DaskJobResult(PipelineResult):
         return self._metrics
 
     def _close(self) -> None:
+        try:
+            self._client.run(clear_pool)
+        except Exception as error:  # noqa: BLE001 - releasing idle DoFns must not hide the job's end
+            log.warning("could not release the job's DoFns on the Dask workers: %s", error)
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
