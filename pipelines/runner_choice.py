@@ -40,18 +40,18 @@ ReadHelperChoice = Literal["auto", "on", "off"]
 DEFAULT_RUNNER = "DirectRunner"
 DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
 EARLY_SIDE_FILES = 8  # a broadcast join's small-source files started early, at most
-_DIRECT_RUNNER_NAMES = ("directrunner", "direct")
-_DASK_RUNNER_NAMES = (
-    "daskrunner",
-    "dask",
-    "apache_beam.runners.dask.dask_runner.daskrunner",
-    "pipelines.dask_runner.daskrunner",
-)
 # Pipeline options of a known runner defined outside Beam's `pipeline_options`: their prefix,
 # the module defining them (loaded only when an argument has the prefix: it loads dask) and
 # the package that module needs.
 _RUNNER_OPTION_MODULES = (("--dask_", "apache_beam.runners.dask.dask_runner", "distributed"),)
 log = logging.getLogger("mlbatch")
+
+
+def runner_key(runner: str) -> str:
+    """Beam's key for a `--runner` value: the class name, lower-cased, ending in `runner`
+    (`--runner=dataflow`, `DataflowRunner` and the dotted path all name the same class)."""
+    name = runner.rsplit(".", 1)[-1].lower()
+    return name if name.endswith("runner") else f"{name}runner"
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ class RunnerChoice:
 
     @property
     def direct(self) -> bool:
-        return self.runner.lower() in _DIRECT_RUNNER_NAMES
+        return runner_key(self.runner) == "directrunner"
 
     @property
     def dask(self) -> bool:
-        return self.runner.lower() in _DASK_RUNNER_NAMES
+        return runner_key(self.runner) == "daskrunner"  # Beam's class or ours: both run on ours
 
     @property
     def in_process(self) -> bool:

@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.cli_common import UsageError
+from pipelines.runner_choice import runner_key
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 PROJECT = "mlbatch"
 _SHIPPING_OPTIONS = ("setup_file", "extra_packages", "sdk_container_image", "worker_harness_container_image")
-_REMOTE_WORKER_RUNNERS = ("dataflowrunner", "testdataflowrunner", "dataflow")
+_DATAFLOW_RUNNERS = ("dataflowrunner", "testdataflowrunner")  # by `runner_key`
 log = logging.getLogger("mlbatch")
 
 
@@ -45,7 +46,7 @@ def staged_beam_args(beam_args: Sequence[str], checkout: Path = CHECKOUT) -> tup
     if setup_file:
         check_setup_file(setup_file)
     shipped = any(options.get_all_options().get(name) for name in _SHIPPING_OPTIONS)
-    if shipped or runner.rsplit(".", 1)[-1].lower() not in _REMOTE_WORKER_RUNNERS:
+    if shipped or runner_key(runner) not in _DATAFLOW_RUNNERS:
         return tuple(beam_args)
     pyproject = checkout / "pyproject.toml"
     if project_name(pyproject) != PROJECT:

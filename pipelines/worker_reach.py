@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-# Runners whose workers run elsewhere, by Beam's lower-cased class name (`--runner=dataflow`,
-# `DataflowRunner` and the dotted path all name the same class).
+from pipelines.runner_choice import runner_key
+
+# Runners whose workers run elsewhere, by `runner_key`.
 REMOTE_WORKER_RUNNERS = frozenset(
     {"dataflowrunner", "testdataflowrunner", "portablerunner", "flinkrunner", "sparkrunner", "prismrunner"}
 )
@@ -34,12 +35,6 @@ def environment_type(beam_args: Sequence[str]) -> str | None:
     from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
     return PipelineOptions(list(beam_args)).view_as(PortableOptions).environment_type
-
-
-def runner_key(runner: str) -> str:
-    """Beam's key for a `--runner` value: the class name, lower-cased, ending in `runner`."""
-    name = runner.rsplit(".", 1)[-1].lower()
-    return name if name.endswith("runner") else f"{name}runner"
 
 
 def workers_see_local_files(runner: str, environment_type: str | None = None) -> bool:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from pipelines.cli import main
-from pipelines.worker_reach import is_local, reach_problem, runner_key, workers_see_local_files
+from pipelines.runner_choice import runner_key
+from pipelines.worker_reach import is_local, reach_problem, workers_see_local_files
 
 DATAFLOW_DOTTED = "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"
 
