@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 DEFAULT_SPLIT_BYTES = 64 * 2**20
 MAX_RANGES_PER_FILE = 10_000  # a tiny --split-bytes on a huge file makes larger ranges, not millions
-# Compressed (every extension smart_open decompresses, in any case) and Parquet files stay whole.
-WHOLE_FILE_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".parquet"})
+# Every extension smart_open decompresses (in any case): such files are read through it, and whole.
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4"})
+WHOLE_FILE_SUFFIXES = COMPRESSED_SUFFIXES | {".parquet"}
 
 
 class FileRange(NamedTuple):

@@ -27,14 +27,13 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from connectors.byte_ranges import FileRange, file_lines, range_lines, split_on_newlines
+from connectors.byte_ranges import COMPRESSED_SUFFIXES, FileRange, file_lines, range_lines, split_on_newlines
 from connectors.source_access import SourceAccess
 
 _GLOB_CHARS = frozenset("*?[")
 _PARQUET_BATCH_ROWS = 1024
 _READ_CHUNK_BYTES = 4 * 1024 * 1024
 _TAIL_CHUNK_BYTES = 64 * 1024  # reads past a range's end, to finish its last line
-_SMART_OPEN_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4"})
 
 
 class SourceFile(NamedTuple):
@@ -249,7 +248,7 @@ def _range_chunks(stream: Any, start: int, end: int) -> Iterator[bytes]:
 def _open(uri: str, access: SourceAccess) -> Any:
     """A binary stream of one file: plain local files directly, S3 and compressed files through
     smart_open (imported only then: it takes a third of a second)."""
-    if not uri.startswith("s3://") and os.path.splitext(uri)[1].lower() not in _SMART_OPEN_SUFFIXES:
+    if not uri.startswith("s3://") and os.path.splitext(uri)[1].lower() not in COMPRESSED_SUFFIXES:
         return open(uri, "rb")  # noqa: SIM115 - closed by the caller's `with`
     import smart_open
 
