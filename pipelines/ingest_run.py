@@ -12,6 +12,7 @@ Beam loads only once the checks passed and the read helpers of the largest files
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
@@ -96,30 +97,40 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
     except WORKER_ERRORS as error:
         raise UsageError(str(error)) from None
     redactor = _redactor(request.credential, cluster)
-    for handler in log.handlers:
-        handler.addFilter(RedactingFilter(redactor))
+    with masked_logs(redactor):
+        store = TaskStore()
+        record = store.create(
+            "BATCH_INGEST",
+            index_name=request.index_name,
+            data_source={"type": request.source_type, "source": list(request.sources)},
+            credential=redact_credential(request.credential),
+            **(extra_fields or {}),
+        )
+        task_id = record["task_id"]
+        dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
+        task = _Task(store, task_id, dlq_dir, redactor, runner, workers)
+        progress.restart_all()
+        try:
+            return _run_task(options, request, plan, create_body, cluster, task)
+        except KeyboardInterrupt:  # from the first check to the final record: Ctrl-C or SIGTERM
+            log.error("ingestion interrupted")
+            return IngestResult(task.ended_early(task_lifecycle.INTERRUPTED), interrupted=True)
+        except Exception as error:  # our bug: the task still ends FAILED, with the cause in one line
+            cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
+            log.error("ingestion failed: %s", cause)
+            return IngestResult(task.ended_early(cause), error=error)
 
-    store = TaskStore()
-    record = store.create(
-        "BATCH_INGEST",
-        index_name=request.index_name,
-        data_source={"type": request.source_type, "source": list(request.sources)},
-        credential=redact_credential(request.credential),
-        **(extra_fields or {}),
-    )
-    task_id = record["task_id"]
-    dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
-    task = _Task(store, task_id, dlq_dir, redactor, runner, workers)
-    progress.restart_all()
+
+@contextlib.contextmanager
+def masked_logs(redactor: Redactor) -> Iterator[None]:
+    """Mask the run's secrets in every record of the mlbatch logger, also in those it passes on to
+    the handlers of a host process (Airflow's task log)."""
+    masking = RedactingFilter(redactor)
+    log.addFilter(masking)
     try:
-        return _run_task(options, request, plan, create_body, cluster, task)
-    except KeyboardInterrupt:  # from the first check to the final record: Ctrl-C or SIGTERM
-        log.error("ingestion interrupted")
-        return IngestResult(task.ended_early(task_lifecycle.INTERRUPTED), interrupted=True)
-    except Exception as error:  # our bug: the task still ends FAILED, with the cause in one line
-        cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
-        log.error("ingestion failed: %s", cause)
-        return IngestResult(task.ended_early(cause), error=error)
+        yield
+    finally:
+        log.removeFilter(masking)
 
 
 def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor:

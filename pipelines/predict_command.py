@@ -21,10 +21,11 @@ from typing import Any
 
 import orjson
 
-from connectors.batch_predict.batch_actions import resolve_remote_job
+from connectors.batch_predict.batch_actions import with_remote_job_sources
 from connectors.batch_predict.connector import ConnectorError
-from connectors.batch_predict.job_status import TERMINAL_STATES, service_status
-from connectors.batch_predict.launcher import Launcher, load_connector, redactor_for
+from connectors.batch_predict.job_calls import FINAL_STATES, redactor_for
+from connectors.batch_predict.job_status import service_status
+from connectors.batch_predict.launcher import Launcher, load_connector
 from connectors.batch_predict.remote_call import RemoteCallError
 from connectors.redact import RedactingFilter
 from connectors.task_store import TaskNotFound, TaskStore
@@ -41,8 +42,6 @@ from pipelines.cli_common import (
 )
 from pipelines.ingest_command import ingest
 from pipelines.ingest_options import IngestOptions, add_ingest_options
-
-FINAL_STATES = TERMINAL_STATES | {"UNREACHABLE"}
 
 
 def _parameters(text: str | None) -> dict[str, Any]:
@@ -135,12 +134,8 @@ def _ingest_request(path: str) -> dict[str, Any]:
 def _then_ingest(
     args: argparse.Namespace, options: IngestOptions, body: dict[str, Any], record: dict[str, Any]
 ) -> int:
-    remote_job = record.get("remote_job") or {}
     try:
-        body["data_source"]["source"] = [
-            resolve_remote_job(source, remote_job) if isinstance(source, str) else source
-            for source in body["data_source"]["source"]
-        ]
+        body = with_remote_job_sources(body, record.get("remote_job") or {})
     except ConnectorError as error:
         raise UsageError(f"--then-ingest {args.then_ingest}: {error}") from None
     log.info("job completed; ingesting %s", body["data_source"]["source"])

@@ -121,3 +121,14 @@ def resolve_remote_job(text: str, remote_job: dict[str, Any]) -> str:
         return str(value)
 
     return _REMOTE_JOB.sub(substitute, text)
+
+
+def with_remote_job_sources(body: dict[str, Any], remote_job: dict[str, Any]) -> dict[str, Any]:
+    """A `_batch_ingestion` body whose `data_source.source` entries have `${remote_job.x}` filled
+    from the finished job (ConnectorError naming a missing field); `body` itself is unchanged."""
+    data_source = dict(body["data_source"])
+    data_source["source"] = [
+        resolve_remote_job(source, remote_job) if isinstance(source, str) else source
+        for source in data_source["source"]
+    ]
+    return {**body, "data_source": data_source}

@@ -1,0 +1,148 @@
+"""`MLBatchPredictOperator`: submit a batch job from an ML Commons connector and wait for it.
+
+The operator renders the connector's `batch_predict` action with the (templated) parameters and
+submits it once. By default it then defers to `MLBatchJobTrigger`, which polls the job in the
+triggerer while no worker slot is held; with `deferrable=False` it polls in the worker. Either
+way the final BATCH_PREDICTION task record is the task's return value (XCom `return_value`),
+and its `remote_job` — the service's job with `output_file_id`, `OutputDataConfig` and the
+like — is pushed as XCom `remote_job` for `MLBatchIngestOperator`. A job that ends FAILED,
+EXPIRED, CANCELLED or UNREACHABLE fails the task. `on_kill` (the worker-side kill of a task
+polling in the worker) cancels the remote job; the trigger does the same when a user kills a
+deferred task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from connectors.batch_predict.connector import ConnectorError
+from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
+from connectors.batch_predict.job_status import TERMINAL_STATES, service_status
+from connectors.batch_predict.remote_call import RemoteCallError
+from pipelines.airflow_provider.connections import ConnectionSettingsError
+from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
+from pipelines.airflow_provider.triggers import MLBatchJobTrigger
+
+REMOTE_JOB_KEY = "remote_job"
+
+
+def finished(context: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """Push the job's `remote_job`; the record when the job COMPLETED, else AirflowException."""
+    context["ti"].xcom_push(key=REMOTE_JOB_KEY, value=record.get("remote_job"))
+    if record["state"] == "COMPLETED":
+        return record
+    status = service_status(record.get("remote_job") or {})
+    detail = f": {record['error']}" if record.get("error") else ""
+    raise AirflowException(
+        f"batch job task {record['task_id']} ended {record['state']} (service status: {status}){detail}"
+    )
+
+
+class MLBatchPredictOperator(BaseOperator):
+    """Submit a remote batch job (OpenAI, SageMaker, Bedrock, Cohere, …) and wait until it ends.
+
+    :param connector: the connector JSON as a dict, a JSON file path, or a packaged blueprint's
+        name (`openai_batch`, `sagemaker_batch_transform`, `bedrock_batch_inference`, `cohere_embed_job`)
+    :param parameters: request parameters merged over the connector's (`input_file_id`, …)
+    :param conn_id: Airflow connection holding the connector's `credential` (an `aws` connection
+        for `aws_sigv4` connectors; else its password, or its extra `{"credential": {...}}`)
+    :param deferrable: wait in the triggerer (default) instead of a worker slot
+    :param poll_interval: seconds between status polls
+    :param timeout: seconds to wait for the job before the task fails (None: no limit)
+    :param partial_is_failure: treat a `partiallyCompleted` job as FAILED
+    """
+
+    template_fields: Sequence[str] = ("connector", "parameters", "conn_id")
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        connector: ConnectorSource,
+        parameters: dict[str, Any] | None = None,
+        conn_id: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 30.0,
+        timeout: float | None = None,
+        partial_is_failure: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.connector = connector
+        self.parameters = parameters or {}
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.partial_is_failure = partial_is_failure
+        self._job: BatchJob | None = None
+        self._record: dict[str, Any] | None = None
+
+    def _batch_job(self) -> BatchJob:
+        try:
+            return BatchJob(MLBatchHook(self.conn_id).connector(self.connector), self.partial_is_failure)
+        except (ConnectorError, ConnectionSettingsError) as error:
+            raise AirflowException(f"mlbatch connector: {error}") from None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        job = self._batch_job()
+        record = job.new_record(self.parameters)
+        record = job.submit(self.parameters).applied(record)
+        if record["state"] == "FAILED":
+            raise AirflowException(f"batch job submit failed: {record['error']}")
+        self.log.info(
+            "mlbatch task %s: submitted, remote job %s", record["task_id"], record.get("remote_job")
+        )
+        context["ti"].xcom_push(key=REMOTE_JOB_KEY, value=record.get("remote_job"))
+        if self.deferrable:
+            self.defer(
+                trigger=MLBatchJobTrigger(
+                    connector=self.connector,
+                    record=record,
+                    conn_id=self.conn_id,
+                    poll_interval=self.poll_interval,
+                    partial_is_failure=self.partial_is_failure,
+                ),
+                method_name="execute_complete",
+                timeout=None if self.timeout is None else timedelta(seconds=self.timeout),
+            )
+        return finished(context, self._wait_here(job, record))
+
+    def _wait_here(self, job: BatchJob, record: dict[str, Any]) -> dict[str, Any]:
+        """Poll in the worker (deferrable=False) until a final state or the timeout."""
+        self._job, self._record = job, record
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while record["state"] not in FINAL_STATES:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise AirflowException(
+                    f"batch job task {record['task_id']}: still {record['state']} after {self.timeout} s"
+                )
+            time.sleep(self.poll_interval)
+            try:
+                record = job.poll(record).applied(record)
+            except ConnectorError as error:
+                raise AirflowException(f"batch job task {record['task_id']}: {error}") from None
+            self._record = record
+            self.log.info("mlbatch task %s: %s", record["task_id"], record["state"])
+        return record
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger fired: the final record decides the task's outcome."""
+        return finished(context, event["record"])
+
+    def on_kill(self) -> None:
+        """The task was killed while polling in the worker: cancel the remote job."""
+        if self._job is None or self._record is None or self._record["state"] in TERMINAL_STATES:
+            return
+        try:
+            self._record = self._job.cancel(self._record).applied(self._record)
+        except (ConnectorError, RemoteCallError) as error:
+            self.log.warning("mlbatch task %s: cancel failed: %s", self._record["task_id"], error)
+            return
+        self.log.info("mlbatch task %s: cancel sent, now %s", self._record["task_id"], self._record["state"])
