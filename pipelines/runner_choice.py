@@ -11,7 +11,8 @@ Beam loads.
 - `early_reads(plan, files, strategy)`: the files whose helpers start before Beam loads;
 - `beam_options(beam_args)`: the pipeline's options, the runner always named;
 - `pipeline_runner(choice)`: the project's own runner where it replaces Beam's (`DaskRunner`,
-  by its short or Beam's dotted name: `pipelines.dask_runner`), else None (Beam's);
+  by its short or Beam's dotted name: `pipelines.dask_runner`), the DirectRunner without its
+  Prism attempt, else None (Beam's);
 - `unknown_beam_args(beam_args)`: what no Beam option accepts, the options of every known
   runner included (Dask's, when dask is installed).
 """
@@ -138,7 +139,18 @@ def beam_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 
 def pipeline_runner(choice: RunnerChoice) -> PipelineRunner | None:
-    """The project's runner for `choice`, where it replaces Beam's; None lets Beam make the runner."""
+    """The project's runner for `choice`, where it replaces Beam's; None lets Beam make the runner.
+
+    Beam 2.77's DirectRunner first tries its Prism runner on every pipeline Prism supports: it
+    downloads the Prism binary (which must never happen at run time; offline it fails after a
+    lookup) and, where the download succeeds, runs the job out of this process. The DirectRunner
+    here is Beam's, told to skip that attempt, so it runs the job on its FnApiRunner as intended."""
+    if choice.direct:
+        from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
+
+        runner = SwitchingDirectRunner()
+        runner.is_interactive()  # the one switch with which SwitchingDirectRunner skips Prism
+        return runner
     if not choice.dask:
         return None
     if importlib.util.find_spec("distributed") is None:

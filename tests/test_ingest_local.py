@@ -353,3 +353,29 @@ def test_command_line_mistakes_exit_2_without_running(tmp_path, mlbatch_home):
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (mlbatch_home / "tasks.db").exists()
+
+
+@pytest.mark.integration
+def test_the_direct_runner_never_tries_prism(osmem_url, capsys, tmp_path, monkeypatch):
+    """Beam 2.77's DirectRunner runs a pipeline Prism supports on Prism first, downloading its
+    binary at run time; ours must run on the FnApiRunner without that attempt."""
+    from apache_beam.runners.portability import prism_runner
+
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)  # an exception here would only make Beam fall back, so record it
+        raise RuntimeError("no Prism here")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    (tmp_path / "a.jsonl").write_bytes(jsonl([{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]))
+    request = {
+        "index_name": "no-prism",
+        "field_map": {"text": "$.text", "_id": "$.id"},
+        "data_source": {"type": "local", "source": [str(tmp_path / "a.jsonl")]},
+    }
+    for extra in ([], ["--direct_running_mode=multi_threading"]):
+        code, record = run_ingest(capsys, tmp_path, request, osmem_url, *extra, index_body={})
+        assert code == 0, record
+        assert record["counts"]["indexed"] == 2
+    assert tried == []
