@@ -30,6 +30,7 @@ from pipelines.airflow_provider.predict import REMOTE_JOB_KEY
 from pipelines.cli_common import UsageError, read_request_body
 from pipelines.ingest_options import IngestOptions, IngestOptionsError
 from pipelines.ingest_run import run_ingest
+from pipelines.request import RequestError, decode_body
 
 RECORD_KEY = "task_record"
 _REMOTE_JOB_MARK = "${remote_job."
@@ -60,7 +61,7 @@ def waits_on_remote_job(body: Mapping[str, Any]) -> bool:
 class MLBatchIngestOperator(BaseOperator):
     """Ingest batch-job output files into an OpenSearch k-NN index with mlbatch's Beam pipeline.
 
-    :param request: the `_batch_ingestion` body as a dict, or a path to its JSON file
+    :param request: the `_batch_ingestion` body as a dict, JSON text, or a path to its JSON file
     :param opensearch_conn_id: the cluster (`opensearch` or `http` connection)
     :param source_conn_id: connection holding the request's `credential` (aws, or openAI_key as password)
     :param cluster_aws_conn_id: AWS connection whose keys sign requests to the cluster (SigV4)
@@ -102,12 +103,19 @@ class MLBatchIngestOperator(BaseOperator):
         self.ingest_options = ingest_options or {}
         self.fail_on_errors = fail_on_errors
 
+    def _request_body(self) -> Any:
+        """The request as given: a dict, JSON text (a rendered template), or a file path."""
+        if isinstance(self.request, Mapping):
+            return dict(self.request)
+        if self.request.lstrip().startswith("{"):
+            try:
+                return decode_body(self.request.encode())
+            except RequestError as error:
+                raise UsageError(f"request: {error}") from None
+        return read_request_body(self.request, "request")
+
     def _body(self, context: Any) -> dict[str, Any]:
-        body = (
-            dict(self.request)
-            if isinstance(self.request, Mapping)
-            else read_request_body(self.request, "request")
-        )
+        body = self._request_body()
         if not isinstance(body, dict) or not isinstance(body.get("data_source"), dict):
             raise AirflowFailException("mlbatch request: data_source must be an object")
         remote_job = self.remote_job
