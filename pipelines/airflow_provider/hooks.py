@@ -16,9 +16,12 @@ from typing import Any
 
 import orjson
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowException
 
 from connectors.batch_predict.connector import Connector, ConnectorError, parse_connector
+from connectors.batch_predict.job_calls import BatchJob
 from pipelines.airflow_provider.connections import (
+    ConnectionSettingsError,
     aws_environment,
     cluster_settings,
     connector_credential,
@@ -75,6 +78,13 @@ class MLBatchHook(BaseHook):
             return with_credential(body, None)
         conn = self.get_connection(self.conn_id)
         return with_credential(body, connector_credential(conn, _declared(body)))
+
+    def batch_job(self, source: ConnectorSource, partial_is_failure: bool = False) -> BatchJob:
+        """The connector's job calls; a bad connector or connection is an AirflowException naming it."""
+        try:
+            return BatchJob(self.connector(source), partial_is_failure)
+        except (ConnectorError, ConnectionSettingsError) as error:
+            raise AirflowException(f"mlbatch connector: {error}") from None
 
     async def aconnector(self, source: ConnectorSource) -> Connector:
         """`connector` for the triggerer's event loop."""

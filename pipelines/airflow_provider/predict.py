@@ -25,7 +25,6 @@ from connectors.batch_predict.connector import ConnectorError
 from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
 from connectors.batch_predict.job_status import TERMINAL_STATES, service_status
 from connectors.batch_predict.remote_call import RemoteCallError
-from pipelines.airflow_provider.connections import ConnectionSettingsError
 from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
 from pipelines.airflow_provider.triggers import MLBatchJobTrigger
 
@@ -85,10 +84,7 @@ class MLBatchPredictOperator(BaseOperator):
         self._record: dict[str, Any] | None = None
 
     def _batch_job(self) -> BatchJob:
-        try:
-            return BatchJob(MLBatchHook(self.conn_id).connector(self.connector), self.partial_is_failure)
-        except (ConnectorError, ConnectionSettingsError) as error:
-            raise AirflowException(f"mlbatch connector: {error}") from None
+        return MLBatchHook(self.conn_id).batch_job(self.connector, self.partial_is_failure)
 
     def execute(self, context: Any) -> dict[str, Any]:
         job = self._batch_job()

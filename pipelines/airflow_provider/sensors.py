@@ -19,7 +19,6 @@ from airflow.sdk.exceptions import AirflowException
 
 from connectors.batch_predict.connector import ConnectorError
 from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
-from pipelines.airflow_provider.connections import ConnectionSettingsError
 from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
 from pipelines.airflow_provider.predict import finished
 from pipelines.airflow_provider.triggers import MLBatchJobTrigger
@@ -59,10 +58,7 @@ class MLBatchTaskSensor(BaseSensorOperator):
         self._record: dict[str, Any] | None = None
 
     def _job(self) -> BatchJob:
-        try:
-            return BatchJob(MLBatchHook(self.conn_id).connector(self.connector), self.partial_is_failure)
-        except (ConnectorError, ConnectionSettingsError) as error:
-            raise AirflowException(f"mlbatch connector: {error}") from None
+        return MLBatchHook(self.conn_id).batch_job(self.connector, self.partial_is_failure)
 
     def _watched(self, job: BatchJob) -> dict[str, Any]:
         """The task record of the watched job: RUNNING, with the given `remote_job`."""
