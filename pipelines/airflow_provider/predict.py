@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from logging import Logger
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -41,6 +42,16 @@ def finished(context: Mapping[str, Any], record: dict[str, Any]) -> dict[str, An
     raise AirflowException(
         f"batch job task {record['task_id']} ended {record['state']} (service status: {status}){detail}"
     )
+
+
+def polled(job: BatchJob, record: dict[str, Any], log: Logger) -> dict[str, Any]:
+    """`record` after one status poll in the worker (a connector problem is an AirflowException)."""
+    try:
+        record = job.poll(record).applied(record)
+    except ConnectorError as error:
+        raise AirflowException(f"batch job task {record['task_id']}: {error}") from None
+    log.info("mlbatch task %s: %s", record["task_id"], record["state"])
+    return record
 
 
 class MLBatchPredictOperator(BaseOperator):
@@ -120,12 +131,7 @@ class MLBatchPredictOperator(BaseOperator):
                     f"batch job task {record['task_id']}: still {record['state']} after {self.timeout} s"
                 )
             time.sleep(self.poll_interval)
-            try:
-                record = job.poll(record).applied(record)
-            except ConnectorError as error:
-                raise AirflowException(f"batch job task {record['task_id']}: {error}") from None
-            self._record = record
-            self.log.info("mlbatch task %s: %s", record["task_id"], record["state"])
+            record = self._record = polled(job, record, self.log)
         return record
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,9 @@ from typing import Any
 from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
-from connectors.batch_predict.connector import ConnectorError
 from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
 from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
-from pipelines.airflow_provider.predict import finished
+from pipelines.airflow_provider.predict import finished, polled
 from pipelines.airflow_provider.triggers import MLBatchJobTrigger
 
 
@@ -89,13 +88,7 @@ class MLBatchTaskSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         job = self._job()
-        record = self._watched(job)
-        try:
-            record = job.poll(record).applied(record)
-        except ConnectorError as error:
-            raise AirflowException(f"mlbatch sensor: {error}") from None
-        self._record = record
-        self.log.info("mlbatch task %s: %s", record["task_id"], record["state"])
+        record = self._record = polled(job, self._watched(job), self.log)
         if record["state"] not in FINAL_STATES:
             return False
         return PokeReturnValue(is_done=True, xcom_value=finished(context, record))
