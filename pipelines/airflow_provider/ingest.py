@@ -9,7 +9,9 @@ is `pipelines.ingest_run.run_ingest`, the same as `mlbatch ingest`: `runner` and
 `pipeline_options` go to Beam (the DirectRunner in the worker, Dask or Dataflow for scale),
 `ingest_options` set any `IngestOptions` field (`create_index`, `bulk_size`, `dlq`, …). The
 final BATCH_INGEST task record is the return value; FAILED (or COMPLETED_WITH_ERROR with
-`fail_on_errors`) fails the task after pushing the record as XCom `task_record`.
+`fail_on_errors`) fails the task after pushing the record as XCom `task_record`. SIGTERM (the
+task killed from Airflow) interrupts the run as it does `mlbatch ingest`: the task record ends
+FAILED "interrupted" with the counts reached, and the dead letters so far are on disk.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipelines.cli_common import UsageError, read_request_body
 from pipelines.ingest_options import IngestOptions, IngestOptionsError
 from pipelines.ingest_run import run_ingest
 from pipelines.request import RequestError, decode_body
+from pipelines.task_lifecycle import interrupts_raise
 
 RECORD_KEY = "task_record"
 _REMOTE_JOB_MARK = "${remote_job."
@@ -152,7 +155,7 @@ class MLBatchIngestOperator(BaseOperator):
             raise AirflowFailException(f"mlbatch ingest: {error}") from None
         run_by = {"airflow": {"dag_id": self.dag_id, "task_id": self.task_id, "run_id": context["run_id"]}}
         try:
-            with environment(signing):
+            with environment(signing), interrupts_raise():
                 result = run_ingest(options, body, run_by)
         except UsageError as error:
             raise AirflowFailException(f"mlbatch ingest: {error}") from None
