@@ -6,6 +6,9 @@ as `{"id": "batch_…"}` for OpenAI or `{"TransformJobName": …}` for SageMaker
 connector's status action: deferred to `MLBatchJobTrigger` by default, or by `poke` in the
 worker with `deferrable=False`. COMPLETED succeeds with the final task record as the return
 value and `remote_job` in XCom; FAILED, EXPIRED, CANCELLED and UNREACHABLE fail the task.
+Killing the sensor never cancels the job: it belongs to whoever submitted it. In `reschedule`
+mode each poke starts afresh, so failed polls are not counted across pokes (the sensor's own
+`timeout` ends a wait on an unreachable service).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class MLBatchTaskSensor(BaseSensorOperator):
                 conn_id=self.conn_id,
                 poll_interval=self.poke_interval,
                 partial_is_failure=self.partial_is_failure,
+                cancel_on_kill=False,  # the job belongs to whoever submitted it
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

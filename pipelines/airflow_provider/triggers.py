@@ -7,7 +7,8 @@ the final task record when the job reaches a final state (COMPLETED, FAILED, CAN
 or UNREACHABLE after repeated failed polls). Its keyword arguments — the connector as the DAG
 gave it, the connection id, the task record — hold no credential the DAG file did not: the
 credential is read from the connection when the trigger starts. When a user marks the waiting
-task failed or clears it, `on_kill` cancels the remote job.
+task failed or clears it, `on_kill` cancels the remote job — unless `cancel_on_kill` is off, as
+for a sensor watching a job it did not submit.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class MLBatchJobTrigger(BaseTrigger):
         conn_id: str | None = None,
         poll_interval: float = 30.0,
         partial_is_failure: bool = False,
+        cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()
         self.connector = connector
@@ -49,6 +51,7 @@ class MLBatchJobTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.poll_interval = poll_interval
         self.partial_is_failure = partial_is_failure
+        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {
@@ -57,6 +60,7 @@ class MLBatchJobTrigger(BaseTrigger):
             "conn_id": self.conn_id,
             "poll_interval": self.poll_interval,
             "partial_is_failure": self.partial_is_failure,
+            "cancel_on_kill": self.cancel_on_kill,
         }
 
     async def _job(self) -> BatchJob:
@@ -89,8 +93,8 @@ class MLBatchJobTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
     async def on_kill(self) -> None:
-        """The user killed the waiting task: cancel the remote job."""
-        if self.record["state"] in FINAL_STATES:
+        """The user killed the waiting task: cancel the remote job (unless it only watches the job)."""
+        if not self.cancel_on_kill or self.record["state"] in FINAL_STATES:
             return
         try:
             job = await self._job()
