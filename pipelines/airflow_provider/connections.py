@@ -63,7 +63,7 @@ def cluster_settings(conn: ConnectionLike) -> dict[str, Any]:
         scheme, _, host = host.partition("://")
     else:
         scheme = _scheme(conn)
-    if conn.port and ":" not in host.split("/", 1)[0]:
+    if conn.port and ":" not in host.split("/", 1)[0].rpartition("]")[2]:  # "[::1]" has no port yet
         first, slash, rest = host.partition("/")
         host = f"{first}:{conn.port}{slash}{rest}"
     userinfo = ""
