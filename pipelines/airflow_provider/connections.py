@@ -63,13 +63,12 @@ def cluster_settings(conn: ConnectionLike) -> dict[str, Any]:
         scheme, _, host = host.partition("://")
     else:
         scheme = _scheme(conn)
-    if conn.port and ":" not in host.split("/", 1)[0]:
+    if conn.port and ":" not in host.split("/", 1)[0].rpartition("]")[2]:  # "[::1]" has no port yet
         first, slash, rest = host.partition("/")
         host = f"{first}:{conn.port}{slash}{rest}"
     userinfo = ""
-    if conn.login:
-        password = f":{quote(conn.password, safe='')}" if conn.password else ""
-        userinfo = f"{quote(conn.login, safe='')}{password}@"
+    if conn.login:  # always with a colon: opensearch-py cannot read a user info without a password
+        userinfo = f"{quote(conn.login, safe='')}:{quote(conn.password or '', safe='')}@"
     settings: dict[str, Any] = {"opensearch": f"{scheme}://{userinfo}{host}"}
     if "verify_certs" in extra and not _flag(extra["verify_certs"]):
         settings["insecure"] = True
