@@ -226,6 +226,7 @@ def test_the_sensor_defers_to_the_trigger_watching_the_given_job(services):
         "id": record["remote_job"]["id"]
     }
     assert trigger.poll_interval == 0.05 and deferred.value.timeout.total_seconds() == 60
+    assert trigger.cancel_on_kill is False  # the watched job belongs to whoever submitted it
     assert service_calls(services, "GET", "") == []
 
 

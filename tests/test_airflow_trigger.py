@@ -145,6 +145,16 @@ def test_on_kill_cancels_the_remote_job(services):
     assert record["state"] == "CANCELLED" and job["status"] == "cancelled"
 
 
+def test_a_watching_trigger_never_cancels_on_kill(services):
+    """The sensor's trigger (`cancel_on_kill=False`) leaves a job it did not submit running."""
+    services.progress["batch"] = ("validating",) + ("in_progress",) * 1000
+    trigger = trigger_for(submitted(services), cancel_on_kill=False)
+    asyncio.run(asyncio.wait_for(killed_while_running(trigger), RUN_LIMIT))
+    job = next(iter(services.jobs.values()))
+    assert service_calls(services, "POST", f"/v1/batches/{job['id']}/cancel") == []
+    assert job["status"] == "in_progress" and trigger.record["state"] == "RUNNING"
+
+
 def test_on_kill_after_the_job_ended_sends_nothing(services):
     trigger = trigger_for(submitted(services))
     assert final_record(trigger)["state"] == "COMPLETED"
