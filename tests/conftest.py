@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated $MLBATCH_HOME, the moto S3 server, the local batch services,
-fault-injecting OpenSearch-compatible servers.
+fault-injecting OpenSearch-compatible servers; and an AIRFLOW_HOME of the session's own, set
+before any test imports Airflow (which reads it at import), so no test touches ~/airflow.
 
 osmem-server's pytest plugin provides `osmem_url`: a fresh clone of an OpenSearch-compatible
 server per test.
@@ -7,6 +8,10 @@ server per test.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,10 @@ from tests.fault_server import FaultServer
 from tests.servers import MotoS3
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="mlbatch-test-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -164,7 +164,8 @@ def test_dask_runner_names_select_the_project_runner_and_its_options_are_known()
         assert choice.dask and not choice.in_process
         assert type(pipeline_runner(choice)) is DaskRunner
         assert not use_read_helper("auto", choice, cores=8)
-    assert pipeline_runner(runner_choice([])) is None
+    direct = pipeline_runner(runner_choice([]))  # Beam's DirectRunner, told to skip its Prism attempt
+    assert type(direct).__name__ == "SwitchingDirectRunner" and direct._is_interactive
     assert pipeline_runner(runner_choice(["--runner=DataflowRunner"])) is None
     args = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786", "--dask_npartitions=4"]
     assert unknown_beam_args(args) == []
