@@ -7,8 +7,8 @@ way the final BATCH_PREDICTION task record is the task's return value (XCom `ret
 and its `remote_job` — the service's job with `output_file_id`, `OutputDataConfig` and the
 like — is pushed as XCom `remote_job` for `MLBatchIngestOperator`. A job that ends FAILED,
 EXPIRED, CANCELLED or UNREACHABLE fails the task. `on_kill` (the worker-side kill of a task
-polling in the worker) cancels the remote job; the trigger does the same when a user kills a
-deferred task.
+polling in the worker) cancels the remote job, as soon as it is submitted when the kill came
+during the submit call; the trigger does the same when a user kills a deferred task.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class MLBatchPredictOperator(BaseOperator):
         self.partial_is_failure = partial_is_failure
         self._job: BatchJob | None = None
         self._record: dict[str, Any] | None = None
+        self._killed = False
 
     def _batch_job(self) -> BatchJob:
         return MLBatchHook(self.conn_id).batch_job(self.connector, self.partial_is_failure)
@@ -103,6 +104,10 @@ class MLBatchPredictOperator(BaseOperator):
         record = job.submit(self.parameters).applied(record)
         if record["state"] == "FAILED":
             raise AirflowException(f"batch job submit failed: {record['error']}")
+        self._job, self._record = job, record
+        if self._killed:  # SIGTERM came during the submit call, before the job had an id
+            self.on_kill()
+            record = self._record
         self.log.info(
             "mlbatch task %s: submitted, remote job %s", record["task_id"], record.get("remote_job")
         )
@@ -123,7 +128,6 @@ class MLBatchPredictOperator(BaseOperator):
 
     def _wait_here(self, job: BatchJob, record: dict[str, Any]) -> dict[str, Any]:
         """Poll in the worker (deferrable=False) until a final state or the timeout."""
-        self._job, self._record = job, record
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while record["state"] not in FINAL_STATES:
             if deadline is not None and time.monotonic() >= deadline:
@@ -139,7 +143,11 @@ class MLBatchPredictOperator(BaseOperator):
         return finished(context, event["record"])
 
     def on_kill(self) -> None:
-        """The task was killed while polling in the worker: cancel the remote job."""
+        """The task was killed in the worker: cancel the remote job, or once it is submitted.
+
+        Airflow 3 calls this from its SIGTERM handler and then lets `execute` go on (the
+        supervisor sends SIGKILL later), so a kill during the submit call is remembered."""
+        self._killed = True
         if self._job is None or self._record is None or self._record["state"] in TERMINAL_STATES:
             return
         try:
