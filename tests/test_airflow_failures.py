@@ -207,6 +207,7 @@ def test_ingestion_errors_fail_as_requested(airflow_env, tmp_path):
         -4000:
     ]
     assert tasks["bad_field"]["try_number"] == 1  # AirflowFailException: no retry
+    assert tasks["strict"]["try_number"] == 1  # the same records would be rejected again
     assert re.search(
         r"AirflowFailException: mlbatch ingest: field_map\.chapter: source\[5\] is out of range", log
     )

@@ -169,4 +169,7 @@ class MLBatchIngestOperator(BaseOperator):
                 "mlbatch ingestion task %s: %s, counts %s", record["task_id"], state, record.get("counts")
             )
             return record
-        raise AirflowException(f"ingestion task {record['task_id']} ended {state}: {record.get('error', '')}")
+        message = f"ingestion task {record['task_id']} ended {state}: {record.get('error', '')}"
+        if state == "COMPLETED_WITH_ERROR":  # a retry would reject the same records again
+            raise AirflowFailException(f"{message} (fail_on_errors; dead letters in {record.get('dlq')})")
+        raise AirflowException(message)

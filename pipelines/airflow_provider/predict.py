@@ -19,6 +19,7 @@ from datetime import timedelta
 from logging import Logger
 from typing import Any
 
+import orjson
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
@@ -37,8 +38,11 @@ def finished(context: Mapping[str, Any], record: dict[str, Any]) -> dict[str, An
     context["ti"].xcom_push(key=REMOTE_JOB_KEY, value=record.get("remote_job"))
     if record["state"] == "COMPLETED":
         return record
-    status = service_status(record.get("remote_job") or {})
+    remote_job = record.get("remote_job") or {}
+    status = service_status(remote_job)
     detail = f": {record['error']}" if record.get("error") else ""
+    if remote_job.get("errors"):  # the service's own reasons (OpenAI: {"data": [{"line", "message"}]})
+        detail += f"; the service says: {orjson.dumps(remote_job['errors']).decode()[:500]}"
     raise AirflowException(
         f"batch job task {record['task_id']} ended {record['state']} (service status: {status}){detail}"
     )

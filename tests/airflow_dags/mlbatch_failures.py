@@ -66,6 +66,11 @@ with DAG(
         **INGEST_ARGS,
     )
     MLBatchIngestOperator(
-        task_id="strict", request=ingest_request("strict", FIELD_MAP), fail_on_errors=True, **INGEST_ARGS
+        task_id="strict",
+        request=ingest_request("strict", FIELD_MAP),
+        fail_on_errors=True,
+        retries=2,
+        retry_delay=timedelta(seconds=0),
+        **INGEST_ARGS,
     )
     MLBatchIngestOperator(task_id="lenient", request=ingest_request("lenient", FIELD_MAP), **INGEST_ARGS)
