@@ -3,7 +3,8 @@ CANCELLED fails its task (and not the tasks after it); SIGTERM to `airflow dags 
 task polls in the worker, or while it submits, cancels the remote job through Airflow's own
 `on_kill` call; a user marking a deferred task failed makes a real `airflow triggerer` cancel
 it through the trigger's `on_kill`; an ingestion request that cannot run fails without retry,
-and a run with dead letters ends its task as `fail_on_errors` says.
+a run with dead letters ends its task as `fail_on_errors` says, and SIGTERM to an ingest task
+ends its run FAILED "interrupted" with the counts reached.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from connectors.local.http_server import Reply
+from connectors.task_store import TaskStore
 from scripts.demo_corpus import batch_line
 from tests.airflow_env import (
     AIRFLOW,
@@ -217,6 +219,27 @@ def test_ingestion_errors_fail_as_requested(airflow_env, tmp_path):
         assert record["counts"]["indexed"] == 3 and record["counts"]["dlq"] == 1
     assert re.search(r"ingestion task \S+ ended COMPLETED_WITH_ERROR", log)
     assert tasks["lenient"]["xcom"]["return_value"]["counts"]["dlq"] == 1
+
+
+def test_sigterm_interrupts_an_ingestion_keeping_its_counts(airflow_env, fault_servers, tmp_path):
+    """Killing the ingest task ends its run as Ctrl-C ends `mlbatch ingest`: FAILED "interrupted"."""
+    sink = fault_servers(bulk_delay=0.2)  # one document per bulk request: the run takes 40 s or more
+    (tmp_path / "records.jsonl").write_bytes(jsonl(sagemaker_lines(200, 4)))
+    (tmp_path / "mapping.json").write_text(json.dumps(knn_index_body(["embedding"], 4)))
+    conf = {"source": str(tmp_path / "records.jsonl"), "mapping": str(tmp_path / "mapping.json")}
+    env = {**airflow_env, **opensearch_connection(sink.url)}
+    log = tmp_path / "airflow.log"
+    with running(dags_test("mlbatch_ingest_slow", conf), env, log) as process:
+        wait_for(lambda: sink.bulk_calls >= 3, "bulk request", log)
+        process.send_signal(signal.SIGTERM)
+        code = exit_code(process, 60, log)
+
+    text = log.read_text()
+    assert code == 1 and "ingestion interrupted" in text, text[-4000:]
+    records = TaskStore(Path(env["MLBATCH_HOME"]) / "tasks.db").list()
+    [record] = [r for r in records if r["task_type"] == "BATCH_INGEST" and r["index_name"] == "slow"]
+    assert record["state"] == "FAILED" and record["error"] == "interrupted", record
+    assert 3 <= record["counts"]["indexed"] < 200 and "owner" not in record
 
 
 def test_marking_a_deferred_task_failed_cancels_the_job_from_the_triggerer(

@@ -3,7 +3,8 @@
 - `mlbatch_job_waits`: one deferrable predict task (the job is watched by the trigger);
 - `mlbatch_job_polls_in_worker`: the same with `deferrable=False` (the worker polls; `on_kill` cancels);
 - `mlbatch_ingest_errors`: a request naming a source it does not have, and a file with one
-  dead-lettered record ingested with and without `fail_on_errors`.
+  dead-lettered record ingested with and without `fail_on_errors`;
+- `mlbatch_ingest_slow`: one document per bulk request, for a SIGTERM in the middle of a run.
 
 Connections `mlbatch_openai` (its extra's `base_url` is the batch service) and
 `mlbatch_opensearch` come from the environment; files and ids from the run conf.
@@ -74,3 +75,16 @@ with DAG(
         **INGEST_ARGS,
     )
     MLBatchIngestOperator(task_id="lenient", request=ingest_request("lenient", FIELD_MAP), **INGEST_ARGS)
+
+with DAG(
+    "mlbatch_ingest_slow",
+    schedule=None,
+    start_date=START,
+    params={"source": Param(""), "mapping": Param("")},
+) as ingest_slow:
+    MLBatchIngestOperator(
+        task_id="ingest",
+        request=ingest_request("slow", FIELD_MAP),
+        opensearch_conn_id="mlbatch_opensearch",
+        ingest_options={"create_index": "{{ params.mapping }}", "bulk_size": 1, "bulk_concurrency": 1},
+    )
