@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.index import bulk_tuning
@@ -119,6 +119,10 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
             cause = redactor.text(f"internal error: {type(error).__name__}: {error}")
             log.error("ingestion failed: %s", cause)
             return IngestResult(task.ended_early(cause), error=error)
+        except BaseException as error:  # the host stops the run (Airflow's task timeout): record it, go on
+            log.error("ingestion stopped by %s", type(error).__name__)
+            task.ended_early(f"stopped by {type(error).__name__}")
+            raise
 
 
 @contextlib.contextmanager
@@ -139,6 +143,7 @@ def _redactor(credential: dict[str, str], cluster: OpenSearchConfig) -> Redactor
             *credential_secrets(credential),
             cluster.password,
             urlparse(cluster.url).password,
+            unquote(urlparse(cluster.url).password or ""),
             *env_secrets(),
         ]
     )

@@ -281,6 +281,10 @@ def test_real_airflow_connections_from_json_and_uri():
         "opensearch://admin:p%40ss%3Aw%2Frd@search.local:9200/https", conn_id="os"
     )
     assert cluster_settings(from_uri) == {"opensearch": "https://admin:p%40ss%3Aw%2Frd@search.local:9200"}
+    https_uri = sdk.Connection.from_uri("https://admin:pw@search.local:9200", conn_id="https_uri")
+    assert cluster_settings(https_uri) == {"opensearch": "https://admin:pw@search.local:9200"}  # never http
+    ipv6_uri = sdk.Connection.from_uri("http://admin:pw@[fe80::1]:9200", conn_id="ipv6_uri")
+    assert cluster_settings(ipv6_uri) == {"opensearch": "http://admin:pw@[fe80::1]:9200"}
     assert OpenSearchConfig(
         url=url(host="h", login="admin", password=from_uri.password)
     ).worker_secrets() == {PASSWORD_SECRET: "p@ss:w/rd"}
@@ -293,3 +297,18 @@ def test_real_airflow_connections_from_json_and_uri():
     assert request_credential(openai, "openAI") == {"openAI_key": "sk-json-1"}
     with pytest.raises(ConnectionSettingsError, match="'oa'.*no host"):
         cluster_settings(openai)
+
+
+@pytest.mark.parametrize(
+    ("conn", "expected"),
+    [
+        (Conn(conn_type="https", host="search", port=9200), "https://search:9200"),
+        (Conn(conn_type="HTTPS", host="search", port=9200), "https://search:9200"),
+        (Conn(conn_type="opensearch", host="search", schema="HTTPS"), "https://search"),
+        (Conn(conn_type="opensearch", host="HTTPS://search/p", port=9200), "https://search:9200/p"),
+        (Conn(conn_type="http", host="::1", port=9200), "http://[::1]:9200"),
+        (Conn(conn_type="http", host="fe80::1"), "http://[fe80::1]"),
+    ],
+)
+def test_the_scheme_follows_the_connection_type_and_ipv6_hosts_get_brackets(conn, expected):
+    assert cluster_settings(conn)["opensearch"] == expected

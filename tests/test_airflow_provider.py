@@ -248,3 +248,16 @@ def test_the_sensor_fails_on_a_failed_job_or_no_job(services):
         MLBatchTaskSensor(task_id="wait", connector="openai_batch", remote_job={}).execute(
             {"ti": RecordingTI()}
         )
+
+
+def test_a_job_rendered_to_text_by_a_template_is_read_back():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.airflow_provider.predict import job_fields
+
+    job = {"id": "batch_1", "output_file_id": "file-2", "error_file_id": None}
+    assert job_fields(job, "remote_job") is job
+    assert job_fields(json.dumps(job), "remote_job") == job
+    assert job_fields(repr(job), "remote_job") == job  # what "{{ ti.xcom_pull(...) }}" renders
+    with pytest.raises(AirflowFailException, match="remote_job is text that is neither JSON nor a dict"):
+        job_fields("batch_1 done", "remote_job")

@@ -469,3 +469,29 @@ def test_dead_letters_of_a_failed_run_reach_an_s3_dlq(servers, capsys, tmp_path,
         for line in s3.get_object(Bucket="batch", Key=key)["Body"].read().splitlines()
     ]
     assert [(entry["stage"], entry["line"]) for entry in lines] == [("parse", 3)]
+
+
+def test_a_run_stopped_by_its_host_is_recorded_then_the_stop_goes_on(tmp_path, mlbatch_home, monkeypatch):
+    """A BaseException that is no interrupt (Airflow's task timeout) ends the task FAILED, named,
+    and is raised again for the host to handle."""
+    from pipelines import ingest_run
+    from pipelines.ingest_options import IngestOptions
+
+    class HostTimeout(BaseException):
+        pass
+
+    def stopped(*args, **kwargs):
+        raise HostTimeout
+
+    monkeypatch.setattr(ingest_run, "_run_task", stopped)
+    (tmp_path / "a.jsonl").write_bytes(jsonl([{"id": "a", "text": "one"}]))
+    body = {
+        "index_name": "stopped",
+        "field_map": {"text": "$.text", "_id": "$.id"},
+        "data_source": {"type": "local", "source": [str(tmp_path / "a.jsonl")]},
+    }
+    with pytest.raises(HostTimeout):
+        ingest_run.run_ingest(IngestOptions(opensearch="http://127.0.0.1:9"), body)
+    [record] = TaskStore(mlbatch_home / "tasks.db").list()
+    assert (record["state"], record["error"]) == ("FAILED", "stopped by HostTimeout")
+    assert "owner" not in record and ingest_run.log.filters == []

@@ -43,9 +43,14 @@ def _flag(value: Any) -> bool:
 
 
 def _scheme(conn: ConnectionLike) -> str:
+    """https or http: the connection's schema; else https for type `https` (what a URI
+    `AIRFLOW_CONN_X='https://…'` gives: no schema), or `use_ssl`, or port 443; else http (type
+    `http` is Airflow's HTTP connection, which says nothing of TLS)."""
     extra = conn.extra_dejson
-    if conn.schema in ("http", "https"):
-        return conn.schema
+    if (conn.schema or "").lower() in ("http", "https"):
+        return (conn.schema or "").lower()
+    if (conn.conn_type or "").lower() == "https":
+        return "https"
     if "use_ssl" in extra:
         return "https" if _flag(extra["use_ssl"]) else "http"
     return "https" if conn.port == 443 else "http"
@@ -61,8 +66,12 @@ def cluster_settings(conn: ConnectionLike) -> dict[str, Any]:
     host = conn.host.rstrip("/")
     if "://" in host:
         scheme, _, host = host.partition("://")
+        scheme = scheme.lower()
     else:
         scheme = _scheme(conn)
+    name = host.split("/", 1)[0]
+    if name.count(":") > 1 and not name.startswith("["):  # IPv6, its brackets taken off by Airflow
+        host = f"[{name}]{host[len(name) :]}"
     if conn.port and ":" not in host.split("/", 1)[0].rpartition("]")[2]:  # "[::1]" has no port yet
         first, slash, rest = host.partition("/")
         host = f"{first}:{conn.port}{slash}{rest}"

@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from connectors.batch_predict.batch_actions import with_remote_job_sources
 from connectors.batch_predict.connector import ConnectorError
 from pipelines.airflow_provider.connections import ConnectionSettingsError
 from pipelines.airflow_provider.hooks import MLBatchHook
-from pipelines.airflow_provider.predict import REMOTE_JOB_KEY
+from pipelines.airflow_provider.predict import REMOTE_JOB_KEY, job_fields
 from pipelines.cli_common import UsageError, read_request_body
 from pipelines.ingest_options import IngestOptions, IngestOptionsError
 from pipelines.ingest_run import run_ingest
@@ -121,7 +121,7 @@ class MLBatchIngestOperator(BaseOperator):
         body = self._request_body()
         if not isinstance(body, dict) or not isinstance(body.get("data_source"), dict):
             raise AirflowFailException("mlbatch request: data_source must be an object")
-        remote_job = self.remote_job
+        remote_job = job_fields(self.remote_job, "remote_job")
         if remote_job is None and self.remote_job_from:
             remote_job = context["ti"].xcom_pull(task_ids=self.remote_job_from, key=REMOTE_JOB_KEY)
         if waits_on_remote_job(body):
@@ -151,7 +151,14 @@ class MLBatchIngestOperator(BaseOperator):
             signing = (
                 MLBatchHook.aws_environment(self.cluster_aws_conn_id) if self.cluster_aws_conn_id else {}
             )
-        except (ConnectorError, ConnectionSettingsError, IngestOptionsError, UsageError, TypeError) as error:
+        except (
+            ConnectorError,
+            ConnectionSettingsError,
+            IngestOptionsError,
+            UsageError,
+            TypeError,
+            AirflowNotFoundException,  # no such connection
+        ) as error:
             raise AirflowFailException(f"mlbatch ingest: {error}") from None
         run_by = {"airflow": {"dag_id": self.dag_id, "task_id": self.task_id, "run_id": context["run_id"]}}
         try:

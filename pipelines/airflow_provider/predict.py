@@ -13,6 +13,9 @@ during the submit call; the trigger does the same when a user kills a deferred t
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -21,7 +24,7 @@ from typing import Any
 
 import orjson
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from connectors.batch_predict.connector import ConnectorError
 from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
@@ -31,6 +34,17 @@ from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
 from pipelines.airflow_provider.triggers import MLBatchJobTrigger
 
 REMOTE_JOB_KEY = "remote_job"
+
+
+def job_fields(value: Any, name: str) -> Any:
+    """A job given as a dict, or as the text a template renders it to (JSON or a Python dict's repr)."""
+    if not isinstance(value, str):
+        return value
+    with contextlib.suppress(ValueError, SyntaxError):
+        return json.loads(value)
+    with contextlib.suppress(ValueError, SyntaxError):
+        return ast.literal_eval(value)
+    raise AirflowFailException(f"mlbatch: {name} is text that is neither JSON nor a dict: {value[:80]!r}")
 
 
 def finished(context: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:

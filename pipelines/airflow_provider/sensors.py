@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from connectors.batch_predict.job_calls import FINAL_STATES, BatchJob
 from pipelines.airflow_provider.hooks import ConnectorSource, MLBatchHook
-from pipelines.airflow_provider.predict import finished, polled
+from pipelines.airflow_provider.predict import finished, job_fields, polled
 from pipelines.airflow_provider.triggers import MLBatchJobTrigger
 
 
@@ -65,6 +65,7 @@ class MLBatchTaskSensor(BaseSensorOperator):
     def _watched(self, job: BatchJob) -> dict[str, Any]:
         """The task record of the watched job: RUNNING, with the given `remote_job`."""
         if self._record is None:
+            self.remote_job = job_fields(self.remote_job, "remote_job")
             if not isinstance(self.remote_job, dict) or not self.remote_job:
                 raise AirflowException(
                     'mlbatch sensor: remote_job must be the job\'s fields, e.g. {"id": ...}'
