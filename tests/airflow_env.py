@@ -19,6 +19,7 @@ from tests.data import jsonl
 from tests.servers import serve_command
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_DAG = REPO / "pipelines" / "airflow_provider" / "example_dags" / "mlbatch_predict_and_ingest.py"
 DRIVER = REPO / "tests" / "airflow_dag_run.py"
 API_KEY = "sk-airflow-test-key"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

@@ -13,6 +13,7 @@ from scripts.demo_corpus import batch_line, module_sources, passages
 from tests.airflow_env import (
     AIRFLOW,
     API_KEY,
+    EXAMPLE_DAG,
     REPO,
     airflow_home,
     openai_connection,
@@ -25,8 +26,6 @@ from tests.airflow_env import (
 
 pytest.importorskip("airflow")
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
-
-EXAMPLE_DAG = REPO / "pipelines" / "airflow_provider" / "example_dags" / "mlbatch_predict_and_ingest.py"
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from scripts.demo_corpus import batch_line
 from tests.airflow_env import (
     AIRFLOW,
     API_KEY,
+    EXAMPLE_DAG,
     REPO,
     airflow_home,
     openai_connection,
@@ -46,7 +47,6 @@ from tests.data import jsonl, knn_index_body, sagemaker_lines
 pytest.importorskip("airflow")
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 
-EXAMPLE_DAG = REPO / "pipelines" / "airflow_provider" / "example_dags" / "mlbatch_predict_and_ingest.py"
 FAILURE_DAGS = REPO / "tests" / "airflow_dags" / "mlbatch_failures.py"
 DEFERRED = REPO / "tests" / "airflow_deferred.py"
 BATCH_LINES = [batch_line(f"doc-{i}", f"passage number {i}") for i in range(3)]
