@@ -1,10 +1,10 @@
 """Peak memory of a large 2-source join: `mlbatch ingest` of N generated documents into the null sink.
 
-    python -m benchmarks.memory_run [--docs 1000000] [--output-files 10] [-- mlbatch/Beam options]
+    python -m benchmarks.memory_run [--docs 1000000] [--output-files 10] [mlbatch/Beam options]
 
 With `--output-files K` the batch output (the streamed source) is cut into K files of
-consecutive lines in one directory, as SageMaker writes one `.out` per input file. Options
-after `--` go to `mlbatch ingest` (e.g. `--join-strategy shuffle`). Prints one JSON line:
+consecutive lines in one directory, as SageMaker writes one `.out` per input file. Other
+options go to `mlbatch ingest` (e.g. `--join-strategy shuffle`). Prints one JSON line:
 documents, output files, seconds, peak RSS of the ingest process tree, documents written.
 """
 
