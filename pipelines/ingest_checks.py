@@ -65,7 +65,8 @@ def check_run(
     split the files of over `split_bytes` (0: none) into byte ranges where it can."""
     files = [expand_source(source.uri, access) for source in plan.sources]
     sizes = [[size for _, size in listed] for listed in files]
-    strategy = choose_join_strategy(sizes, options.join_strategy, options.broadcast_max_bytes)
+    ordered = options.action == "create"
+    strategy = choose_join_strategy(sizes, options.join_strategy, options.broadcast_max_bytes, ordered)
     index = prepare_index(cluster, plan.index_name, create_body)
     if index.created:
         log.info("created index %r", plan.index_name)

@@ -3,8 +3,9 @@
 `build_pipeline` wires the transforms for a compiled `IngestPlan`; `run_pipeline` runs it on
 the chosen runner (the project's own where it replaces Beam's: `pipelines.dask_runner` for
 `--runner=DaskRunner`) and returns the job's counters. One source needs no shuffle; several are
-joined on `_id`, by a broadcast join (one large file streamed, whole or in byte ranges, the
-small sources in memory) or a CoGroupByKey shuffle join, as `pipelines.join_strategy` chose.
+joined on `_id`, by a broadcast join (the large source streamed, one whole file or several
+units: files and byte ranges; the small sources in memory) or a CoGroupByKey shuffle join, as
+`pipelines.join_strategy` chose.
 Rejected records from every step go to the dead-letter queue, written by a writer of that step's
 own, fused into the step (on Beam's runners and on the project's Dask runner), so they are
 written while the job runs and kept when it fails (see `transforms.dead_letters`).
@@ -29,7 +30,8 @@ from transforms.counters import job_counters
 from transforms.dead_letters import WriteDeadLetters, close_open_files
 from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
-from transforms.split_join import FinishSplitJoin, SplitBroadcastJoin
+from transforms.split_finish import FinishSplitJoin
+from transforms.split_join import SplitBroadcastJoin
 from transforms.types import DEAD_LETTERS, IngestPlan
 
 
@@ -66,11 +68,11 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         documents = outputs.records
     written = documents | "Write" >> WriteToOpenSearch(job.write)
     dead_letters.append(written)
-    if settled is not None:  # a streamed file read in byte ranges: what the ranges could not know
+    if settled is not None:  # a streamed source read in several units: what the units could not know
         streamed = plan.sources[strategy.streamed]
-        uri = job.reads_by_source[streamed.index][0].uri
+        parts = list(job.reads_by_source[streamed.index])
         dead_letters.extend(
-            settled | "Settled" >> FinishSplitJoin(plan, streamed, uri, job.access, job.write, written)
+            settled | "Settled" >> FinishSplitJoin(plan, streamed, parts, job.access, job.write, written)
         )
     for position, rejected in enumerate(dead_letters):  # one writer per step, not after a Flatten
         rejected | f"DeadLetterQueue[{position}]" >> WriteDeadLetters(
@@ -96,8 +98,8 @@ def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -
 def _broadcast_join(
     pipeline: beam.Pipeline, job: IngestJob, dead_letters: list
 ) -> tuple[beam.PCollection, dict[str, beam.PCollection] | None]:
-    """The joined documents, and for a streamed file read in byte ranges the outputs of settling
-    its ranges for `FinishSplitJoin` (else None)."""
+    """The joined documents, and for a streamed source read in several units (files, byte
+    ranges) the outputs of settling its units for `FinishSplitJoin` (else None)."""
     streamed = job.plan.sources[job.join_strategy.streamed]
     side = []
     for source, parts in zip(job.plan.sources, job.reads_by_source, strict=True):

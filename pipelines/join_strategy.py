@@ -4,12 +4,16 @@ A batch-inference job's files are lopsided: the embeddings are large (a 384-floa
 about 4 KB of JSON per record) and the inputs beside them small. The shuffle join moves
 every record through the runner's shuffle; the broadcast join (`transforms.join.BroadcastJoin`)
 keeps the small sources in memory as a side input and streams the large one, so the
-vectors are never shuffled. Broadcast needs a streamed source of exactly one file (read in
-order by one step, or in byte ranges whose keys are settled afterwards: see
-`transforms.split_join`) and small sources that fit in memory, so with `auto`:
-- the streamed source is the largest single-file source;
+vectors are never shuffled. The streamed source may have several files (SageMaker writes one
+`.out` per input file, several OpenAI batches give several output files): each file, or each
+byte range of a split file, is streamed on its own and the keys met in several are settled by a
+small shuffle of ids and positions (`transforms.split_join`). With `auto`:
+- the streamed source is the largest, by the bytes of all its files;
 - the others together must be at most `broadcast_max_bytes` of input;
-- otherwise, and for any source of several files, the shuffle join is used.
+- otherwise the shuffle join is used.
+With `--action create` (`ordered`) a key's first write stays, so the streamed source must be
+read in order by one step: only a single-file source streams then, as before, and with none
+the shuffle join is used.
 """
 
 from __future__ import annotations
@@ -41,19 +45,21 @@ def choose_join_strategy(
     sizes_by_source: Sequence[Sequence[int]],
     requested: JoinStrategyName = "auto",
     broadcast_max_bytes: int = DEFAULT_BROADCAST_MAX_BYTES,
+    ordered: bool = False,
 ) -> JoinStrategy:
-    """The strategy for sources whose files have these sizes (bytes, one list per source)."""
+    """The strategy for sources whose files have these sizes (bytes, one list per source);
+    `ordered`: only a single-file source may stream (`--action create`)."""
     if len(sizes_by_source) < 2:
         return JoinStrategy("none")
     if requested == "shuffle":
         return JoinStrategy("shuffle", reason="--join-strategy shuffle")
-    single_file = [index for index, sizes in enumerate(sizes_by_source) if len(sizes) == 1]
-    if not single_file:
-        why = "no source is a single file"
+    candidates = [index for index, sizes in enumerate(sizes_by_source) if not ordered or len(sizes) == 1]
+    if not candidates:
+        why = "no source is a single file (--action create streams one file in order)"
         if requested == "broadcast":
-            raise JoinStrategyError(f"--join-strategy broadcast: {why} to stream")
+            raise JoinStrategyError(f"--join-strategy broadcast: {why}")
         return JoinStrategy("shuffle", reason=why)
-    streamed = max(single_file, key=lambda index: (sizes_by_source[index][0], -index))
+    streamed = max(candidates, key=lambda index: (sum(sizes_by_source[index]), -index))
     side_bytes = sum(sum(sizes) for index, sizes in enumerate(sizes_by_source) if index != streamed)
     if requested == "auto" and side_bytes > broadcast_max_bytes:
         return JoinStrategy(
@@ -61,10 +67,12 @@ def choose_join_strategy(
             reason=f"the sources beside source[{streamed}] hold {side_bytes:,} bytes, "
             f"over --broadcast-max-bytes {broadcast_max_bytes:,}",
         )
+    files = len(sizes_by_source[streamed])
     return JoinStrategy(
         "broadcast",
         streamed,
-        reason=f"source[{streamed}] streams; the other sources ({side_bytes:,} bytes) are held in memory",
+        reason=f"source[{streamed}] streams ({files} file{'s' if files != 1 else ''}); "
+        f"the other sources ({side_bytes:,} bytes) are held in memory",
     )
 
 

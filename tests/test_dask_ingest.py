@@ -34,6 +34,7 @@ from tests.ingest_helpers import (
 )
 from tests.test_ingest_openai import DIM, seed_request_with_test_key
 from tests.test_join_strategies import awkward_join
+from tests.test_multifile_join import multi_file_request
 from tests.test_reliable_sink import FAST_RETRIES, MAPPING, request_for, write_records
 
 pytestmark = pytest.mark.integration
@@ -161,6 +162,20 @@ def test_joins_index_and_dead_letter_what_the_direct_runner_does(
     assert result["counts"]["duplicates"] == 2 and len(result["dead_letters"]) == 3
     by_offset = [entry for entry in result["dead_letters"] if '"byte_offset"' in entry]
     assert bool(by_offset) == (split_bytes != "0")
+
+
+def test_a_multi_file_streamed_source_joins_as_on_the_direct_runner(cluster, capsys, tmp_path, osmem_url):
+    """The broadcast join's units are 3 files, one gzip, one split in byte ranges, with
+    duplicates across them: settled, read back and rewritten on the workers."""
+    data = tmp_path / "data"
+    data.mkdir()
+    index = knn_index_body(["question_embedding"], 4)
+    request = multi_file_request(data)
+    result = same_as_direct_runner(
+        cluster, capsys, tmp_path, request, osmem_url, "--split-bytes", "600", index_body=index
+    )
+    assert result["state"] == "COMPLETED_WITH_ERROR" and result["counts"]["duplicates"] == 7
+    assert len(result["documents"]) == 21 and len(result["dead_letters"]) == 10
 
 
 BAD_RECORDS = {

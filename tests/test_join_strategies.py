@@ -11,23 +11,35 @@ from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
 MIB = 2**20
 
 
-def test_auto_streams_the_largest_single_file_source():
+def test_auto_streams_the_largest_source_of_any_number_of_files():
     strategy = choose_join_strategy([[10 * MIB], [MIB], [MIB, MIB]])
     assert (strategy.name, strategy.streamed) == ("broadcast", 0)
+    assert strategy.reason.startswith("source[0] streams (1 file);")
     assert choose_join_strategy([[MIB, MIB], [3 * MIB]]).streamed == 1
+    several = choose_join_strategy([[2 * MIB] * 10, [3 * MIB]])
+    assert (several.name, several.streamed) == ("broadcast", 0)
+    assert several.reason.startswith("source[0] streams (10 files);")
+    assert choose_join_strategy([[MIB, MIB], [MIB, MIB]]).streamed == 0
 
 
-def test_auto_shuffles_when_the_held_sources_are_too_large_or_nothing_is_one_file():
+def test_auto_shuffles_when_the_held_sources_are_too_large():
     over = choose_join_strategy([[10 * MIB], [MIB]], broadcast_max_bytes=MIB - 1)
     assert over.name == "shuffle" and "over --broadcast-max-bytes" in over.reason
-    assert choose_join_strategy([[MIB, MIB], [MIB, MIB]]).name == "shuffle"
+    over = choose_join_strategy([[5 * MIB, 5 * MIB], [MIB, MIB]], broadcast_max_bytes=2 * MIB - 1)
+    assert over.name == "shuffle" and "beside source[0]" in over.reason
+
+
+def test_with_action_create_only_a_single_file_source_streams():
+    assert choose_join_strategy([[5 * MIB, 5 * MIB], [MIB]], ordered=True).streamed == 1
+    assert choose_join_strategy([[MIB, MIB], [MIB, MIB]], ordered=True).name == "shuffle"
+    with pytest.raises(JoinStrategyError, match="no source is a single file"):
+        choose_join_strategy([[1, 2], [3, 4]], "broadcast", ordered=True)
 
 
 def test_forced_strategies():
     assert choose_join_strategy([[10], [20]], "shuffle").name == "shuffle"
     assert choose_join_strategy([[10], [20]], "broadcast", broadcast_max_bytes=1).name == "broadcast"
-    with pytest.raises(JoinStrategyError, match="no source is a single file"):
-        choose_join_strategy([[1, 2], [3, 4]], "broadcast")
+    assert choose_join_strategy([[1, 2], [3, 4]], "broadcast").streamed == 1
 
 
 def test_one_source_needs_no_join():
@@ -139,7 +151,7 @@ def test_auto_broadcasts_only_while_the_held_sources_fit_the_limit(osmem_url, ca
     }
     code, record = run_ingest(capsys, tmp_path, request, osmem_url, index_body=knn_index_body([], 4))
     assert code == 0, record
-    assert record["join_strategy"] == "broadcast"  # input.jsonl is one file: it streams, outputs are held
+    assert record["join_strategy"] == "broadcast"  # the outputs are larger: their 2 files stream
     code, record = run_ingest(
         capsys, tmp_path, request, osmem_url, "--broadcast-max-bytes", "100", index_body=knn_index_body([], 4)
     )
@@ -148,7 +160,7 @@ def test_auto_broadcasts_only_while_the_held_sources_fit_the_limit(osmem_url, ca
 
 
 @pytest.mark.integration
-def test_forced_broadcast_without_a_single_file_source_fails_the_task_in_one_line(
+def test_forced_broadcast_creating_without_a_single_file_source_fails_the_task_in_one_line(
     osmem_url, capsys, tmp_path
 ):
     outputs, inputs, _ = openai_batch_files(4, 4)
@@ -164,9 +176,10 @@ def test_forced_broadcast_without_a_single_file_source_fails_the_task_in_one_lin
         },
         "data_source": {"type": "local", "source": [str(tmp_path / "out"), str(tmp_path / "in")]},
     }
-    code, record = run_ingest(
-        capsys, tmp_path, request, osmem_url, "--join-strategy", "broadcast", index_body=knn_index_body([], 4)
-    )
+    forced = ("--join-strategy", "broadcast", "--action", "create")
+    code, record = run_ingest(capsys, tmp_path, request, osmem_url, *forced, index_body=knn_index_body([], 4))
     assert code == 1 and record["state"] == "FAILED"
-    assert record["error"] == "--join-strategy broadcast: no source is a single file to stream"
+    assert record["error"] == (
+        "--join-strategy broadcast: no source is a single file (--action create streams one file in order)"
+    )
     assert "Traceback" not in capsys.readouterr().err

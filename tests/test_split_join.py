@@ -17,11 +17,12 @@ from tests.test_join_strategies import three_file_request
 from transforms import counters
 from transforms.buckets import bucket_of
 from transforms.merge import JoinTally, index_by_id
-from transforms.range_settle import Rewrite, SideIndex, rewrite_winner, settle_bucket
+from transforms.range_settle import Rewrite, SideIndex, StreamedFile, rewrite_winner, settle_bucket
 from transforms.stream_join import Claim, stream_join, stream_range
 from transforms.types import DeadLetter, Document, IngestPlan, Locator, SourcePlan
 
 URI = "output.jsonl"
+FILES = (StreamedFile(URI, True),)
 ORDER = ("embedding", "question", "custom_field1")
 
 
@@ -88,11 +89,11 @@ def whole_join(streamed: list, side: list, join: str):
 def split_join(streamed: list, side: list, join: str, boundaries: list[int], rng: random.Random):
     """As `SplitBroadcastJoin`: each range on its own, its claims settled per bucket, rewrites last."""
     side_index = SideIndex(index_by_id(side))
-    fields_at = {record[1]: record[2] for record in streamed if type(record) is tuple}
+    fields_at = {(0, record[1]): record[2] for record in streamed if type(record) is tuple}
     first_writes, dead, claims = [], [], []
     for start, end in zip(boundaries, boundaries[1:], strict=False):
         for item in stream_range(
-            streamed[start:end], 0, FileRange(URI, start, end), side_index.by_id, plan(join)
+            streamed[start:end], 0, 0, FileRange(URI, start, end), side_index.by_id, plan(join)
         ):
             {Document: first_writes, DeadLetter: dead, Claim: claims}[type(item)].append(item)
     tally, rewrites, counts = JoinTally(), [], Counter()
@@ -101,14 +102,14 @@ def split_join(streamed: list, side: list, join: str, boundaries: list[int], rng
         by_bucket.setdefault(bucket_of(claim.doc_id), []).append(claim)
     for bucket, mine in by_bucket.items():  # the other buckets have nothing to settle
         for item in settle_bucket(
-            mine, side_index.ids_in(bucket), side_index.by_id, plan(join), 0, URI, tally
+            mine, side_index.ids_in(bucket), side_index.by_id, plan(join), 0, FILES, tally
         ):
             {Document: first_writes, DeadLetter: dead, Rewrite: rewrites}[type(item)].append(item)
     second_writes = []
     for rewrite in rewrites:
-        losers = [fields_at[offset] for offset in rewrite.losers]
+        losers = [fields_at[at] for at in rewrite.losers]
         document, letters, fixed = rewrite_winner(
-            rewrite, fields_at[rewrite.winner], losers, plan(join), 0, URI
+            rewrite, fields_at[rewrite.winner], losers, plan(join), 0, FILES
         )
         dead += letters
         counts.update(fixed)
@@ -146,17 +147,21 @@ def test_a_key_first_met_in_two_ranges_is_rewritten_with_the_first_record():
     claims = [
         item
         for part in ([streamed[0]], streamed[1:])
-        for item in stream_range(part, 0, FileRange(URI, 0, 1), index_by_id(side), plan("outer"))
+        for item in stream_range(part, 0, 0, FileRange(URI, 0, 1), index_by_id(side), plan("outer"))
         if type(item) is Claim
     ]
-    assert claims == [Claim("k", 10, None), Claim("k", 20, None), Claim("k", 30, {"embedding": [3.0]})]
-    settled = list(settle_bucket(claims, ["k"], index_by_id(side), plan("outer"), 0, URI, JoinTally()))
+    assert claims == [
+        Claim("k", 0, 10, None),
+        Claim("k", 0, 20, None),
+        Claim("k", 0, 30, {"embedding": [3.0]}),
+    ]
+    settled = list(settle_bucket(claims, ["k"], index_by_id(side), plan("outer"), 0, FILES, JoinTally()))
     rewrite = next(item for item in settled if type(item) is Rewrite)
-    assert (rewrite.winner, rewrite.losers) == (10, (20,))
+    assert (rewrite.winner, rewrite.losers) == ((0, 10), ((0, 20),))
     duplicate = next(item for item in settled if type(item) is DeadLetter)
     assert duplicate.reason == f"duplicate _id 'k' in source[0]; the record at {URI} (byte 10) was kept"
     document, letters, counts = rewrite_winner(
-        rewrite, {"embedding": [1.0]}, [{"embedding": [2.0]}], plan("outer"), 0, URI
+        rewrite, {"embedding": [1.0]}, [{"embedding": [2.0]}], plan("outer"), 0, FILES
     )
     assert document.fields == {"embedding": [1.0], "question": "q"}
     assert [letter.origins for letter in letters] == [(Locator(0, URI, 20, True),)]

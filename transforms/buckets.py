@@ -34,6 +34,11 @@ class BucketBuffer:
         self._batches.setdefault(bucket_of(doc_id), []).append((doc_id, line, fields))
         self._size += 1
 
+    def add_row(self, row: tuple[Any, ...]) -> None:
+        """Any row whose first item is its `_id`."""
+        self._batches.setdefault(bucket_of(row[0]), []).append(row)
+        self._size += 1
+
     @property
     def full(self) -> bool:
         return self._size >= self._flush_records

@@ -11,8 +11,9 @@ Two strategies around pure cores that give the same documents and counts on the 
   inputs): the small sources are a side input indexed by `_id` in memory, and the large
   file streams through read -> project -> merge without a shuffle
   (`transforms.stream_join.stream_join`). Keys found only in the small sources are merged
-  after the file's last record. A file split into byte ranges is joined range by range on
-  any worker instead (`transforms.split_join.SplitBroadcastJoin`).
+  after the file's last record. A large source of several files, or a file split into byte
+  ranges, is joined file by file and range by range on any worker instead
+  (`transforms.split_join.SplitBroadcastJoin`).
 Incomplete keys (missing from some source) and keys dropped by an inner join are counted
 (`transforms.merge.JoinTally`); duplicates within one source go to the dead-letter queue with
 the locator of the record that was kept (the first by file and position).

@@ -1,18 +1,28 @@
-"""Settle what the ranges of a split streamed file met (the **join** step's global view, pure).
+"""Settle what the units of a streamed source met (the **join** step's global view, pure).
 
-Each range of the broadcast join's streamed file merged and wrote the first record of each key
-it met, and sent its `Claim`s (`transforms.stream_join.stream_range`), bucketed by `_id`. Per
-bucket, with the small sources' records (`SideIndex`), `settle_bucket` does what the whole-file
-join (`transforms.stream_join.stream_join`) does for every key, so the index, the dead letters
-and the counts come out the same:
+The broadcast join's streamed source is read in units when it has several: the byte ranges of
+a split file, and each of its files, whole or in ranges. Each unit merged and wrote the first
+record of each key it met, and sent its `Claim`s (`transforms.stream_join.stream_range`),
+bucketed by `_id`. Per bucket, with the small sources' records (`SideIndex`), `settle_bucket`
+does what the whole-file join (`transforms.stream_join.stream_join`) and the shuffle join do
+for every key, so the index, the dead letters and the counts come out the same:
 - keys only the small sources have are merged here (`transforms.merge.join_key`);
-- every key a range met is counted here once, as if merged with its first record in the file,
+- every key a unit met is counted here once, as if merged with its first record in the source,
   and the small sources' duplicates of it are dead-lettered here once;
-- later records of a key within one range are duplicates of the first in the file;
-- a key first met in several ranges was written by each of them (in no set order): a `Rewrite`
-  says which offset won (the smallest) and which lost. `rewrite_winner` then dead-letters
-  the losers and builds the winner's document again from its record read back by offset, to be
-  written after every range's writes, with the counts that make the extra writes not count.
+- later records of a key within one unit are duplicates of the first in the source;
+- a key first met in several units was written by each of them (in no set order): a `Rewrite`
+  says which record won and which lost. `rewrite_winner` then dead-letters the losers and
+  builds the winner's document again from its record read back, to be written after every
+  unit's writes, with the counts that make the extra writes not count.
+
+Records are ordered as the shuffle join orders them (`transforms.merge`: the first by locator
+wins): by file, in the order of the source's sorted file list (`StreamedFile`s, sorted by URI
+as locators are), then by position in the file: byte offset in a file read in ranges, line in
+a file read whole (compressed, Parquet, or small). The first record of a key wins across files
+too, as within one file, rather than the last as ML Commons' partial upserts would leave it:
+one rule for every duplicate, whatever the strategy and however the files were cut, so the
+index does not depend on how a batch job split its output, and the winner is the record the
+`--join-strategy shuffle` run and the single-file join keep.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from connectors.byte_ranges import FileRange
 from transforms import counters
 from transforms.buckets import bucket_of
 from transforms.merge import Grouped, JoinTally, duplicate_dead_letter, join_key, merge_key
@@ -43,13 +54,37 @@ class SideIndex:
         return self._by_bucket.get(bucket, [])
 
 
+class StreamedFile(NamedTuple):
+    """One file of the streamed source: its URI and whether its positions are byte offsets."""
+
+    uri: str
+    by_offset: bool
+
+
+At = tuple[int, int]  # (file number in the streamed source's `StreamedFile`s, position in the file)
+
+
+def streamed_files(parts: Iterable[FileRange]) -> tuple[StreamedFile, ...]:
+    """The files of the streamed source's units (whole files and byte ranges), sorted by URI as
+    locators are; a file is located by byte offset when it is read in ranges."""
+    by_offset: dict[str, bool] = {}
+    for part in parts:
+        by_offset[part.uri] = by_offset.get(part.uri, False) or part.by_offset
+    return tuple(StreamedFile(uri, by_offset[uri]) for uri in sorted(by_offset))
+
+
+def locator_at(streamed: int, files: Sequence[StreamedFile], at: At) -> Locator:
+    file = files[at[0]]
+    return Locator(streamed, file.uri, at[1], file.by_offset)
+
+
 class Rewrite(NamedTuple):
-    """A key first met in several ranges: the winning offset, the losing ones, and the key's
-    records in the small sources."""
+    """A key first met in several units: where the winner is, where the losers are, and the
+    key's records in the small sources."""
 
     doc_id: str
-    winner: int
-    losers: tuple[int, ...]
+    winner: At
+    losers: tuple[At, ...]
     side: Grouped
 
 
@@ -59,16 +94,16 @@ def settle_bucket(
     side: Mapping[str, Grouped],
     plan: IngestPlan,
     streamed: int,
-    uri: str,
+    files: Sequence[StreamedFile],
     tally: JoinTally,
 ) -> Iterator[Document | DeadLetter | Rewrite]:
     """Documents of the keys only `side` has, dead letters and `Rewrite`s for the claims of one
-    bucket (from every range of `source[streamed]`'s file `uri`), counted in `tally`."""
+    bucket (from every unit of `source[streamed]`, whose files are `files`), counted in `tally`."""
     by_key: dict[str, list[Claim]] = {}
     for claim in claims:
         by_key.setdefault(claim.doc_id, []).append(claim)
     for doc_id, found in by_key.items():
-        yield from _settle_key(doc_id, found, side.get(doc_id, {}), plan, streamed, uri, tally)
+        yield from _settle_key(doc_id, found, side.get(doc_id, {}), plan, streamed, files, tally)
     for doc_id in side_ids:
         if doc_id not in by_key:
             yield from join_key(doc_id, side[doc_id], plan, tally)
@@ -80,11 +115,11 @@ def _settle_key(
     side_grouped: Grouped,
     plan: IngestPlan,
     streamed: int,
-    uri: str,
+    files: Sequence[StreamedFile],
     tally: JoinTally,
 ) -> Iterator[DeadLetter | Rewrite]:
-    firsts = sorted(claim.offset for claim in found if claim.fields is None)
-    kept = Locator(streamed, uri, firsts[0], True)
+    firsts = sorted((claim.file, claim.position) for claim in found if claim.fields is None)
+    kept = locator_at(streamed, files, firsts[0])
     # The key's counts and its small-source duplicates do not depend on the streamed record's fields.
     grouped = {**side_grouped, streamed: [Projected(kept, {})]}
     for joined in join_key(doc_id, grouped, plan, tally):
@@ -93,7 +128,7 @@ def _settle_key(
     for claim in found:
         if claim.fields is not None:
             tally.duplicates += 1
-            duplicate = Projected(Locator(streamed, uri, claim.offset, True), claim.fields)
+            duplicate = Projected(locator_at(streamed, files, (claim.file, claim.position)), claim.fields)
             yield duplicate_dead_letter(doc_id, duplicate, kept)
     if len(firsts) > 1:
         yield Rewrite(doc_id, firsts[0], tuple(firsts[1:]), side_grouped)
@@ -105,15 +140,15 @@ def rewrite_winner(
     losers: Sequence[dict[str, Any]],
     plan: IngestPlan,
     streamed: int,
-    uri: str,
+    files: Sequence[StreamedFile],
 ) -> tuple[Document | None, list[DeadLetter], dict[str, int]]:
     """The winner's document to write again (None when the join drops the key), the losers' dead
     letters, and the counts: the duplicates, less what the writes of the key beyond the first
     added (each losing range's document and this one, with the same sources)."""
-    kept = Locator(streamed, uri, rewrite.winner, True)
+    kept = locator_at(streamed, files, rewrite.winner)
     dead = [
-        duplicate_dead_letter(rewrite.doc_id, Projected(Locator(streamed, uri, offset, True), fields), kept)
-        for offset, fields in zip(rewrite.losers, losers, strict=True)
+        duplicate_dead_letter(rewrite.doc_id, Projected(locator_at(streamed, files, at), fields), kept)
+        for at, fields in zip(rewrite.losers, losers, strict=True)
     ]
     grouped = {**rewrite.side, streamed: [Projected(kept, winner)]}
     document = merge_key(rewrite.doc_id, grouped, len(plan.sources), plan.field_order, plan.join).document

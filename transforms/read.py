@@ -19,7 +19,7 @@ silently; a file that cannot be read fails the job with its URI (`SourceError`).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -66,9 +66,10 @@ class SourceReader:
             self._count(tally)
             yield from records
 
-    def record_at(self, uri: str, offset: int) -> ProjectedRecord:
-        """The record of a split file at byte `offset`, read again (not counted: it was read once)."""
-        return projected_at(self.source, self._access, uri, offset)
+    def fields_at(self, uri: str, positions: Collection[int], by_offset: bool) -> dict[int, dict[str, Any]]:
+        """The fields of the records of file `uri` at these byte offsets or lines, read again (not
+        counted: they were read once)."""
+        return projected_at(self.source, self._access, uri, positions, by_offset)
 
     def _records_here(self, part: FileRange) -> Iterator[ProjectedRecord | DeadLetter]:
         tally = Tally()

@@ -5,15 +5,16 @@ project** loop, no Beam).
 pipeline's process and `transforms.read_helper` in a helper process. It yields
 `(doc_id, position, fields)` for every usable record (position: the line in a whole file, the
 byte offset in a range) and a `DeadLetter` for the others, and keeps the counts in a `Tally`
-the caller hands to the Beam counters (`Tally.counts`). `projected_at` reads one record of a
-split file again, by its byte offset, without counting it.
+the caller hands to the Beam counters (`Tally.counts`). `projected_at` reads records again, by
+byte offset or line, without counting them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess, SourceError, read_records
@@ -81,11 +82,28 @@ def projected_records(
         yield doc_id, position, fields
 
 
-def projected_at(source: SourcePlan, access: SourceAccess, uri: str, offset: int) -> ProjectedRecord:
-    """The record of a split file whose line starts at byte `offset`, projected again (a record
-    the read step projected once already, so it projects the same way)."""
-    for _, payload in read_records(FileRange(uri, offset, offset + 1), access):
+def projected_at(
+    source: SourcePlan, access: SourceAccess, uri: str, positions: Collection[int], by_offset: bool
+) -> dict[int, dict[str, Any]]:
+    """The fields of the records of file `uri` at `positions`, projected again (records the read
+    step projected once already, so they project the same way): each read on its own by byte
+    offset (`by_offset`, a file read in ranges), or all in one pass by line (a file read whole)."""
+    wanted = set(positions)
+    found: dict[int, dict[str, Any]] = {}
+    if by_offset:
+        ranges = (FileRange(uri, offset, offset + 1) for offset in sorted(wanted))
+        records = (record for part in ranges for record in read_records(part, access))
+    else:
+        records = (
+            (line, payload) for line, payload in read_records(FileRange(uri), access) if line in wanted
+        )
+    for position, payload in records:
         line_text = payload if isinstance(payload, bytes) else None
-        doc_id, fields, _ = project(source, parse_record(payload), line_text)
-        return doc_id, offset, fields
-    raise SourceError(f"{uri}: no record starts at byte {offset}")
+        found.setdefault(position, project(source, parse_record(payload), line_text)[1])
+        if len(found) == len(wanted):
+            break
+    missing = wanted - found.keys()
+    if missing:
+        where = "byte" if by_offset else "line"
+        raise SourceError(f"{uri}: no record at {where} {min(missing)}")
+    return found

@@ -1,28 +1,28 @@
-"""The broadcast join of a streamed file split into byte ranges (the **join** step, on Beam).
+"""The broadcast join of a streamed source read in several units (the **join** step, on Beam).
 
-`transforms.join.BroadcastJoin` streams a whole file through one element. A large file is
-split into ranges (`connectors.byte_ranges`) so that any worker reads any range:
-`SplitBroadcastJoin` spreads the ranges with a Reshuffle, and each range is read, projected,
-merged with the small sources (a side input, indexed once per worker process: `_SharedSide`)
-and written with no shuffle of its records (`transforms.stream_join.stream_range`).
+`transforms.join.BroadcastJoin` streams one whole file through one element. A large file is
+split into ranges (`connectors.byte_ranges`), and a batch job often writes several files
+(SageMaker one `.out` per input file): each byte range, and each file not split (compressed,
+Parquet, small), is a unit, so that any worker reads any unit. `SplitBroadcastJoin` spreads
+the units with a Reshuffle, and each unit is read, projected, merged with the small sources (a
+side input, indexed once per worker process: `_SharedSide`) and written with no shuffle of its
+records (`transforms.stream_join.stream_range`).
 
-A range cannot know two things the whole-file join knows: whether a key it meets was met
-before in an earlier range, and which keys of the small sources no range meets. Both need a
-global view, which comes from a small shuffle of `(id, offset)` claims only (no vectors;
-a later record of a key within one range travels with its fields, as it is dead-lettered
-whatever happens), bucketed by `_id` and settled per bucket with the small sources
-(`transforms.range_settle.settle_bucket`): keys only the small sources have are merged, every
-key is counted once, duplicates are dead-lettered. Holding the ranges' documents until the
-global view is known would hold the whole file (vectors included) in the runner, so ranges
-write at once instead, and a key first met in several ranges (rare: a duplicate in the same
-range as the first record needs nothing more) is put right afterwards by `FinishSplitJoin`: the
-losing records are read back by offset and dead-lettered, and the winner's document (the first
-by offset, as in the whole-file join) is read back, merged and written again once every
-range's writes are done (a side input on the first write step's output orders it), with
-counts that leave the extra writes out. The index, the dead letters (positions as byte
-offsets) and the counts equal those of the whole-file join, unless the cluster rejects such a
-key's document (each write of it is then dead-lettered). With `--action create` the first
-write of a key would stay, so the streamed file is not split then (`pipelines.ingest_checks`).
+A unit cannot know two things the whole-file join knows: whether a key it meets was met
+before in an earlier unit, and which keys of the small sources no unit meets. Both need a
+global view, which comes from a small shuffle of `(id, file, position)` claims only (no
+vectors; a later record of a key within one unit travels with its fields, as it is
+dead-lettered whatever happens), bucketed by `_id` and settled per bucket with the small
+sources (`transforms.range_settle.settle_bucket`). Holding the units' documents until the
+global view is known would hold the whole source (vectors included) in the runner, so units
+write at once instead, and a key first met in several units (a duplicate across ranges or
+files; one in the same unit as the first record needs nothing more) is put right afterwards
+by `transforms.split_finish.FinishSplitJoin`: the winner is the first record by file and
+position, as in the whole-file and the shuffle join (see `transforms.range_settle`). The
+index, the dead letters and the counts equal those of the shuffle join, unless the cluster
+rejects such a key's document (each write of it is then dead-lettered). With `--action
+create` the first write of a key would stay, so the streamed source is then one file read
+whole (`pipelines.ingest_checks`, `pipelines.join_strategy`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ from apache_beam.pvalue import TaggedOutput
 from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
 from transforms.buckets import BUCKETS_COUNT, BucketBuffer
-from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.counters import CounterSet
 from transforms.merge import JoinTally, index_by_id
-from transforms.range_settle import Rewrite, SideIndex, rewrite_winner, settle_bucket
+from transforms.range_settle import Rewrite, SideIndex, StreamedFile, settle_bucket, streamed_files
 from transforms.read import SourceReader
 from transforms.stream_join import Claim, stream_range
 from transforms.types import DEAD_LETTERS, Document, IngestPlan, SourcePlan
@@ -78,7 +77,8 @@ class _SharedSide:
 
 
 class _RangeJoinFn(beam.DoFn):
-    """One range: documents of its first records, the read step's dead letters, bucketed claims."""
+    """One unit (file number, whole file or byte range): documents of its first records, the read
+    step's dead letters, bucketed claims."""
 
     def __init__(
         self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess, helper: bool, token: str
@@ -87,16 +87,19 @@ class _RangeJoinFn(beam.DoFn):
         self._reader = SourceReader(streamed, access, helper)
         self._token = token
 
-    def process(self, part: FileRange, side_batches: Iterable[tuple[int, FileRange, bytes]]) -> Iterator[Any]:
+    def process(
+        self, unit: tuple[int, FileRange], side_batches: Iterable[tuple[int, FileRange, bytes]]
+    ) -> Iterator[Any]:
+        file, part = unit
         records = self._reader.records(part)  # a helper process starts parsing while the side is indexed
         side = _SharedSide.index(self._token, side_batches).by_id
         claims = BucketBuffer()
-        for joined in stream_range(records, self._reader.source.index, part, side, self._plan):
+        for joined in stream_range(records, self._reader.source.index, file, part, side, self._plan):
             kind = type(joined)
             if kind is Document:
                 yield joined
             elif kind is Claim:
-                claims.add(*joined)
+                claims.add_row(tuple(joined))
                 if claims.full:
                     yield from _tagged_buckets(claims)
             else:
@@ -113,12 +116,12 @@ def _tagged_buckets(claims: BucketBuffer) -> Iterator[TaggedOutput]:
 
 
 class _SettleFn(beam.DoFn):
-    """One `_id` bucket's claims from every range, with the small sources' keys of that bucket."""
+    """One `_id` bucket's claims from every unit, with the small sources' keys of that bucket."""
 
-    def __init__(self, plan: IngestPlan, streamed: int, uri: str, token: str) -> None:
+    def __init__(self, plan: IngestPlan, streamed: int, files: tuple[StreamedFile, ...], token: str) -> None:
         self._plan = plan
         self._streamed = streamed
-        self._uri = uri
+        self._files = files
         self._token = token
         self._counters = CounterSet()
 
@@ -131,7 +134,7 @@ class _SettleFn(beam.DoFn):
         tally = JoinTally()
         try:
             for settled in settle_bucket(
-                claims, side.ids_in(bucket), side.by_id, self._plan, self._streamed, self._uri, tally
+                claims, side.ids_in(bucket), side.by_id, self._plan, self._streamed, self._files, tally
             ):
                 kind = type(settled)
                 if kind is Document:
@@ -148,8 +151,8 @@ class _SettleFn(beam.DoFn):
 
 
 class SplitBroadcastJoin(beam.PTransform):
-    """The ranges of the streamed file + the other sources' record batches -> the ranges' Documents
-    (`documents`, to be written by a step fused with the ranges, so they are never held) and
+    """The units of the streamed source + the other sources' record batches -> the units' Documents
+    (`documents`, to be written by a step fused with the units, so they are never held) and
     dead letters, and what `FinishSplitJoin` writes: the documents of the keys only the other
     sources have, the settling's dead letters, and the `Rewrite`s."""
 
@@ -162,18 +165,20 @@ class SplitBroadcastJoin(beam.PTransform):
         helper: bool = False,
     ) -> None:
         super().__init__()
-        self._parts = parts
+        files = streamed_files(parts)
+        number = {file.uri: position for position, file in enumerate(files)}
+        self._units = [(number[part.uri], part) for part in parts]
         token = uuid.uuid4().hex
         self._range_fn = _RangeJoinFn(plan, streamed, access, helper, token)
-        self._settle_fn = _SettleFn(plan, streamed.index, parts[0].uri, token)
+        self._settle_fn = _SettleFn(plan, streamed.index, files, token)
 
     def expand(self, side_batches: beam.PCollection) -> dict[str, beam.PCollection]:
         side = beam.pvalue.AsIter(side_batches)
         pipeline = side_batches.pipeline
         ranges = (
             pipeline
-            | "Ranges" >> beam.Create(self._parts)
-            | "SpreadRanges" >> beam.Reshuffle()
+            | "Units" >> beam.Create(self._units)
+            | "SpreadUnits" >> beam.Reshuffle()
             | "ReadProjectMerge"
             >> beam.ParDo(self._range_fn, side).with_outputs(DEAD_LETTERS, CLAIMS, main="documents")
         )
@@ -194,55 +199,3 @@ class SplitBroadcastJoin(beam.PTransform):
             SETTLED_DEAD_LETTERS: settled[DEAD_LETTERS],
             REWRITES: settled[REWRITES],
         }
-
-
-class _RewriteFn(beam.DoFn):
-    """Reads a `Rewrite`'s records back by offset: the losers' dead letters, the winner's document."""
-
-    def __init__(self, plan: IngestPlan, streamed: SourcePlan, uri: str, access: SourceAccess) -> None:
-        self._plan = plan
-        self._reader = SourceReader(streamed, access)
-        self._uri = uri
-        self._counters = CounterSet()
-
-    def process(self, rewrite: Rewrite, first_writes_done: int) -> Iterator[Any]:
-        _, _, winner = self._reader.record_at(self._uri, rewrite.winner)
-        losers = [self._reader.record_at(self._uri, offset)[2] for offset in rewrite.losers]
-        source = self._reader.source.index
-        document, dead, counts = rewrite_winner(rewrite, winner, losers, self._plan, source, self._uri)
-        self._counters.add(counts)
-        yield from (TaggedOutput(DEAD_LETTERS, letter) for letter in dead)
-        if document is not None:
-            yield document
-
-
-class FinishSplitJoin(beam.PTransform):
-    """`SplitBroadcastJoin`'s settled outputs -> the keys only the small sources have written, and
-    the winners of `Rewrite`s written again once `first_writes` (the output of the step writing
-    the ranges' documents) is complete; returns the dead letters of each step."""
-
-    def __init__(
-        self,
-        plan: IngestPlan,
-        streamed: SourcePlan,
-        uri: str,
-        access: SourceAccess,
-        write: OpenSearchWriteConfig,
-        first_writes: beam.PCollection,
-    ) -> None:
-        super().__init__()
-        self._rewrite_fn = _RewriteFn(plan, streamed, uri, access)
-        self._write = write
-        self._first_writes = first_writes
-
-    def expand(self, settled: dict[str, beam.PCollection]) -> tuple[beam.PCollection, ...]:
-        done = self._first_writes | "FirstWritesDone" >> beam.combiners.Count.Globally()
-        rewritten = settled[REWRITES] | "ReadBackWinners" >> beam.ParDo(
-            self._rewrite_fn, beam.pvalue.AsSingleton(done)
-        ).with_outputs(DEAD_LETTERS, main="documents")
-        return (
-            settled[SETTLED_DEAD_LETTERS],
-            settled[SETTLED_DOCUMENTS] | "WriteSettled" >> WriteToOpenSearch(self._write),
-            rewritten[DEAD_LETTERS],
-            rewritten.documents | "WriteAgain" >> WriteToOpenSearch(self._write),
-        )

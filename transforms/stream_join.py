@@ -10,11 +10,14 @@ pass through as they come.
   line that was kept (the first); keys only the small sources have are merged after the file's
   last record. Gives the same documents, dead letters and counts as the shuffle join
   (`transforms.merge.join_batches`) on the same records.
-- `stream_range`, one byte range of a split file: it cannot know what other ranges hold, so
-  it merges the first record of each key in the range (without counting, nor dead-lettering
-  the small sources' duplicates) and says what it met as `Claim`s: the first record of each key
-  by its byte offset, and every later one with its fields (a duplicate whichever range holds
-  the first). `transforms.range_settle` settles the claims of every range.
+- `stream_range`, one unit of a streamed source of several units (the byte ranges of a split
+  file, and the files of a source of several files, each whole or in ranges): it cannot know
+  what other units hold, so it merges the first record of each key in the unit (without
+  counting, nor dead-lettering the small sources' duplicates) and says what it met as `Claim`s:
+  the first record of each key by its file (its index in the source's sorted file list) and
+  position (byte offset, or line in a whole file), and every later one with its fields (a
+  duplicate whichever unit holds the first). `transforms.range_settle` settles the claims of
+  every unit.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from transforms.types import DeadLetter, Document, IngestPlan, Locator, Projecte
 
 
 class Claim(NamedTuple):
-    """A streamed record a range met: the first of its key in the range (`fields` None: the range
-    merged it) or a later one (with its fields: never merged)."""
+    """A streamed record a unit met, at `position` in the streamed source's file number `file`:
+    the first of its key in the unit (`fields` None: the unit merged it) or a later one (with its
+    fields: never merged)."""
 
     doc_id: str
-    offset: int
+    file: int
+    position: int
     fields: dict[str, Any] | None
 
 
@@ -70,28 +75,30 @@ def stream_join(
 def stream_range(
     records: Iterable[ProjectedRecord | DeadLetter],
     streamed: int,
+    file: int,
     part: FileRange,
     side: Mapping[str, Grouped],
     plan: IngestPlan,
 ) -> Iterator[Document | DeadLetter | Claim]:
-    """The documents of the keys first met in the range `part` (merged with `side`, which it leaves
-    as it is), the read step's dead letters, and a `Claim` for every streamed record."""
-    uri = part.uri
-    first_offset: dict[str, int] = {}
+    """The documents of the keys first met in the unit `part` (a byte range or a whole file, the
+    streamed source's file number `file`) merged with `side`, which it leaves as it is, the read
+    step's dead letters, and a `Claim` for every streamed record."""
+    uri, by_offset = part.uri, part.by_offset
+    first_position: dict[str, int] = {}
     for record in records:
         if isinstance(record, DeadLetter):
             yield record
             continue
-        doc_id, offset, fields = record
-        if doc_id in first_offset:
-            yield Claim(doc_id, offset, fields)
+        doc_id, position, fields = record
+        if doc_id in first_position:
+            yield Claim(doc_id, file, position, fields)
             continue
-        first_offset[doc_id] = offset
+        first_position[doc_id] = position
         grouped = {
             **side.get(doc_id, {}),
-            streamed: [Projected(Locator(streamed, uri, offset, True), fields)],
+            streamed: [Projected(Locator(streamed, uri, position, by_offset), fields)],
         }
         document = merge_key(doc_id, grouped, len(plan.sources), plan.field_order, plan.join).document
         if document is not None:
             yield document
-        yield Claim(doc_id, offset, None)
+        yield Claim(doc_id, file, position, None)
