@@ -101,7 +101,8 @@ def s3_glob(pattern: str) -> re.Pattern[str]:
 
 def _expand_local(path: str) -> list[str]:
     if _has_glob(path):
-        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        # `**` next to `**` (or `*`) lists a file once per way it matches: each file counts once.
+        files = sorted({p for p in glob.glob(path, recursive=True) if os.path.isfile(p)})
         if not files:
             raise SourceError(f"{path}: no files match")
         return files

@@ -1,4 +1,5 @@
-"""S3 key globs match as a shell's do: `*` and `?` stay within one folder, `**` crosses folders."""
+"""S3 key globs match as a shell's do: `*` and `?` stay within one folder, `**` crosses folders;
+a local glob lists each file once."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ from tests.ingest_helpers import indexed_documents, run_ingest
 )
 def test_s3_glob_is_a_shell_glob(pattern, key, matches):
     assert bool(s3_glob(pattern).fullmatch(key)) is matches
+
+
+def test_a_local_glob_lists_each_file_once_in_order(tmp_path):
+    (tmp_path / "out" / "a" / "b").mkdir(parents=True)
+    for name in ("out/a/b/x.json", "out/a/y.json", "out/z.json"):
+        (tmp_path / name).write_text("{}\n")
+    found = expand_source(str(tmp_path / "out/**/**/*.*"), SourceAccess("local"))
+    assert [uri for uri, _ in found] == [
+        str(tmp_path / name) for name in ("out/a/b/x.json", "out/a/y.json", "out/z.json")
+    ]
 
 
 @pytest.mark.integration
