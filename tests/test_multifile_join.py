@@ -19,7 +19,8 @@ from tests.test_join_strategies import three_file_request
 from tests.test_split_join import nonzero, plan, writer_counts
 from transforms.buckets import bucket_of
 from transforms.merge import JoinTally, index_by_id, join_batches
-from transforms.range_settle import Rewrite, SideIndex, rewrite_winner, settle_bucket, streamed_files
+from transforms.range_settle import Rewrite, SideIndex, lose, rewrite_winner, settle_bucket, streamed_files
+from transforms.split_finish import ReadBackTasks
 from transforms.stream_join import Claim, stream_range
 from transforms.types import DeadLetter, Document, Locator
 
@@ -44,8 +45,11 @@ def random_files(rng: random.Random, keys: list[str]) -> list[Unit]:
             continue
         cuts = sorted(rng.sample(range(1, len(records) + 1), k=min(len(records), rng.randrange(0, 4))))
         bounds = [0, *dict.fromkeys(cuts), len(records)]
+        offsets = (
+            [0] + [r[1] if type(r) is tuple else r.origins[0].position for r in records[1:]] + [position + 1]
+        )
         units += [
-            (FileRange(uri, start, end), records[start:end])
+            (FileRange(uri, offsets[start], offsets[end]), records[start:end])
             for start, end in zip(bounds, bounds[1:], strict=False)
         ]
     return units
@@ -102,14 +106,18 @@ def units_join(units: list[Unit], side: list, join: str, rng: random.Random):
         ):
             {Document: first_writes, DeadLetter: dead, Rewrite: rewrites}[type(item)].append(item)
     second_writes = []
-    for rewrite in rewrites:
-        losers = [fields_at[at] for at in rewrite.losers]
-        document, letters, fixed = rewrite_winner(
-            rewrite, fields_at[rewrite.winner], losers, plan(join), 0, files
-        )
-        dead += letters
+    tasks = ReadBackTasks(0, files, [part for part, _ in units])
+    for (file, start), task in (keyed for rewrite in rewrites for keyed in tasks(rewrite)):
+        at = task.winner if type(task) is Rewrite else task.at
+        unit = next(part for part, _ in units if number[part.uri] == file and part.start == start)
+        assert any(type(r) is tuple and r[1] == at[1] for r in dict(units)[unit])  # read back from its unit
+        if type(task) is Rewrite:
+            document, fixed = rewrite_winner(task, fields_at[at], plan(join), 0, files)
+            second_writes += [document] if document else []
+        else:
+            letter, fixed = lose(task, fields_at[at], 0, files)
+            dead.append(letter)
         counts.update(fixed)
-        second_writes += [document] if document else []
     rng.shuffle(first_writes)  # units write in no set order
     index = {}
     for document in first_writes + second_writes:

@@ -17,7 +17,15 @@ from tests.test_join_strategies import three_file_request
 from transforms import counters
 from transforms.buckets import bucket_of
 from transforms.merge import JoinTally, index_by_id
-from transforms.range_settle import Rewrite, SideIndex, StreamedFile, rewrite_winner, settle_bucket
+from transforms.range_settle import (
+    Rewrite,
+    SideIndex,
+    StreamedFile,
+    lose,
+    losers_of,
+    rewrite_winner,
+    settle_bucket,
+)
 from transforms.stream_join import Claim, stream_join, stream_range
 from transforms.types import DeadLetter, Document, IngestPlan, Locator, SourcePlan
 
@@ -107,13 +115,13 @@ def split_join(streamed: list, side: list, join: str, boundaries: list[int], rng
             {Document: first_writes, DeadLetter: dead, Rewrite: rewrites}[type(item)].append(item)
     second_writes = []
     for rewrite in rewrites:
-        losers = [fields_at[at] for at in rewrite.losers]
-        document, letters, fixed = rewrite_winner(
-            rewrite, fields_at[rewrite.winner], losers, plan(join), 0, FILES
-        )
-        dead += letters
+        document, fixed = rewrite_winner(rewrite, fields_at[rewrite.winner], plan(join), 0, FILES)
         counts.update(fixed)
         second_writes += [document] if document else []
+        for loser in losers_of(rewrite, 0, FILES):
+            letter, lost = lose(loser, fields_at[loser.at], 0, FILES)
+            dead.append(letter)
+            counts.update(lost)
     rng.shuffle(first_writes)  # ranges write in no set order
     index = {}
     for document in first_writes + second_writes:
@@ -160,13 +168,14 @@ def test_a_key_first_met_in_two_ranges_is_rewritten_with_the_first_record():
     assert (rewrite.winner, rewrite.losers) == ((0, 10), ((0, 20),))
     duplicate = next(item for item in settled if type(item) is DeadLetter)
     assert duplicate.reason == f"duplicate _id 'k' in source[0]; the record at {URI} (byte 10) was kept"
-    document, letters, counts = rewrite_winner(
-        rewrite, {"embedding": [1.0]}, [{"embedding": [2.0]}], plan("outer"), 0, FILES
-    )
+    document, counts = rewrite_winner(rewrite, {"embedding": [1.0]}, plan("outer"), 0, FILES)
     assert document.fields == {"embedding": [1.0], "question": "q"}
-    assert [letter.origins for letter in letters] == [(Locator(0, URI, 20, True),)]
+    (loser,) = losers_of(rewrite, 0, FILES)
+    letter, lost = lose(loser, {"embedding": [2.0]}, 0, FILES)
+    assert letter.origins == (Locator(0, URI, 20, True),)
+    assert letter.reason == duplicate.reason  # the winner at byte 10 was kept
+    assert lost == {"duplicates": 1}
     assert counts == {
-        "duplicates": 1,
         "indexed": -2,
         "updated": -2,
         "accounted.source[0]": -2,

@@ -11,9 +11,9 @@ for every key, so the index, the dead letters and the counts come out the same:
   and the small sources' duplicates of it are dead-lettered here once;
 - later records of a key within one unit are duplicates of the first in the source;
 - a key first met in several units was written by each of them (in no set order): a `Rewrite`
-  says which record won and which lost. `rewrite_winner` then dead-letters the losers and
-  builds the winner's document again from its record read back, to be written after every
-  unit's writes, with the counts that make the extra writes not count.
+  says which record won and which lost. Each loser read back is dead-lettered (`lose`), and
+  `rewrite_winner` builds the winner's document again from its record read back, to be written
+  after every unit's writes, with the counts that make the extra writes not count.
 
 Records are ordered as the shuffle join orders them (`transforms.merge`: the first by locator
 wins): by file, in the order of the source's sorted file list (`StreamedFile`s, sorted by URI
@@ -134,28 +134,44 @@ def _settle_key(
         yield Rewrite(doc_id, firsts[0], tuple(firsts[1:]), side_grouped)
 
 
+class Loser(NamedTuple):
+    """A losing record of a `Rewrite` (`at`), to read back and dead-letter, and where the winner is."""
+
+    doc_id: str
+    at: At
+    kept: Locator
+
+
+def losers_of(rewrite: Rewrite, streamed: int, files: Sequence[StreamedFile]) -> list[Loser]:
+    kept = locator_at(streamed, files, rewrite.winner)
+    return [Loser(rewrite.doc_id, at, kept) for at in rewrite.losers]
+
+
+def lose(
+    loser: Loser, fields: dict[str, Any], streamed: int, files: Sequence[StreamedFile]
+) -> tuple[DeadLetter, dict[str, int]]:
+    """The dead letter of a losing record read back (`fields`), counted as a duplicate."""
+    duplicate = Projected(locator_at(streamed, files, loser.at), fields)
+    return duplicate_dead_letter(loser.doc_id, duplicate, loser.kept), {counters.DUPLICATES: 1}
+
+
 def rewrite_winner(
     rewrite: Rewrite,
     winner: dict[str, Any],
-    losers: Sequence[dict[str, Any]],
     plan: IngestPlan,
     streamed: int,
     files: Sequence[StreamedFile],
-) -> tuple[Document | None, list[DeadLetter], dict[str, int]]:
-    """The winner's document to write again (None when the join drops the key), the losers' dead
-    letters, and the counts: the duplicates, less what the writes of the key beyond the first
-    added (each losing range's document and this one, with the same sources)."""
+) -> tuple[Document | None, dict[str, int]]:
+    """The winner's document to write again from its record read back (None when the join drops
+    the key), and the counts that leave out what the writes of the key beyond the first added
+    (each losing unit's document and this one, with the same sources)."""
     kept = locator_at(streamed, files, rewrite.winner)
-    dead = [
-        duplicate_dead_letter(rewrite.doc_id, Projected(locator_at(streamed, files, at), fields), kept)
-        for at, fields in zip(rewrite.losers, losers, strict=True)
-    ]
     grouped = {**rewrite.side, streamed: [Projected(kept, winner)]}
     document = merge_key(rewrite.doc_id, grouped, len(plan.sources), plan.field_order, plan.join).document
-    counts = {counters.DUPLICATES: len(dead)}
+    counts: dict[str, int] = {}
     if document is not None:
         extra_writes = len(rewrite.losers) + 1
         counts[counters.INDEXED] = counts[counters.UPDATED] = -extra_writes
         for origin in document.origins:
             counts[counters.accounted_by_source(origin.source)] = -extra_writes
-    return document, dead, counts
+    return document, counts

@@ -66,9 +66,11 @@ class SourceReader:
             self._count(tally)
             yield from records
 
-    def fields_at(self, uri: str, positions: Collection[int], by_offset: bool) -> dict[int, dict[str, Any]]:
-        """The fields of the records of file `uri` at these byte offsets or lines, read again (not
-        counted: they were read once)."""
+    def fields_at(
+        self, uri: str, positions: Collection[int], by_offset: bool
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """`(position, fields)` of the records of file `uri` at these byte offsets or lines, read
+        again (not counted: they were read once), each as it is read."""
         return projected_at(self.source, self._access, uri, positions, by_offset)
 
     def _records_here(self, part: FileRange) -> Iterator[ProjectedRecord | DeadLetter]:

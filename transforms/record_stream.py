@@ -6,7 +6,7 @@ pipeline's process and `transforms.read_helper` in a helper process. It yields
 `(doc_id, position, fields)` for every usable record (position: the line in a whole file, the
 byte offset in a range) and a `DeadLetter` for the others, and keeps the counts in a `Tally`
 the caller hands to the Beam counters (`Tally.counts`). `projected_at` reads records again, by
-byte offset or line, without counting them.
+byte offset or line, without counting them, and yields each as it is read.
 """
 
 from __future__ import annotations
@@ -84,26 +84,24 @@ def projected_records(
 
 def projected_at(
     source: SourcePlan, access: SourceAccess, uri: str, positions: Collection[int], by_offset: bool
-) -> dict[int, dict[str, Any]]:
-    """The fields of the records of file `uri` at `positions`, projected again (records the read
-    step projected once already, so they project the same way): each read on its own by byte
-    offset (`by_offset`, a file read in ranges), or all in one pass by line (a file read whole)."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`(position, fields)` of the records of file `uri` at `positions`, projected again (records
+    the read step projected once already, so they project the same way), each as it is read: by
+    byte offset on its own (`by_offset`, a file read in ranges), or in one pass by line (a file read
+    whole), which stops at the last one."""
     wanted = set(positions)
-    found: dict[int, dict[str, Any]] = {}
     if by_offset:
         ranges = (FileRange(uri, offset, offset + 1) for offset in sorted(wanted))
         records = (record for part in ranges for record in read_records(part, access))
     else:
-        records = (
-            (line, payload) for line, payload in read_records(FileRange(uri), access) if line in wanted
-        )
+        records = read_records(FileRange(uri), access)
     for position, payload in records:
-        line_text = payload if isinstance(payload, bytes) else None
-        found.setdefault(position, project(source, parse_record(payload), line_text)[1])
-        if len(found) == len(wanted):
-            break
-    missing = wanted - found.keys()
-    if missing:
+        if position in wanted:
+            wanted.discard(position)
+            line_text = payload if isinstance(payload, bytes) else None
+            yield position, project(source, parse_record(payload), line_text)[1]
+            if not wanted:
+                break
+    if wanted:
         where = "byte" if by_offset else "line"
-        raise SourceError(f"{uri}: no record at {where} {min(missing)}")
-    return found
+        raise SourceError(f"{uri}: no record at {where} {min(wanted)}")

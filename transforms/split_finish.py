@@ -2,15 +2,19 @@
 
 `transforms.split_join.SplitBroadcastJoin` writes each unit's documents at once; settling the
 units' claims (`transforms.range_settle`) finds the keys first met in several units (`Rewrite`s)
-and the keys only the small sources have. `FinishSplitJoin` writes the latter, and for each
-`Rewrite` reads back its records, grouped by file so a file read whole (compressed, Parquet,
-small) is read once, by line, and a split file's records by byte offset; it dead-letters the
-losers and writes the winner again, once every unit's writes are done (a side input on the
-first write step's output orders it), with counts that leave the extra writes out.
+and the keys only the small sources have. `FinishSplitJoin` writes the latter, and reads back
+the records of each `Rewrite` with no record's fields ever shuffled or held together: each
+`Rewrite` becomes small tasks (the `Rewrite` itself for its winner, a `Loser` for each loser)
+grouped by the unit holding the record (a whole file, read once by line, or a byte range of a
+split file, its records read by byte offset, so the ranges are read back in parallel), and the
+read-back of a unit yields, as it meets each wanted record, the loser's dead letter or the
+winner's document, written again once every unit's writes are done (a side input on the first
+write step's output orders it), with counts that leave the extra writes out.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,58 +25,82 @@ from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.counters import CounterSet
-from transforms.range_settle import At, Rewrite, StreamedFile, rewrite_winner, streamed_files
+from transforms.range_settle import (
+    At,
+    Loser,
+    Rewrite,
+    StreamedFile,
+    lose,
+    losers_of,
+    rewrite_winner,
+    streamed_files,
+)
 from transforms.read import SourceReader
 from transforms.split_join import REWRITES, SETTLED_DEAD_LETTERS, SETTLED_DOCUMENTS
 from transforms.types import DEAD_LETTERS, IngestPlan, SourcePlan
 
-
-def _doc_id(rewrite: Rewrite) -> str:
-    return rewrite.doc_id
-
-
-def _wanted(rewrite: Rewrite) -> Iterator[tuple[int, tuple[str, int]]]:
-    """(file number, (doc_id, position)) of each record of a `Rewrite` to read back."""
-    for file, position in (rewrite.winner, *rewrite.losers):
-        yield file, (rewrite.doc_id, position)
+Task = Rewrite | Loser  # read back the record of a `Rewrite`'s winner, or of one of its losers
+UnitKey = tuple[int, int]  # (file number, start of the byte range holding the record; 0 when read whole)
 
 
-class _ReadBackFn(beam.DoFn):
-    """Reads back the records wanted from one file: (doc_id, ((file number, position), fields))."""
-
-    def __init__(self, streamed: SourcePlan, files: tuple[StreamedFile, ...], access: SourceAccess) -> None:
-        self._reader = SourceReader(streamed, access)
-        self._files = files
-
-    def process(self, element: tuple[int, Iterable[tuple[str, int]]]) -> Iterator[Any]:
-        file, wanted = element
-        id_at = {position: doc_id for doc_id, position in wanted}
-        uri, by_offset = self._files[file]
-        for position, fields in self._reader.fields_at(uri, id_at, by_offset).items():
-            yield id_at[position], ((file, position), fields)
+def _position(task: Task) -> int:
+    return task.winner[1] if type(task) is Rewrite else task.at[1]
 
 
-class _RewriteFn(beam.DoFn):
-    """A `Rewrite` with its records read back: the losers' dead letters, the winner's document."""
+class ReadBackTasks:
+    """A `Rewrite` -> its tasks, each keyed by the unit holding its record (picklable, for FlatMap)."""
 
-    def __init__(self, plan: IngestPlan, streamed: int, files: tuple[StreamedFile, ...]) -> None:
-        self._plan = plan
+    def __init__(self, streamed: int, files: tuple[StreamedFile, ...], parts: list[FileRange]) -> None:
         self._streamed = streamed
+        self._files = files
+        number = {file.uri: position for position, file in enumerate(files)}
+        starts: dict[int, list[int]] = {}
+        for part in parts:
+            if part.by_offset:
+                starts.setdefault(number[part.uri], []).append(part.start)
+        self._starts = {file: sorted(found) for file, found in starts.items()}
+
+    def __call__(self, rewrite: Rewrite) -> Iterator[tuple[UnitKey, Task]]:
+        yield self._unit_of(rewrite.winner), rewrite
+        for loser in losers_of(rewrite, self._streamed, self._files):
+            yield self._unit_of(loser.at), loser
+
+    def _unit_of(self, at: At) -> UnitKey:
+        file, position = at
+        starts = self._starts.get(file)
+        if starts is None:
+            return file, 0
+        return file, starts[bisect_right(starts, position) - 1]
+
+
+class ReadBackFn(beam.DoFn):
+    """The tasks of one unit -> each loser's dead letter and each winner's document, yielded as
+    its record is read back (one record's fields at a time)."""
+
+    def __init__(
+        self, plan: IngestPlan, streamed: SourcePlan, files: tuple[StreamedFile, ...], access: SourceAccess
+    ) -> None:
+        self._plan = plan
+        self._reader = SourceReader(streamed, access)
         self._files = files
         self._counters = CounterSet()
 
-    def process(self, element: tuple[str, dict[str, Iterable[Any]]], first_writes_done: int) -> Iterator[Any]:
-        _, found = element
-        fields_at: dict[At, dict[str, Any]] = dict(found["records"])
-        for rewrite in found["rewrite"]:
-            losers = [fields_at[at] for at in rewrite.losers]
-            document, dead, counts = rewrite_winner(
-                rewrite, fields_at[rewrite.winner], losers, self._plan, self._streamed, self._files
-            )
-            self._counters.add(counts)
-            yield from (TaggedOutput(DEAD_LETTERS, letter) for letter in dead)
-            if document is not None:
-                yield document
+    def process(self, element: tuple[UnitKey, Iterable[Task]], first_writes_done: int) -> Iterator[Any]:
+        (file, _), tasks = element
+        wanted = {_position(task): task for task in tasks}
+        uri, by_offset = self._files[file]
+        streamed = self._reader.source.index
+        for position, fields in self._reader.fields_at(uri, wanted, by_offset):
+            task = wanted.pop(position)
+            if type(task) is Rewrite:
+                document, counts = rewrite_winner(task, fields, self._plan, streamed, self._files)
+                self._counters.add(counts)
+                if document is not None:
+                    yield document
+            else:
+                letter, counts = lose(task, fields, streamed, self._files)
+                self._counters.add(counts)
+                yield TaggedOutput(DEAD_LETTERS, letter)
 
 
 class FinishSplitJoin(beam.PTransform):
@@ -91,26 +119,19 @@ class FinishSplitJoin(beam.PTransform):
     ) -> None:
         super().__init__()
         files = streamed_files(parts)
-        self._read_back_fn = _ReadBackFn(streamed, files, access)
-        self._rewrite_fn = _RewriteFn(plan, streamed.index, files)
+        self._tasks = ReadBackTasks(streamed.index, files, parts)
+        self._read_back_fn = ReadBackFn(plan, streamed, files, access)
         self._write = write
         self._first_writes = first_writes
 
     def expand(self, settled: dict[str, beam.PCollection]) -> tuple[beam.PCollection, ...]:
         done = self._first_writes | "FirstWritesDone" >> beam.combiners.Count.Globally()
-        rewrites = settled[REWRITES]
-        records = (
-            rewrites
-            | "WantedByFile" >> beam.FlatMap(_wanted)
-            | "GroupByFile" >> beam.GroupByKey()
-            | "ReadBack" >> beam.ParDo(self._read_back_fn)
-        )
-        keyed = rewrites | "RewriteById" >> beam.WithKeys(_doc_id)
         rewritten = (
-            {"rewrite": keyed, "records": records}
-            | "WithRecords" >> beam.CoGroupByKey()
-            | "RewriteWinners"
-            >> beam.ParDo(self._rewrite_fn, beam.pvalue.AsSingleton(done)).with_outputs(
+            settled[REWRITES]
+            | "ReadBackTasks" >> beam.FlatMap(self._tasks)
+            | "TasksByUnit" >> beam.GroupByKey()
+            | "ReadBack"
+            >> beam.ParDo(self._read_back_fn, beam.pvalue.AsSingleton(done)).with_outputs(
                 DEAD_LETTERS, main="documents"
             )
         )
