@@ -12,7 +12,8 @@ own process, timed by whole-run wall clock including start-up:
 `--join-strategy shuffle`, (c) multi_processing with 2 workers,
 (d) the limit (`benchmarks/limit.py`: orjson parse + serialize only), and (e) `mlbatch ingest`
 of the single-source file. Prints a table (docs/s, input MB/s, peak RSS of the process tree,
-ratio to the baseline and to the limit) and writes it as JSON. With `--repeat R` the
+ratio to the baseline and to the limit, and the start-up: seconds from a contender's process
+start to its first `_bulk` request at the sink) and writes it as JSON. With `--repeat R` the
 contenders run in R interleaved rounds and the table shows each one's median time (this
 machine's timings vary by a fifth from run to run). Every mlbatch and baseline run must
 deliver all N documents to the sink.
@@ -99,14 +100,14 @@ def generate(directory: Path, docs: int, seed: int = 11, dim: int = DIM) -> dict
     return paths
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB of the process tree), measured by `benchmarks.measure`."""
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB of the process tree, epoch start), measured by `benchmarks.measure`."""
     measured = [sys.executable, "-m", "benchmarks.measure", *command]
     result = subprocess.run(measured, capture_output=True, text=True, env=env, cwd=REPO)
     report = json.loads(result.stderr.strip().splitlines()[-1])
     if report["exit"] not in (0, 3):
         raise RuntimeError(f"{command[2:4]} failed ({report['exit']}): {result.stderr[-2000:]}")
-    return report["seconds"], report["peak_rss_mib"]
+    return report["seconds"], report["peak_rss_mib"], report["started_at"]
 
 
 def main() -> None:
@@ -154,14 +155,17 @@ def main() -> None:
         }
         chosen = {name: command for name, command in contenders.items() if name not in args.skip.split(",")}
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
+        startups: dict[str, list[float]] = {name: [] for name in chosen}
         try:
             for round_number in range(args.repeat):
                 for name, command in chosen.items():
-                    before = sink.documents
-                    wall, peak = timed(command, env)
+                    before, sink.first_bulk_at = sink.documents, None
+                    wall, peak, started_at = timed(command, env)
                     if name != "limit" and sink.documents - before != args.docs:
                         raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
                     runs[name].append((wall, peak))
+                    if sink.first_bulk_at is not None:  # process start to its first _bulk request
+                        startups[name].append(sink.first_bulk_at - started_at)
                     print(f"round {round_number + 1}: {name}: {wall:.1f} s", file=sys.stderr, flush=True)
         finally:
             sink.close()
@@ -176,6 +180,7 @@ def main() -> None:
                 "input_mb_per_s": round(input_mb / wall, 1),
                 "peak_rss_mib": round(max(peak for _, peak in measured)),
                 "runs_seconds": [round(seconds, 2) for seconds, _ in measured],
+                "first_bulk_s": round(statistics.median(startups[name]), 2) if startups[name] else None,
             }
         )
     by_name = {row["contender"]: row for row in rows}
@@ -185,11 +190,16 @@ def main() -> None:
                 row[f"vs_{reference}"] = round(row["docs_per_s"] / by_name[reference]["docs_per_s"], 2)
     rounds = f", median of {args.repeat} interleaved rounds" if args.repeat > 1 else ""
     print(f"{args.docs:,} documents, {input_mb:.0f} MB of 2-source input, {os.cpu_count()} cores{rounds}")
-    print(f"{'contender':<24}{'s':>8}{'docs/s':>10}{'MB/s':>8}{'peak RSS':>10}{'vs base':>9}{'vs limit':>10}")
+    print(
+        f"{'contender':<24}{'s':>8}{'docs/s':>10}{'MB/s':>8}{'peak RSS':>10}{'vs base':>9}{'vs limit':>10}"
+        f"{'1st bulk s':>12}"
+    )
     for row in rows:
+        first_bulk = "" if row["first_bulk_s"] is None else row["first_bulk_s"]
         print(
             f"{row['contender']:<24}{row['seconds']:>8}{row['docs_per_s']:>10,}{row['input_mb_per_s']:>8}"
             f"{row['peak_rss_mib']:>8} M{row.get('vs_baseline', ''):>9}{row.get('vs_limit', ''):>10}"
+            f"{first_bulk:>12}"
         )
     Path(args.json).write_text(
         json.dumps(

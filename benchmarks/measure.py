@@ -1,5 +1,8 @@
 """Run a command and report its wall time and the peak RSS of its process tree (one JSON line on stderr).
 
+The report also gives `started_at`, the epoch time the command was started, so a server that
+notes when the command first reached it can tell the command's start-up time.
+
 python -m benchmarks.measure COMMAND...
 
 The tree's RSS (the command and every process under it, e.g. mlbatch's read helpers) is
@@ -49,7 +52,7 @@ def tree_rss_mib(root: int) -> float:
 
 
 def main() -> int:
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     process = subprocess.Popen(sys.argv[1:])
     peak_tree = 0.0
     while process.poll() is None:
@@ -60,7 +63,12 @@ def main() -> int:
             continue
     wall = time.monotonic() - started
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    report = {"seconds": wall, "peak_rss_mib": max(peak_tree, largest), "exit": process.returncode}
+    report = {
+        "seconds": wall,
+        "peak_rss_mib": max(peak_tree, largest),
+        "exit": process.returncode,
+        "started_at": started_at,
+    }
     print(json.dumps(report), file=sys.stderr)
     return process.returncode
 

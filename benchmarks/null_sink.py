@@ -2,8 +2,9 @@
 
 Answers just enough of the REST API for `mlbatch ingest` (`GET /`, index exists / mapping /
 settings, `POST /{index}/_bulk` with one success item per action) so benchmarks and the
-runner-mode experiment measure our side of the wire only. `handle` is the one method a
-richer test server overrides (see `tests/fault_server.py`).
+runner-mode experiment measure our side of the wire only. `first_bulk_at` is the epoch time
+the first `_bulk` request arrived (set it to None before each run), for start-up times.
+`handle` is the one method a richer test server overrides (see `tests/fault_server.py`).
 
     python -m benchmarks.null_sink [--port N]   # prints its URL, serves until killed
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 from email.message import Message
 
 import orjson
@@ -37,6 +39,7 @@ class NullSink:
         self.documents = 0
         self.ids: set[str] = set()
         self.bodies = 0
+        self.first_bulk_at: float | None = None
         self.lock = threading.Lock()
         self._http = JsonHttpServer(self.handle, port)
         self.url = self._http.url
@@ -52,6 +55,8 @@ class NullSink:
                 for name, meta in action_lines(body)
             ]
             with self.lock:
+                if self.first_bulk_at is None:
+                    self.first_bulk_at = time.time()
                 self.documents += len(items)
                 self.bodies += 1
                 self.ids.update(next(iter(item.values()))["_id"] for item in items)

@@ -71,4 +71,6 @@ def test_ingest_benchmark_runs_every_contender_and_writes_its_table(tmp_path):
     }
     assert all(row["docs_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in rows.values())
     assert rows["baseline"]["vs_baseline"] == 1.0 and rows["limit"]["vs_limit"] == 1.0
+    assert rows["limit"]["first_bulk_s"] is None  # the limit writes nothing
+    assert all(row["first_bulk_s"] > 0 for name, row in rows.items() if name != "limit")
     assert "contender" in result.stdout
