@@ -9,6 +9,7 @@ server per test.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -80,3 +81,24 @@ def fault_servers() -> Iterator[Callable[..., FaultServer]]:
     yield start
     for running in started:
         running.close()
+
+
+class LoggedLines(logging.Filter):
+    """What the mlbatch logger logs (a filter on the logger: the CLI replaces its handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.lines.append(record.getMessage())
+        return True
+
+
+@pytest.fixture
+def logged() -> Iterator[LoggedLines]:
+    """The mlbatch logger's messages during the test."""
+    lines = LoggedLines()
+    logging.getLogger("mlbatch").addFilter(lines)
+    yield lines
+    logging.getLogger("mlbatch").removeFilter(lines)

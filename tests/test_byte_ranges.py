@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import random
 import re
 from collections.abc import Iterator
@@ -263,32 +262,12 @@ def test_a_split_s3_object_ingests_as_the_whole_object(s3, osmem_url, capsys, tm
     run_split_and_whole(capsys, tmp_path, osmem_url, "s3://split/out/part.jsonl", data, "700")
 
 
-class _LogLines(logging.Filter):
-    """The mlbatch logger's messages (a filter stays when the CLI replaces the logger's handlers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.lines.append(record.getMessage())
-        return True
-
-
-@pytest.fixture
-def mlbatch_log() -> Iterator[_LogLines]:
-    seen = _LogLines()
-    logging.getLogger("mlbatch").addFilter(seen)
-    yield seen
-    logging.getLogger("mlbatch").removeFilter(seen)
-
-
 @pytest.mark.integration
-def test_compressed_files_and_derived_ids_are_read_whole(osmem_url, capsys, tmp_path, mlbatch_log):
+def test_compressed_files_and_derived_ids_are_read_whole(osmem_url, capsys, tmp_path, logged):
     def ranges_logged() -> bool:
-        logged = any(re.search(r"read as \d+ byte ranges", line) for line in mlbatch_log.lines)
-        mlbatch_log.lines.clear()
-        return logged
+        found = any(re.search(r"read as \d+ byte ranges", line) for line in logged.lines)
+        logged.lines.clear()
+        return found
 
     lines = jsonl(sagemaker_lines(10, 4))
     (tmp_path / "out.jsonl.gz").write_bytes(gzip.compress(lines))

@@ -5,10 +5,8 @@ then real runs of the CLI, shuffle against auto, with a gzip file among the stre
 from __future__ import annotations
 
 import gzip
-import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -179,26 +177,6 @@ def normalized(record: dict, directory) -> list[tuple]:
         )
         for entry in dead_letters(record)
     )
-
-
-class LoggedLines(logging.Filter):
-    """What the CLI logs (a filter: the CLI replaces the logger's handlers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.lines.append(record.getMessage())
-        return True
-
-
-@pytest.fixture
-def logged() -> Iterator[LoggedLines]:
-    lines = LoggedLines()
-    logging.getLogger("mlbatch").addFilter(lines)
-    yield lines
-    logging.getLogger("mlbatch").removeFilter(lines)
 
 
 COMPARED = ("read", "keys", "incomplete", "duplicates", "join_dropped", "merged_records", "indexed", "dlq")
