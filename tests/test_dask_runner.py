@@ -141,6 +141,22 @@ class MarkSetups(beam.DoFn):
         Path(self._directory, f"{os.getpid()}-teardown-{uuid.uuid4().hex}").touch()
 
 
+class FailInSecondBundle(MarkSetups):
+    """Fails in the second bundle of a copy: one set up by an earlier bundle, taken from the pool."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._bundles = 0
+
+    def start_bundle(self) -> None:
+        self._bundles += 1
+
+    def process(self, element: object) -> Iterator[object]:
+        if self._bundles > 1:
+            raise ValueError("cannot take a second bundle")
+        yield element
+
+
 def stage_tasks(pipeline: beam.Pipeline, npartitions: int) -> dict[str, int]:
     """Tasks per fused stage of `pipeline`'s graph, by the stage's first step."""
     pipeline.replace_all(dask_overrides())
@@ -363,6 +379,17 @@ def test_create_and_reshuffle_spread_a_few_elements_over_the_workers(cluster, tm
 def test_a_worker_error_reaches_the_launcher_with_its_message(cluster):
     with pytest.raises(ValueError, match="cannot take 3"), dask_pipeline(cluster) as pipeline:
         pipeline | beam.Create([1, 2, 3]) | beam.Map(fail_on_three)
+
+
+@pytest.mark.integration
+def test_a_pooled_dofn_failing_its_bundle_reports_that_error_and_is_torn_down(cluster, tmp_path):
+    """A copy set up by an earlier bundle has no runner that set it up: tearing it down through
+    the failing bundle's runner raised AttributeError over the bundle's own error."""
+    failing = pytest.raises(ValueError, match="cannot take a second bundle")
+    with failing, dask_pipeline(cluster, "--dask_npartitions=8") as pipeline:
+        pipeline | beam.Create(range(8)) | beam.ParDo(FailInSecondBundle(str(tmp_path)))
+    marks = [name.split("-")[1] for name in runs(tmp_path)]
+    assert marks.count("teardown") >= 1
 
 
 @pytest.mark.integration

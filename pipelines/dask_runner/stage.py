@@ -14,6 +14,7 @@ so a task recomputed after its worker was lost replaces all its steps' counts at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -24,8 +25,10 @@ from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.utils.counters import CounterFactory
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.dask_runner.dofn_pool import POOL
+from pipelines.dask_runner.dofn_pool import POOL, tear_down
 from pipelines.dask_runner.specs import Output, Partition, StageSpec
+
+log = logging.getLogger("mlbatch")
 
 
 class StageResult(NamedTuple):
@@ -93,7 +96,12 @@ def run_stage(pickled_spec: bytes, elements: Partition, *side_values: Partition)
                 sampler.scoped_state(step.step, "process", metrics_container=container)
                 for step, container in zip(spec.steps, containers, strict=True)
             ]
-            _process(_runners(spec, states, outputs, side_values), states, elements, set_up)
+            try:
+                _process(_runners(spec, states, outputs, side_values), states, elements, set_up)
+            except BaseException:
+                if set_up:  # a copy an earlier bundle set up: its DoFns, never its runners, tear down
+                    tear_down(spec)
+                raise
         finally:
             statesampler.set_current_tracker(previous)
         set_up = True
@@ -136,8 +144,10 @@ def _runners(
 
 def _process(runners: list[DoFnRunner], states: list[Any], elements: Partition, set_up: bool) -> None:
     """Set up (unless `set_up`), start, process and finish every member's bundle in member
-    order; when anything fails, tear down the members set up and raise."""
-    ready: list[DoFnRunner] = list(runners) if set_up else []
+    order; when anything fails, tear down the members this call set up and raise the failure
+    (a teardown error is logged: teardown is best effort, and the bundle's error is the one to
+    report). DoFns set up by an earlier bundle are the caller's to tear down."""
+    ready: list[DoFnRunner] = []
     try:
         if not set_up:
             for runner in runners:
@@ -154,5 +164,8 @@ def _process(runners: list[DoFnRunner], states: list[Any], elements: Partition, 
                 runner.finish()
     except BaseException:
         for runner in reversed(ready):
-            runner.teardown()
+            try:
+                runner.teardown()
+            except Exception as error:  # noqa: BLE001 - best effort, as Beam's runners
+                log.warning("teardown after a failed bundle failed: %s", error)
         raise
