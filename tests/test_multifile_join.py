@@ -14,7 +14,7 @@ from connectors.byte_ranges import FileRange
 from tests.data import jsonl, knn_index_body, openai_batch_files
 from tests.ingest_helpers import dead_letters, indexed_documents, run_ingest
 from tests.test_join_strategies import three_file_request
-from tests.test_split_join import nonzero, plan, writer_counts
+from tests.test_split_join import final_index, nonzero, plan, writer_counts
 from transforms.buckets import bucket_of
 from transforms.merge import JoinTally, index_by_id, join_batches
 from transforms.range_settle import Rewrite, SideIndex, lose, rewrite_winner, settle_bucket, streamed_files
@@ -116,13 +116,7 @@ def units_join(units: list[Unit], side: list, join: str, rng: random.Random):
             letter, fixed = lose(task, fields_at[at], 0, files)
             dead.append(letter)
         counts.update(fixed)
-    rng.shuffle(first_writes)  # units write in no set order
-    index = {}
-    for document in first_writes + second_writes:
-        index[document.doc_id] = document
-    counts.update(tally.take_counts())
-    counts.update(writer_counts(first_writes + second_writes))
-    return index, sorted(map(repr, dead)), counts
+    return final_index(rng, first_writes, second_writes, tally, counts), sorted(map(repr, dead)), counts
 
 
 @pytest.mark.parametrize("join", ["outer", "inner"])

@@ -77,6 +77,18 @@ def writer_counts(documents: list[Document]) -> Counter:
     return counts
 
 
+def final_index(
+    rng, first_writes: list[Document], second_writes: list[Document], tally, counts: Counter
+) -> dict:
+    """The index after the units' first writes (in no set order) and the rewrites after them;
+    the join's and the writer's counts added to `counts`."""
+    rng.shuffle(first_writes)
+    index = {document.doc_id: document for document in first_writes + second_writes}
+    counts.update(tally.take_counts())
+    counts.update(writer_counts(first_writes + second_writes))
+    return index
+
+
 def nonzero(counts: Counter) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
@@ -122,13 +134,7 @@ def split_join(streamed: list, side: list, join: str, boundaries: list[int], rng
             letter, lost = lose(loser, fields_at[loser.at], 0, FILES)
             dead.append(letter)
             counts.update(lost)
-    rng.shuffle(first_writes)  # ranges write in no set order
-    index = {}
-    for document in first_writes + second_writes:
-        index[document.doc_id] = document
-    counts.update(tally.take_counts())
-    counts.update(writer_counts(first_writes + second_writes))
-    return index, sorted(map(repr, dead)), counts
+    return final_index(rng, first_writes, second_writes, tally, counts), sorted(map(repr, dead)), counts
 
 
 @pytest.mark.parametrize("join", ["outer", "inner"])
