@@ -78,7 +78,7 @@ class NullSink:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    sink = NullSink(parser.parse_args().port).start()
+    sink = NullSink(parser.parse_args().port)
     print(sink.url, flush=True)
     sink._http.serve_forever()
 

@@ -74,3 +74,30 @@ def test_ingest_benchmark_runs_every_contender_and_writes_its_table(tmp_path):
     assert rows["limit"]["first_bulk_s"] is None  # the limit writes nothing
     assert all(row["first_bulk_s"] > 0 for name, row in rows.items() if name != "limit")
     assert "contender" in result.stdout
+
+
+def test_the_null_sink_command_receives_large_bodies_intact():
+    """`python -m benchmarks.null_sink` once ran two serving loops; bodies of a few MB sent on
+    several connections at once arrived reordered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opensearchpy import OpenSearch
+
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.null_sink"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        client = OpenSearch([sink.stdout.readline().strip()], max_retries=0, timeout=30, maxsize=4)
+        vector = json.dumps([round(i / 7, 7) for i in range(384)])
+        body = "".join(f'{{"index":{{"_id":"d{i}"}}}}\n{{"embedding":{vector}}}\n' for i in range(300))
+
+        def ids_back(_: int) -> list[str]:
+            return [item["index"]["_id"] for item in client.bulk(body=body, index="bench")["items"]]
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ids_back, range(24)))
+        assert answers == [[f"d{i}" for i in range(300)]] * 24
+        client.close()
+    finally:
+        sink.kill()
+        sink.wait(timeout=10)

@@ -343,3 +343,23 @@ def test_deeply_nested_json_is_a_400_and_an_unknown_method_a_405(server):
     assert status == 400, answer
     status, answer = call(server.url, "FOO", "/")
     assert status == 405 and answer["error"]["type"] == "method_not_allowed_exception"
+
+
+def test_a_server_has_one_serving_loop(server):
+    """Two loops on one server read the same sockets and mix request bytes (the benchmark's null
+    sink did so when run as a command: large `_bulk` bodies arrived reordered)."""
+    refused: list[BaseException] = []
+
+    def second_loop() -> None:
+        try:
+            server.serve_forever()
+        except RuntimeError as error:
+            refused.append(error)
+
+    thread = threading.Thread(target=second_loop, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), "a second serving loop started"
+    assert "already being served" in str(refused[0])
+    status, _ = call(server.url, "GET", "/")
+    assert status == 200

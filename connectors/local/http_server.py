@@ -157,7 +157,7 @@ class JsonHttpServer:
         self._stopped = threading.Event()
         self._wake_lock = threading.Lock()
         self._serving = False
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def error_reply(self, status: int, kind: str, reason: str) -> Reply:
         """How this server shapes an error answer (OpenSearch's shape; services may override)."""
@@ -208,18 +208,26 @@ class JsonHttpServer:
 
     def start(self) -> Self:
         """Serve in a background thread; returns the server."""
-        self._serving = True
+        self._claim_loop()
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve in this thread until `close` (from another thread) or KeyboardInterrupt.
+        """Serve in this thread until `close` (from another thread) or KeyboardInterrupt."""
+        self._claim_loop()
+        self._loop()
 
-        Everything is closed here, in the serving thread, once the loop has stopped and the
+    def _claim_loop(self) -> None:
+        """One serving loop per server: two would read the same sockets and mix their bytes."""
+        with self._wake_lock:
+            if self._serving:
+                raise RuntimeError(f"{self.url} is already being served")
+            self._serving = True
+
+    def _loop(self) -> None:
+        """Everything is closed here, in the serving thread, once the loop has stopped and the
         handler threads are done: waitress's wake-up pipe is never closed under a thread
-        that may still write to it.
-        """
-        self._serving = True
+        that may still write to it."""
         try:
             while not self._stopping.is_set():
                 wasyncore.loop(
