@@ -5,7 +5,8 @@ the chosen runner (the project's own where it replaces Beam's: `pipelines.dask_r
 `--runner=DaskRunner`) and returns the job's counters. One source needs no shuffle; several are
 joined on `_id`, by a broadcast join (the large source streamed, one whole file or several
 units: files and byte ranges; the small sources in memory) or a CoGroupByKey shuffle join, as
-`pipelines.join_strategy` chose.
+`pipelines.join_strategy` chose. Documents reach the write step serialized already, in blocks
+(`transforms.encoded`), except the few a split join settles at the end.
 Rejected records from every step go to the dead-letter queue, written by a writer of that step's
 own, fused into the step (on Beam's runners and on the project's Dask runner), so they are
 written while the job runs and kept when it fails (see `transforms.dead_letters`).
@@ -30,6 +31,7 @@ from transforms.counters import job_counters
 from transforms.dead_letters import WriteDeadLetters, close_open_files
 from transforms.join import BroadcastJoin, CountDistinctBuckets, JoinSources
 from transforms.read import ReadSource
+from transforms.read_jobs import broadcast_job
 from transforms.split_finish import FinishSplitJoin
 from transforms.split_join import SplitBroadcastJoin
 from transforms.types import DEAD_LETTERS, IngestPlan
@@ -62,7 +64,12 @@ def build_pipeline(pipeline: beam.Pipeline, job: IngestJob) -> None:
         documents = _shuffle_join(pipeline, job, dead_letters)
     else:
         outputs = pipeline | "Read source[0]" >> ReadSource(
-            plan.sources[0], list(job.reads_by_source[0]), job.access, "documents", job.read_helper
+            plan.sources[0],
+            list(job.reads_by_source[0]),
+            job.access,
+            "documents",
+            job.read_helper,
+            job.write.action,
         )
         dead_letters.append(outputs[DEAD_LETTERS])
         documents = outputs.records
@@ -90,7 +97,7 @@ def _shuffle_join(pipeline: beam.Pipeline, job: IngestJob, dead_letters: list) -
         dead_letters.append(outputs[DEAD_LETTERS])
         buckets.append(outputs[BUCKETS])
     tuple(buckets) | "AllBuckets" >> beam.Flatten() | "CountDistinctBuckets" >> CountDistinctBuckets()
-    joined = projected | "Join" >> JoinSources(job.plan)
+    joined = projected | "Join" >> JoinSources(job.plan, job.write.action)
     dead_letters.append(joined[DEAD_LETTERS])
     return joined.documents
 
@@ -101,28 +108,29 @@ def _broadcast_join(
     """The joined documents, and for a streamed source read in several units (files, byte
     ranges) the outputs of settling its units for `FinishSplitJoin` (else None)."""
     streamed = job.plan.sources[job.join_strategy.streamed]
+    parts = job.reads_by_source[streamed.index]
+    if len(parts) == 1:
+        joined = pipeline | f"Join on source[{streamed.index}]" >> BroadcastJoin(
+            broadcast_job(job.plan, job.reads_by_source, streamed.index, job.access, job.write.action),
+            job.read_helper,
+        )
+        dead_letters.append(joined[DEAD_LETTERS])
+        return joined.documents, None
     side = []
-    for source, parts in zip(job.plan.sources, job.reads_by_source, strict=True):
+    for source, source_parts in zip(job.plan.sources, job.reads_by_source, strict=True):
         if source is streamed:
             continue
         outputs = pipeline | f"Read source[{source.index}]" >> ReadSource(
-            source, list(parts), job.access, "batches", job.read_helper
+            source, list(source_parts), job.access, "batches", job.read_helper
         )
         side.append(outputs.records)
         dead_letters.append(outputs[DEAD_LETTERS])
     side_batches = tuple(side) | "SideSources" >> beam.Flatten()
-    parts = job.reads_by_source[streamed.index]
-    if len(parts) > 1:
-        split = side_batches | f"Join on source[{streamed.index}]" >> SplitBroadcastJoin(
-            job.plan, streamed, list(parts), job.access, job.read_helper
-        )
-        dead_letters.append(split.pop(DEAD_LETTERS))
-        return split.pop("documents"), split
-    joined = side_batches | f"Join on source[{streamed.index}]" >> BroadcastJoin(
-        job.plan, streamed, parts[0], job.access, job.read_helper
+    split = side_batches | f"Join on source[{streamed.index}]" >> SplitBroadcastJoin(
+        job.plan, streamed, list(parts), job.access, job.read_helper, job.write.action
     )
-    dead_letters.append(joined[DEAD_LETTERS])
-    return joined.documents, None
+    dead_letters.append(split.pop(DEAD_LETTERS))
+    return split.pop("documents"), split
 
 
 def run_pipeline(job: IngestJob, beam_args: Sequence[str]) -> dict[str, int]:

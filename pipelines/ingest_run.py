@@ -177,8 +177,8 @@ def _run_task(
     read_helper = use_read_helper(options.read_helper, task.runner)
     try:
         if read_helper and task.runner.in_process:  # parse now, while Beam loads
-            for source, part in early_reads(checked.plan, checked.reads, checked.strategy):
-                HelperRead.start_early(source, access, part)
+            for job in early_reads(checked.plan, checked.reads, checked.strategy, access, options.action):
+                HelperRead.start_early(job)
         job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
     except counters.CountsUnknown as unknown:  # the run ended, but the runner cannot say what it did
         fields = report.counts_unknown_fields(

@@ -8,7 +8,8 @@ Beam loads.
 
 - `runner_choice(beam_args)`: the runner and the DirectRunner's mode;
 - `use_read_helper(choice, runner)`: whether large files are parsed in helper processes;
-- `early_reads(plan, files, strategy)`: the files whose helpers start before Beam loads;
+- `early_reads(plan, files, strategy, access, action)`: the read jobs whose helpers start
+  before Beam loads;
 - `beam_options(beam_args)`: the pipeline's options, the runner always named;
 - `pipeline_runner(choice)`: the project's own runner where it replaces Beam's (`DaskRunner`,
   by its short or Beam's dotted name: `pipelines.dask_runner`), the DirectRunner without its
@@ -30,8 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from connectors.byte_ranges import FileRange
+from connectors.sources import SourceAccess
 from pipelines.join_strategy import JoinStrategy, streamed_file
-from transforms.types import IngestPlan, SourcePlan
+from transforms.bulk_body import BulkAction
+from transforms.read_helper import ReadJob
+from transforms.read_jobs import DocumentsJob, ProjectJob, broadcast_job
+from transforms.types import IngestPlan
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -98,24 +103,31 @@ def use_read_helper(choice: ReadHelperChoice, runner: RunnerChoice, cores: int |
 
 
 def early_reads(
-    plan: IngestPlan, files: Sequence[Sequence[FileRange]], strategy: JoinStrategy
-) -> list[tuple[SourcePlan, FileRange]]:
-    """The files whose read helpers start before Beam loads: the streamed file and, for a
-    broadcast join, the small sources' files (read first, to be held in memory)."""
+    plan: IngestPlan,
+    files: Sequence[Sequence[FileRange]],
+    strategy: JoinStrategy,
+    access: SourceAccess,
+    action: BulkAction,
+) -> list[ReadJob]:
+    """The read jobs whose helpers start before Beam loads: a single source's documents from its
+    file, a broadcast join of one whole streamed file entire (the small sources included), or
+    for a streamed file read in ranges its first range and the small sources' files (read
+    first, to be held in memory)."""
     streamed = streamed_file(strategy, files)
     if streamed is None:
         return []
-    reads = [(plan.sources[streamed[0]], streamed[1])]
-    if strategy.name == "broadcast":
-        side = [
-            (source, uri)
-            for source in plan.sources
-            if source.index != streamed[0]
-            for uri in files[source.index]
-        ]
-        if len(side) <= EARLY_SIDE_FILES:
-            reads += side
-    return reads
+    index, part = streamed
+    if strategy.name == "none":
+        return [DocumentsJob(plan.sources[index], part, action, access)]
+    if len(files[index]) == 1:
+        return [broadcast_job(plan, files, index, access, action)]
+    side = [
+        ProjectJob(source, side_part, access)
+        for source in plan.sources
+        if source.index != index
+        for side_part in files[source.index]
+    ]
+    return [ProjectJob(plan.sources[index], part, access), *(side if len(side) <= EARLY_SIDE_FILES else [])]
 
 
 def beam_options(beam_args: Sequence[str]) -> PipelineOptions:

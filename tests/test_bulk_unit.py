@@ -44,7 +44,7 @@ def fill(buffer: BulkBuffer, documents: list[Document]) -> list[int]:
         encoded = encode_action(document)
         if buffer.would_overflow(encoded):
             sizes.append(len(buffer.take()[1]))
-        buffer.add(document, encoded)
+        buffer.add(document.doc_id, document.origins, encoded)
         if buffer.full:
             sizes.append(len(buffer.take()[1]))
     if len(buffer):

@@ -11,7 +11,7 @@ from connectors.opensearch.bulk_retry import DEFAULT_BULK_CONCURRENCY
 from connectors.opensearch.config import DEFAULT_TIMEOUT, ClusterError
 from connectors.opensearch.index import IndexInfo
 from connectors.retry import DEFAULT_MAX_RETRY_TIME
-from connectors.sources import SourceError
+from connectors.sources import SourceAccess, SourceError
 from pipelines.ingest_checks import numeric_fields_not_knn
 from pipelines.ingest_command import exit_code
 from pipelines.ingest_options import (
@@ -31,7 +31,10 @@ from pipelines.runner_choice import (
     use_read_helper,
 )
 from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE
+from transforms.read_jobs import BroadcastJob, DocumentsJob, ProjectJob
 from transforms.types import IngestPlan, SourcePlan
+
+LOCAL = SourceAccess("local")
 
 
 def parsed(*argv: str) -> IngestOptions:
@@ -105,23 +108,28 @@ def test_the_read_helper_needs_a_spare_core_unless_asked():
     assert not use_read_helper("off", direct, cores=8)
 
 
-def test_early_reads_are_the_streamed_file_and_few_small_source_files():
+def test_early_reads_are_the_whole_join_or_the_streamed_file_and_few_small_source_files():
     plan = plan_of(2)
     broadcast = JoinStrategy("broadcast", streamed=1)
     a, b, big = FileRange("a"), FileRange("b"), FileRange("big")
-    assert early_reads(plan, [[a, b], [big]], broadcast) == [
-        (plan.sources[1], big),
-        (plan.sources[0], a),
-        (plan.sources[0], b),
+
+    def early(files, strategy, source_plan=plan):
+        return early_reads(source_plan, files, strategy, LOCAL, "index")
+
+    assert early([[a, b], [big]], broadcast) == [BroadcastJob(plan, 1, big, ((0, (a, b)),), "index", LOCAL)]
+    assert early([[a], [b]], JoinStrategy("shuffle")) == []
+    only = FileRange("only")
+    assert early([[only]], JoinStrategy("none"), plan_of(1)) == [
+        DocumentsJob(plan_of(1).sources[0], only, "index", LOCAL)
+    ]
+    ranges = [FileRange("big", 0, 10), FileRange("big", 10, 20)]
+    assert early([[a], ranges], broadcast) == [
+        ProjectJob(plan.sources[1], ranges[0], LOCAL),
+        ProjectJob(plan.sources[0], a, LOCAL),
     ]
     many = [FileRange(f"f{n}") for n in range(EARLY_SIDE_FILES + 1)]
-    assert early_reads(plan, [many, [big]], broadcast) == [(plan.sources[1], big)]
-    assert early_reads(plan, [[a], [b]], JoinStrategy("shuffle")) == []
-    only = FileRange("only")
-    assert early_reads(plan_of(1), [[only]], JoinStrategy("none")) == [(plan_of(1).sources[0], only)]
-    ranges = [FileRange("big", 0, 10), FileRange("big", 10, 20)]
-    assert early_reads(plan, [[a], ranges], broadcast) == [(plan.sources[1], ranges[0]), (plan.sources[0], a)]
-    assert early_reads(plan_of(1), [[a, b]], JoinStrategy("none")) == []
+    assert early([many, ranges], broadcast) == [ProjectJob(plan.sources[1], ranges[0], LOCAL)]
+    assert early([[a, b]], JoinStrategy("none"), plan_of(1)) == []
 
 
 def test_the_root_cause_is_our_error_without_beam_wrapping():

@@ -12,6 +12,7 @@ from pipelines.request import parse_request
 from pipelines.runner_choice import runner_choice, use_read_helper
 from tests.data import jsonl, sagemaker_lines
 from transforms.read_helper import HelperRead
+from transforms.read_jobs import ProjectJob
 from transforms.record_stream import Tally, projected_records
 
 LOCAL = SourceAccess("local")
@@ -27,15 +28,14 @@ def source_plan(path: str):
 
 
 @pytest.mark.integration
-def test_the_helper_yields_what_in_process_reading_yields(tmp_path, monkeypatch):
-    monkeypatch.setattr("transforms.read_helper.FRAME_RECORDS", 3)
+def test_the_helper_yields_what_in_process_reading_yields(tmp_path):
     path = tmp_path / "mixed.jsonl"
     bad_vector = {"SageMakerOutput": [[1.0]], "content": ["short"], "id": 99}
     path.write_bytes(jsonl(sagemaker_lines(5, 4)) + b"{oops\n" + jsonl([bad_vector, {"content": ["no id"]}]))
     source = source_plan(str(path))
     here_tally = Tally()
     here = list(projected_records(source, LOCAL, FileRange(str(path)), here_tally))
-    frames = list(HelperRead(source, LOCAL, FileRange(str(path))).frames())
+    frames = list(HelperRead(ProjectJob(source, FileRange(str(path)), LOCAL)).frames())
     assert [record for records, _ in frames for record in records] == here
     assert sum(tally.read for _, tally in frames) == here_tally.read == 8
     assert sum(tally.invalid_vectors for _, tally in frames) == here_tally.invalid_vectors == 1
@@ -49,7 +49,7 @@ def test_an_unreadable_file_fails_with_the_in_process_message(tmp_path):
     with pytest.raises(SourceError) as here:
         list(projected_records(source, LOCAL, FileRange(str(path)), Tally()))
     with pytest.raises(SourceError) as helper:
-        list(HelperRead(source, LOCAL, FileRange(str(path))).frames())
+        list(HelperRead(ProjectJob(source, FileRange(str(path)), LOCAL)).frames())
     assert str(helper.value) == str(here.value) and str(path) in str(here.value)
 
 
@@ -58,12 +58,13 @@ def test_an_early_helper_is_handed_over_once_and_unclaimed_ones_are_stopped(tmp_
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(sagemaker_lines(2, 4)))
     source = source_plan(str(path))
-    HelperRead.start_early(source, LOCAL, FileRange(str(path)))
-    early = HelperRead._early[(source, FileRange(str(path)))]
-    assert HelperRead.for_file(source, LOCAL, FileRange(str(path))) is early
-    assert HelperRead.for_file(source, LOCAL, FileRange(str(path))) is not early
-    HelperRead.start_early(source, LOCAL, FileRange(str(path)))
-    unclaimed = HelperRead._early[(source, FileRange(str(path)))]
+    job = ProjectJob(source, FileRange(str(path)), LOCAL)
+    HelperRead.start_early(job)
+    early = HelperRead._early[job]
+    assert HelperRead.for_job(ProjectJob(source, FileRange(str(path)), SourceAccess("local"))) is early
+    assert HelperRead.for_job(job) is not early
+    HelperRead.start_early(job)
+    unclaimed = HelperRead._early[job]
     HelperRead.discard_early()
     assert unclaimed._process.poll() is not None and not HelperRead._early
 
@@ -85,4 +86,7 @@ def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_pat
     (tmp_path / "transforms" / "__init__.py").write_text("raise ImportError('not mlbatch')\n")
     monkeypatch.chdir(tmp_path)
     source = source_plan(str(path))
-    assert sum(tally.read for _, tally in HelperRead(source, LOCAL, FileRange(str(path))).frames()) == 3
+    assert (
+        sum(tally.read for _, tally in HelperRead(ProjectJob(source, FileRange(str(path)), LOCAL)).frames())
+        == 3
+    )

@@ -2,8 +2,10 @@
 
 `WriteToOpenSearch` wraps the pure parts: `transforms.bulk_body` (serialize each document
 once, cut bodies by documents and bytes) and `transforms.bulk_tally` (what a batch's answer
-did to its documents). `_BulkWriteFn` warns of vectors in fields the mapping does not declare
-`knn_vector` (the declared ones were checked at projection), buffers in `process`, sends full
+did to its documents). Its elements are `Document`s or, from the hot paths, `EncodedBlock`s of
+documents serialized already (`transforms.encoded`). `_BulkWriteFn` warns of vectors in
+fields the mapping does not declare `knn_vector` (the declared ones were checked at
+projection), buffers in `process`, sends full
 bodies on a small thread pool (`bulk_concurrency` in flight per worker) through
 `connectors.opensearch.bulk_retry.send_with_retries` (retries, and splits after a 413 or a
 whole-request 400; the body size a 413 taught is kept for the rest of the worker's bodies),
@@ -35,9 +37,17 @@ from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.mapping import KnnField
 from connectors.retry import RetryPolicy
 from transforms import progress
-from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE, BulkAction, BulkBuffer, encode_action
-from transforms.bulk_tally import document_dead_letter, tally_bulk_outcome
+from transforms.bulk_body import (
+    DEFAULT_BULK_BYTES,
+    DEFAULT_BULK_SIZE,
+    BulkAction,
+    BulkBuffer,
+    Sent,
+    encode_action,
+)
+from transforms.bulk_tally import tally_bulk_outcome
 from transforms.counters import CounterSet
+from transforms.encoded import EncodedBlock, action_fields, unencodable
 from transforms.types import DEAD_LETTERS, DeadLetter, Document
 from transforms.vectors import unmapped_vector_fields
 
@@ -77,34 +87,40 @@ class _BulkWriteFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._buffer = BulkBuffer(self._config.bulk_size, self._config.bulk_bytes)
-        self._in_flight: deque[tuple[list[Document], Future[BulkOutcome]]] = deque()
+        self._in_flight: deque[tuple[list[bytes], list[Sent], Future[BulkOutcome]]] = deque()
 
-    def _warn_unmapped_vectors(self, document: Document) -> None:
+    def _warn_unmapped_vectors(self, encoded: bytes) -> None:
         """Vectors of the first documents in fields the mapping does not declare `knn_vector`, once each.
 
         Fields it does declare were checked when their records were projected.
         """
         self._mapping_checks_left -= 1
-        for name in unmapped_vector_fields(document.fields, self._config.knn_fields):
+        for name in unmapped_vector_fields(action_fields(encoded), self._config.knn_fields):
             if name not in self._warned_fields:
                 self._warned_fields.add(name)
                 log.warning("field %r holds vectors but is not a knn_vector field in the index mapping", name)
 
-    def process(self, document: Document) -> Iterator[Any]:
-        if self._mapping_checks_left:
-            self._warn_unmapped_vectors(document)
-        try:
-            encoded = encode_action(document, self._config.action)
-        except TypeError as error:
-            yield TaggedOutput(DEAD_LETTERS, document_dead_letter(document, "validate", f"not JSON: {error}"))
-            return
+    def process(self, element: Document | EncodedBlock) -> Iterator[Any]:
+        if type(element) is EncodedBlock:
+            actions = zip(element.doc_ids, element.origins, element.actions, strict=True)
+        else:
+            try:
+                encoded = encode_action(element, self._config.action)
+                actions = iter([(element.doc_id, element.origins, encoded)])
+            except TypeError as error:
+                yield TaggedOutput(DEAD_LETTERS, unencodable(element, error))
+                return
         rejected: list[DeadLetter] = []
-        self._buffer.max_bytes = self._shared.max_bytes
-        if self._buffer.would_overflow(encoded):
-            rejected += self._submit()
-        self._buffer.add(document, encoded)
-        if self._buffer.full:
-            rejected += self._submit()
+        buffer = self._buffer
+        buffer.max_bytes = self._shared.max_bytes
+        for doc_id, origins, encoded in actions:
+            if self._mapping_checks_left:
+                self._warn_unmapped_vectors(encoded)
+            if buffer.would_overflow(encoded):
+                rejected += self._submit()
+            buffer.add(doc_id, origins, encoded)
+            if buffer.full:
+                rejected += self._submit()
         for dead in rejected:
             yield TaggedOutput(DEAD_LETTERS, dead)
 
@@ -122,7 +138,7 @@ class _BulkWriteFn(beam.DoFn):
             return rejected
         while len(self._in_flight) >= self._config.bulk_concurrency:
             rejected += self._collect_oldest()
-        chunks, documents = self._buffer.take()
+        chunks, sent = self._buffer.take()
         future = self._pool.submit(
             send_with_retries,
             chunks,
@@ -131,13 +147,13 @@ class _BulkWriteFn(beam.DoFn):
             sleep=self._shared.stop.wait,
             shared=self._shared,
         )
-        self._in_flight.append((documents, future))
+        self._in_flight.append((chunks, sent, future))
         return rejected
 
     def _collect_oldest(self) -> list[DeadLetter]:
-        documents, future = self._in_flight.popleft()
+        chunks, sent, future = self._in_flight.popleft()
         outcome = future.result()
-        tally = tally_bulk_outcome(documents, outcome, self._config.action, self._config.source_count)
+        tally = tally_bulk_outcome(sent, chunks, outcome, self._config.action, self._config.source_count)
         self._counters.add(tally.counts())
         progress.INDEXED.add(tally.indexed)
         self._report_body_limit()

@@ -1,7 +1,8 @@
 """Serialize documents into `_bulk` bodies (the **batch** step, pure: no Beam, no I/O).
 
 `encode_action` serializes one document once (action line + source line) and `BulkBuffer`
-cuts bodies by document count and bytes. `transforms.bulk.WriteToOpenSearch` sends them.
+cuts bodies by document count and bytes, keeping each action's id and origins for the tally
+(`transforms.bulk_tally`). `transforms.bulk.WriteToOpenSearch` sends them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Literal
 
 import orjson
 
-from transforms.types import Document
+from transforms.types import Document, Locator
 
 DEFAULT_BULK_SIZE = 500
 DEFAULT_BULK_BYTES = 10 * 1024 * 1024
 BulkAction = Literal["index", "create"]
+Sent = tuple[str | None, tuple[Locator, ...]]  # (document id, the records it came from) of one action
 
 
 @functools.cache
@@ -45,12 +47,12 @@ class BulkBuffer:
     def __init__(self, max_docs: int = DEFAULT_BULK_SIZE, max_bytes: int = DEFAULT_BULK_BYTES) -> None:
         self.max_docs = max_docs
         self.max_bytes = max_bytes
-        self.documents: list[Document] = []
+        self._sent: list[Sent] = []
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def add(self, document: Document, encoded: bytes) -> None:
-        self.documents.append(document)
+    def add(self, doc_id: str | None, origins: tuple[Locator, ...], encoded: bytes) -> None:
+        self._sent.append((doc_id, origins))
         self._chunks.append(encoded)
         self._size += len(encoded)
 
@@ -62,10 +64,10 @@ class BulkBuffer:
     def full(self) -> bool:
         return len(self._chunks) >= self.max_docs or self._size >= self.max_bytes
 
-    def take(self) -> tuple[list[bytes], list[Document]]:
-        chunks, documents = self._chunks, self.documents
-        self.documents, self._chunks, self._size = [], [], 0
-        return chunks, documents
+    def take(self) -> tuple[list[bytes], list[Sent]]:
+        chunks, sent = self._chunks, self._sent
+        self._sent, self._chunks, self._size = [], [], 0
+        return chunks, sent
 
     def __len__(self) -> int:
         return len(self._chunks)

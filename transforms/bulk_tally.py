@@ -1,9 +1,10 @@
 """What one `_bulk` batch did with its documents (the **write** step's tally, pure).
 
 `tally_bulk_outcome` reads a batch's `BulkOutcome` (after retries and splits) against the
-documents sent: which were written (and of those, how many the cluster updated rather than
-created), which a `create` found already there (409: skipped, not an error), and which were
-rejected, each as a `DeadLetter` with the cluster's reason. Written and skipped documents
+actions sent (with each one's document id and origins): which were written (and of those,
+how many the cluster updated rather than created), which a `create` found already there
+(409: skipped, not an error), and which were rejected, each as a `DeadLetter` with the
+cluster's reason and the document read back from its action. Written and skipped documents
 count as accounted for, per `source[N]` of their origins (see `pipelines.outcome`).
 `transforms.bulk._BulkWriteFn` adds `BulkTally.counts()` to the Beam counters.
 """
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 from connectors.opensearch.bulk_retry import BulkOutcome
 from transforms import counters
-from transforms.bulk_body import BulkAction
-from transforms.types import DeadLetter, Document
+from transforms.bulk_body import BulkAction, Sent
+from transforms.encoded import action_fields
+from transforms.types import DeadLetter, Locator
 
 
 @dataclass(frozen=True)
@@ -54,42 +56,43 @@ class BulkTally:
         return counts
 
 
-def document_dead_letter(document: Document, stage: str, reason: str) -> DeadLetter:
-    """A DeadLetter for a document the write step could not index, standing for all its origins."""
-    return DeadLetter(stage, reason, document.origins, {"_id": document.doc_id, **document.fields})
-
-
-def _account(accounted: list[int], document: Document) -> None:
-    for origin in document.origins:
+def _account(accounted: list[int], origins: tuple[Locator, ...]) -> None:
+    for origin in origins:
         accounted[origin.source] += 1
 
 
 def tally_bulk_outcome(
-    documents: Sequence[Document], outcome: BulkOutcome, action: BulkAction, source_count: int = 1
+    sent: Sequence[Sent],
+    actions: Sequence[bytes],
+    outcome: BulkOutcome,
+    action: BulkAction,
+    source_count: int = 1,
 ) -> BulkTally:
-    """The fate of `documents`, sent in this order, as `outcome` reports it (of `source_count` sources).
+    """The fate of the documents `sent` as `actions`, in this order, as `outcome` reports it (of
+    `source_count` sources).
 
     A document whose result came back was written; a failed `create` with 409 found its
     document already indexed (skipped); any other failure rejects the document.
     """
     indexed = updated = 0
     accounted = [0] * source_count
-    for document, item in zip(documents, outcome.results, strict=True):
+    for (_, origins), item in zip(sent, outcome.results, strict=True):
         if item is None:
             continue
         indexed += 1
         if next(iter(item.values())).get("result") == "updated":
             updated += 1
-        _account(accounted, document)
+        _account(accounted, origins)
     skipped = 0
     rejected: list[DeadLetter] = []
     for position, status, reason in outcome.failures:
-        document = documents[position]
+        doc_id, origins = sent[position]
         if action == "create" and status == 409:
             skipped += 1
-            _account(accounted, document)
+            _account(accounted, origins)
         else:
-            rejected.append(document_dead_letter(document, "bulk", reason))
+            document = {"_id": doc_id, **action_fields(actions[position])}
+            rejected.append(DeadLetter("bulk", reason, origins, document))
     return BulkTally(
         indexed, updated, skipped, rejected, accounted, outcome.requests, outcome.retries, outcome.splits
     )

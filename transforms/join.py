@@ -8,10 +8,11 @@ Two strategies around pure cores that give the same documents and counts on the 
   two groups is caught at the end of the run. Scales to any input size on a runner that spills
   its shuffle to disk.
 - `BroadcastJoin`, for one large single-file source (the embeddings) and small others (the
-  inputs): the small sources are a side input indexed by `_id` in memory, and the large
-  file streams through read -> project -> merge without a shuffle
-  (`transforms.stream_join.stream_join`). Keys found only in the small sources are merged
-  after the file's last record. A large source of several files, or a file split into byte
+  inputs): one step reads the small sources into memory by `_id` and streams the large file
+  through read -> project -> merge -> encode without a shuffle, handing the write step
+  blocks of encoded documents (`transforms.read_jobs.BroadcastJob`, in the read helper when
+  there is one). Keys found only in the small sources are merged after the file's last record.
+  A large source of several files, or a file split into byte
   ranges, is joined file by file and range by range on any worker instead
   (`transforms.split_join.SplitBroadcastJoin`).
 Incomplete keys (missing from some source) and keys dropped by an inner join are counted
@@ -21,28 +22,29 @@ the locator of the record that was kept (the first by file and position).
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.byte_ranges import FileRange
-from connectors.sources import SourceAccess
 from transforms import counters
+from transforms.block_coder import EncodedBlock
+from transforms.bulk_body import BulkAction
 from transforms.counters import CounterSet
-from transforms.merge import JoinTally, index_by_id, join_batches
-from transforms.read import SourceReader
-from transforms.stream_join import stream_join
-from transforms.types import DEAD_LETTERS, Document, IngestPlan, SourcePlan
-
-_FLUSH_EVERY = 1000  # keys: a counter update per key costs more than the merge
+from transforms.encoded import encoded_blocks
+from transforms.merge import JoinTally, join_batches
+from transforms.read import emitted
+from transforms.read_helper import run_job
+from transforms.read_jobs import BroadcastJob
+from transforms.types import DEAD_LETTERS, IngestPlan
 
 
 class _MergeFn(beam.DoFn):
-    def __init__(self, plan: IngestPlan) -> None:
+    def __init__(self, plan: IngestPlan, action: BulkAction) -> None:
         self._plan = plan
+        self._action = action
         self._counters = CounterSet()
         self._groups = counters.counter(counters.BUCKET_GROUPS)
 
@@ -52,8 +54,8 @@ class _MergeFn(beam.DoFn):
         tally = JoinTally()
         batches = (batch for source_batches in batches_by_source.values() for batch in source_batches)
         try:
-            for joined in join_batches(batches, self._plan, tally):
-                yield joined if type(joined) is Document else TaggedOutput(DEAD_LETTERS, joined)
+            for joined in encoded_blocks(join_batches(batches, self._plan, tally), self._action):
+                yield joined if type(joined) is EncodedBlock else TaggedOutput(DEAD_LETTERS, joined)
         finally:
             self._counters.add(tally.take_counts())
 
@@ -79,64 +81,54 @@ class CountDistinctBuckets(beam.PTransform):
 
 
 class JoinSources(beam.PTransform):
-    """{source index: bucketed record batches} -> merged Documents + dead letters."""
+    """{source index: bucketed record batches} -> merged documents, encoded for `action` in
+    blocks, + dead letters."""
 
-    def __init__(self, plan: IngestPlan) -> None:
+    def __init__(self, plan: IngestPlan, action: BulkAction = "index") -> None:
         super().__init__()
         self._plan = plan
+        self._action = action
 
     def expand(self, keyed_by_source: dict[int, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
         return (
             keyed_by_source
             | "GroupById" >> beam.CoGroupByKey()
-            | "Merge" >> beam.ParDo(_MergeFn(self._plan)).with_outputs(DEAD_LETTERS, main="documents")
+            | "Merge"
+            >> beam.ParDo(_MergeFn(self._plan, self._action))
+            .with_output_types(EncodedBlock)
+            .with_outputs(DEAD_LETTERS, main="documents")
         )
 
 
-class _StreamJoinFn(beam.DoFn):
-    def __init__(self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess, helper: bool) -> None:
-        self._plan = plan
-        self._reader = SourceReader(streamed, access, helper)
+class _BroadcastJoinFn(beam.DoFn):
+    def __init__(self, job: BroadcastJob, helper: bool) -> None:
+        self._job = job
+        self._helper = helper
         self._counters = CounterSet()
 
-    def process(self, part: FileRange, side_batches: Iterable[tuple[int, FileRange, bytes]]) -> Iterator[Any]:
-        records = self._reader.records(part)  # a helper process starts parsing while the side is indexed
-        side = index_by_id((source, read, pickle.loads(batch)) for source, read, batch in side_batches)
-        tally = JoinTally()
-        try:
-            for joined in stream_join(records, self._reader.source.index, part, side, self._plan, tally):
-                yield joined if type(joined) is Document else TaggedOutput(DEAD_LETTERS, joined)
-                if tally.keys >= _FLUSH_EVERY:
-                    self._counters.add(tally.take_counts())
-        finally:
-            self._counters.add(tally.take_counts())
+    def process(self, part: FileRange) -> Iterator[Any]:
+        return emitted(run_job(self._job, self._helper), self._counters)
 
 
 class BroadcastJoin(beam.PTransform):
-    """The streamed source's one file + the other sources' record batches -> merged Documents + dead letters.
+    """The streamed source's one file, joined with the other sources' files -> blocks of encoded
+    documents + dead letters.
 
     The file is a single element, so one worker reads it in order: its own duplicates are
     found as they come, and it alone knows which keys of the small sources it never saw.
     """
 
-    def __init__(
-        self,
-        plan: IngestPlan,
-        streamed: SourcePlan,
-        whole: FileRange,
-        access: SourceAccess,
-        helper: bool = False,
-    ) -> None:
+    def __init__(self, job: BroadcastJob, helper: bool = False) -> None:
         super().__init__()
-        self._whole = whole
-        self._join_fn = _StreamJoinFn(plan, streamed, access, helper)
+        self._job = job
+        self._join_fn = _BroadcastJoinFn(job, helper)
 
-    def expand(self, side_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         return (
-            side_batches.pipeline
-            | "StreamedFile" >> beam.Create([self._whole])
-            | "ReadProjectMerge"
-            >> beam.ParDo(self._join_fn, beam.pvalue.AsIter(side_batches)).with_outputs(
-                DEAD_LETTERS, main="documents"
-            )
+            begin
+            | "StreamedFile" >> beam.Create([self._job.part])
+            | "ReadProjectMergeEncode"
+            >> beam.ParDo(self._join_fn)
+            .with_output_types(EncodedBlock)
+            .with_outputs(DEAD_LETTERS, main="documents")
         )

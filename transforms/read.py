@@ -5,7 +5,8 @@ ranges of large ones (`connectors.byte_ranges.FileRange`), spreads them over wor
 for every record parses it, evaluates only that source's paths and drops the raw record
 (`SourceReader`, shared with the broadcast join's streamed source). Output, by `ReadOutput`,
 each shaped by its own DoFn:
-- `documents`: finished `Document`s, when the request has a single source (no shuffle);
+- `documents`: finished documents, encoded in `EncodedBlock`s, when the request has a single
+  source (no shuffle: `transforms.read_jobs.DocumentsJob`, in the read helper when there is one);
 - `buckets`: batches of records keyed by a hash bucket of their `_id` for the shuffle join
   (`transforms.buckets`: a few large elements through the shuffle instead of one per
   record), and each bucket number on the `buckets` output;
@@ -27,12 +28,15 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
-from transforms import progress
+from transforms import counters, progress
+from transforms.block_coder import EncodedBlock
 from transforms.buckets import BUCKETS, FLUSH_RECORDS, BucketBuffer
+from transforms.bulk_body import BulkAction
 from transforms.counters import CounterSet
-from transforms.read_helper import HelperRead
+from transforms.read_helper import HelperRead, run_job
+from transforms.read_jobs import DocumentsJob, Frame, ProjectJob
 from transforms.record_stream import Tally, projected_at, projected_records
-from transforms.types import DEAD_LETTERS, DeadLetter, Document, Locator, ProjectedRecord, SourcePlan
+from transforms.types import DEAD_LETTERS, DeadLetter, ProjectedRecord, SourcePlan
 
 ReadOutput = Literal["documents", "buckets", "batches"]
 _COUNT_EVERY = 1000
@@ -58,8 +62,12 @@ class SourceReader:
         A helper process starts at once, so it parses while the caller prepares.
         """
         if self._helper:
-            return self._counted(HelperRead.for_file(self.source, self._access, part).frames())
+            return self._counted(HelperRead.for_job(ProjectJob(self.source, part, self._access)).frames())
         return self._records_here(part)
+
+    def documents(self, part: FileRange, action: BulkAction) -> Iterator[Frame]:
+        """The frames of `part`'s documents, encoded for `action` (a single source's)."""
+        return run_job(DocumentsJob(self.source, part, action, self._access), self._helper)
 
     def _counted(self, frames: Iterator[tuple[list[Any], Tally]]) -> Iterator[ProjectedRecord | DeadLetter]:
         for records, tally in frames:
@@ -92,21 +100,29 @@ class SourceReader:
 class _ReadFn(beam.DoFn):
     """Reads a file or byte range with the source's `SourceReader`; each subclass shapes one output."""
 
-    def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool) -> None:
+    def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool, action: BulkAction) -> None:
         self._reader = SourceReader(source, access, helper)
+        self._action = action  # how documents are encoded (`index` or `create`)
+
+
+def emitted(frames: Iterator[Frame], counter_set: CounterSet) -> Iterator[Any]:
+    """The blocks of documents of `frames` (main output) and their dead letters, counted."""
+    for items, counts in frames:
+        for item in items:
+            yield item if type(item) is EncodedBlock else TaggedOutput(DEAD_LETTERS, item)
+        counter_set.add(counts)
+        progress.READ.add(counts.get(counters.READ, 0))
 
 
 class _ReadDocumentsFn(_ReadFn):
-    """Finished `Document`s: a single source has nothing to join."""
+    """Finished documents, encoded in blocks: a single source has nothing to join."""
+
+    def __init__(self, source: SourcePlan, access: SourceAccess, helper: bool, action: BulkAction) -> None:
+        super().__init__(source, access, helper, action)
+        self._counters = CounterSet()
 
     def process(self, part: FileRange) -> Iterator[Any]:
-        index, uri, by_offset = self._reader.source.index, part.uri, part.by_offset
-        for record in self._reader.records(part):
-            if isinstance(record, DeadLetter):
-                yield TaggedOutput(DEAD_LETTERS, record)
-                continue
-            doc_id, position, fields = record
-            yield Document(doc_id, fields, (Locator(index, uri, position, by_offset),))
+        return emitted(self._reader.documents(part, self._action), self._counters)
 
 
 class _ReadBucketsFn(_ReadFn):
@@ -165,15 +181,17 @@ class ReadSource(beam.PTransform):
         access: SourceAccess,
         output: ReadOutput,
         helper: bool = False,
+        action: BulkAction = "index",
     ) -> None:
         super().__init__()
         self._parts = parts
-        self._read_fn = _READ_FNS[output](source, access, helper)
+        self._read_fn = _READ_FNS[output](source, access, helper, action)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         files = begin | "Files" >> beam.Create(self._parts)
         if len(self._parts) > 1:
             files = files | "SpreadFiles" >> beam.Reshuffle()
-        return files | "ReadAndProject" >> beam.ParDo(self._read_fn).with_outputs(
-            DEAD_LETTERS, BUCKETS, main="records"
-        )
+        read = beam.ParDo(self._read_fn)
+        if isinstance(self._read_fn, _ReadDocumentsFn):
+            read = read.with_output_types(EncodedBlock)
+        return files | "ReadAndProject" >> read.with_outputs(DEAD_LETTERS, BUCKETS, main="records")

@@ -1,12 +1,12 @@
-"""Read and project one file in a helper process, so parsing runs beside the merge and the writes.
+"""Run a read job (`transforms.read_jobs`) in a helper process, so parsing runs beside the pipeline.
 
 The DirectRunner runs a pipeline on one thread, and parsing JSON is most of a record's cost.
-`HelperRead` starts `python -m transforms.read_helper`, sends it the source plan, the source
-access and the file (or byte range of a file, `connectors.byte_ranges.FileRange`) on stdin (so
-a credential never shows in the process list) and yields what the helper streams back on
-stdout, in file order: frames of up to `FRAME_RECORDS` projected records or DeadLetters, each
-with the counts to add to the Beam counters. The helper runs the same `projected_records` as
-in-process reading; a file it cannot read raises SourceError with the same message.
+`HelperRead` starts `python -m transforms.read_helper`, sends it the job (a file or byte range
+to project; for the hot paths, a single source's documents or a whole broadcast join, encoded)
+with the source access on stdin (so a credential never shows in the process list) and yields
+the job's frames as the helper streams them back on stdout, in order. The helper runs the same
+`frames()` as in-process reading (`run_job` picks one or the other); a file it cannot read
+raises SourceError with the same message.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from connectors.byte_ranges import FileRange
-from connectors.sources import SourceAccess, SourceError
-from transforms.record_stream import Tally, projected_records
-from transforms.types import DeadLetter, ProjectedRecord, SourcePlan
+from connectors.sources import SourceError
+from transforms.read_jobs import BroadcastJob, DocumentsJob, ProjectJob
 
-FRAME_RECORDS = 1000
+ReadJob = ProjectJob | DocumentsJob | BroadcastJob
 READ_AHEAD_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct("<Q")
 
@@ -103,15 +101,8 @@ def serve(job: BinaryIO, out: BinaryIO, read_ahead: int = READ_AHEAD_BYTES) -> N
     """The helper's side: read the job, stream frames, end with `end` or `error`."""
     outbox = _Outbox(out, read_ahead)
     try:
-        source, access, part = pickle.loads(job.read())
-        tally = Tally()
-        batch: list[Any] = []
-        for record in projected_records(source, access, part, tally):
-            batch.append(record)
-            if len(batch) >= FRAME_RECORDS:
-                outbox.put(("records", batch, tally.take()))
-                batch = []
-        outbox.put(("records", batch, tally.take()))
+        for frame in pickle.loads(job.read()).frames():
+            outbox.put(("frame", frame))
         outbox.put(("end",))
     except SourceError as error:
         outbox.put(("error", str(error)))
@@ -123,26 +114,31 @@ def serve(job: BinaryIO, out: BinaryIO, read_ahead: int = READ_AHEAD_BYTES) -> N
         outbox.close()
 
 
+def run_job(job: ReadJob, helper: bool) -> Iterator[Any]:
+    """The frames of `job`, from a helper process (`helper`) or computed in this one."""
+    return HelperRead.for_job(job).frames() if helper else job.frames()
+
+
 class HelperRead:
-    """A helper process reading one file or byte range, started at once; `frames` yields what it sends.
+    """A helper process running one read job, started at once; `frames` yields what it sends.
 
     The process is stopped when `frames` ends or is closed, or when this object is dropped
     unread (say, the caller failed before reading). `start_early` starts the helper of a
-    file the pipeline will read before the pipeline is even built; `for_file` hands it to
-    the step that reads that file when it runs in the same process (the DirectRunner), and
+    job the pipeline will run before the pipeline is even built; `for_job` hands it to
+    the step that runs that job when it runs in the same process (the DirectRunner), and
     starts a new one otherwise.
     """
 
-    _early: dict[tuple[SourcePlan, FileRange], HelperRead] = {}
+    _early: dict[ReadJob, HelperRead] = {}
 
     @classmethod
-    def start_early(cls, source: SourcePlan, access: SourceAccess, part: FileRange) -> None:
-        cls._early[(source, part)] = cls(source, access, part)
+    def start_early(cls, job: ReadJob) -> None:
+        cls._early[job] = cls(job)
 
     @classmethod
-    def for_file(cls, source: SourcePlan, access: SourceAccess, part: FileRange) -> HelperRead:
-        early = cls._early.pop((source, part), None)
-        return early if early is not None else cls(source, access, part)
+    def for_job(cls, job: ReadJob) -> HelperRead:
+        early = cls._early.pop(job, None)
+        return early if early is not None else cls(job)
 
     @classmethod
     def discard_early(cls) -> None:
@@ -150,8 +146,8 @@ class HelperRead:
         while cls._early:
             cls._early.popitem()[1]._stop()
 
-    def __init__(self, source: SourcePlan, access: SourceAccess, part: FileRange) -> None:
-        self._uri = part.uri
+    def __init__(self, job: ReadJob) -> None:
+        self._uri = job.part.uri
         self._process = subprocess.Popen(
             # -P: never import a `transforms` package from the user's working directory
             [sys.executable, "-P", "-m", "transforms.read_helper"],
@@ -161,13 +157,13 @@ class HelperRead:
         self._stop = weakref.finalize(self, _stop, self._process)
         assert self._process.stdin is not None
         try:
-            self._process.stdin.write(pickle.dumps((source, access, part), pickle.HIGHEST_PROTOCOL))
+            self._process.stdin.write(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
             self._process.stdin.close()
         except BrokenPipeError:  # the helper died at start; `frames` reports it as this file's failure
             pass
 
-    def frames(self) -> Iterator[tuple[list[ProjectedRecord | DeadLetter], Tally]]:
-        """(records, their counts) frames of the file, in order."""
+    def frames(self) -> Iterator[Any]:
+        """The job's frames, in order."""
         stream = self._process.stdout
         assert stream is not None
         try:
@@ -181,8 +177,7 @@ class HelperRead:
                     return
                 if kind == "error":
                     raise SourceError(rest[0])
-                records, tally = rest
-                yield records, tally
+                yield rest[0]
         finally:
             self._stop()
 

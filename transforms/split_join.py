@@ -39,8 +39,11 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.byte_ranges import FileRange
 from connectors.sources import SourceAccess
+from transforms.block_coder import EncodedBlock
 from transforms.buckets import BUCKETS_COUNT, BucketBuffer
+from transforms.bulk_body import BulkAction
 from transforms.counters import CounterSet
+from transforms.encoded import encoded_blocks
 from transforms.merge import JoinTally, index_by_id
 from transforms.range_settle import Rewrite, SideIndex, StreamedFile, settle_bucket, streamed_files
 from transforms.read import SourceReader
@@ -77,15 +80,22 @@ class _SharedSide:
 
 
 class _RangeJoinFn(beam.DoFn):
-    """One unit (file number, whole file or byte range): documents of its first records, the read
-    step's dead letters, bucketed claims."""
+    """One unit (file number, whole file or byte range): documents of its first records (encoded,
+    in blocks), the read step's dead letters, bucketed claims."""
 
     def __init__(
-        self, plan: IngestPlan, streamed: SourcePlan, access: SourceAccess, helper: bool, token: str
+        self,
+        plan: IngestPlan,
+        streamed: SourcePlan,
+        access: SourceAccess,
+        helper: bool,
+        token: str,
+        action: BulkAction,
     ) -> None:
         self._plan = plan
         self._reader = SourceReader(streamed, access, helper)
         self._token = token
+        self._action = action
 
     def process(
         self, unit: tuple[int, FileRange], side_batches: Iterable[tuple[int, FileRange, bytes]]
@@ -94,9 +104,10 @@ class _RangeJoinFn(beam.DoFn):
         records = self._reader.records(part)  # a helper process starts parsing while the side is indexed
         side = _SharedSide.index(self._token, side_batches).by_id
         claims = BucketBuffer()
-        for joined in stream_range(records, self._reader.source.index, file, part, side, self._plan):
+        joined_units = stream_range(records, self._reader.source.index, file, part, side, self._plan)
+        for joined in encoded_blocks(joined_units, self._action):
             kind = type(joined)
-            if kind is Document:
+            if kind is EncodedBlock:
                 yield joined
             elif kind is Claim:
                 claims.add_row(tuple(joined))
@@ -163,13 +174,14 @@ class SplitBroadcastJoin(beam.PTransform):
         parts: list[FileRange],
         access: SourceAccess,
         helper: bool = False,
+        action: BulkAction = "index",
     ) -> None:
         super().__init__()
         files = streamed_files(parts)
         number = {file.uri: position for position, file in enumerate(files)}
         self._units = [(number[part.uri], part) for part in parts]
         token = uuid.uuid4().hex
-        self._range_fn = _RangeJoinFn(plan, streamed, access, helper, token)
+        self._range_fn = _RangeJoinFn(plan, streamed, access, helper, token, action)
         self._settle_fn = _SettleFn(plan, streamed.index, files, token)
 
     def expand(self, side_batches: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -180,7 +192,9 @@ class SplitBroadcastJoin(beam.PTransform):
             | "Units" >> beam.Create(self._units)
             | "SpreadUnits" >> beam.Reshuffle()
             | "ReadProjectMerge"
-            >> beam.ParDo(self._range_fn, side).with_outputs(DEAD_LETTERS, CLAIMS, main="documents")
+            >> beam.ParDo(self._range_fn, side)
+            .with_output_types(EncodedBlock)
+            .with_outputs(DEAD_LETTERS, CLAIMS, main="documents")
         )
         every_bucket = pipeline | "EveryBucket" >> beam.Create(
             [(bucket, []) for bucket in range(BUCKETS_COUNT)]
