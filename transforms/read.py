@@ -108,10 +108,10 @@ class _ReadFn(beam.DoFn):
 def emitted(frames: Iterator[Frame], counter_set: CounterSet) -> Iterator[Any]:
     """The blocks of documents of `frames` (main output) and their dead letters, counted."""
     for items, counts in frames:
+        counter_set.add(counts)  # read before written: a run stopped midway shows both
+        progress.READ.add(counts.get(counters.READ, 0))
         for item in items:
             yield item if type(item) is EncodedBlock else TaggedOutput(DEAD_LETTERS, item)
-        counter_set.add(counts)
-        progress.READ.add(counts.get(counters.READ, 0))
 
 
 class _ReadDocumentsFn(_ReadFn):
