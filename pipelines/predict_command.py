@@ -17,16 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from connectors.batch_predict.batch_actions import with_remote_job_sources
-from connectors.batch_predict.connector import ConnectorError
-from connectors.batch_predict.job_calls import FINAL_STATES, redactor_for
-from connectors.batch_predict.job_status import service_status
-from connectors.batch_predict.launcher import Launcher, load_connector
-from connectors.batch_predict.remote_call import RemoteCallError
 from connectors.redact import RedactingFilter
 from connectors.task_store import TaskNotFound, TaskStore
 from pipelines.cli_common import (
@@ -42,6 +36,9 @@ from pipelines.cli_common import (
 )
 from pipelines.ingest_command import ingest
 from pipelines.ingest_options import IngestOptions, add_ingest_options
+
+if TYPE_CHECKING:
+    from connectors.batch_predict.launcher import Launcher
 
 
 def _parameters(text: str | None) -> dict[str, Any]:
@@ -99,6 +96,9 @@ def add_predict_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _wait(launcher: Launcher, args: argparse.Namespace) -> dict[str, Any]:
+    from connectors.batch_predict.job_calls import FINAL_STATES
+    from connectors.batch_predict.job_status import service_status
+
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     delay = args.interval
     while True:
@@ -134,6 +134,9 @@ def _ingest_request(path: str) -> dict[str, Any]:
 def _then_ingest(
     args: argparse.Namespace, options: IngestOptions, body: dict[str, Any], record: dict[str, Any]
 ) -> int:
+    from connectors.batch_predict.batch_actions import with_remote_job_sources
+    from connectors.batch_predict.connector import ConnectorError
+
     try:
         body = with_remote_job_sources(body, record.get("remote_job") or {})
     except ConnectorError as error:
@@ -144,6 +147,10 @@ def _then_ingest(
 
 def _install_redaction(launcher: Launcher, args: argparse.Namespace) -> None:
     """Mask the connector's secrets in every log line of this command."""
+    from connectors.batch_predict.connector import ConnectorError
+    from connectors.batch_predict.job_calls import redactor_for
+    from connectors.batch_predict.launcher import load_connector
+
     path = getattr(args, "connector", None)
     if path is None and getattr(args, "task_id", None):
         with contextlib.suppress(TaskNotFound, KeyError):
@@ -155,7 +162,13 @@ def _install_redaction(launcher: Launcher, args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace, ingest_options: IngestOptions | None) -> int:
-    """Run a `predict` command; `ingest_options` are those of `wait --then-ingest`."""
+    """Run a `predict` command; `ingest_options` are those of `wait --then-ingest`.
+
+    The connector modules load only here: `mlbatch ingest` builds this command's parser, not more."""
+    from connectors.batch_predict.connector import ConnectorError
+    from connectors.batch_predict.launcher import Launcher, load_connector
+    from connectors.batch_predict.remote_call import RemoteCallError
+
     launcher = Launcher(TaskStore(), partial_is_failure=getattr(args, "partial_is_failure", False))
     _install_redaction(launcher, args)
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +61,8 @@ def staged_beam_args(beam_args: Sequence[str], checkout: Path = CHECKOUT) -> tup
 
 def project_name(pyproject: Path) -> str | None:
     """The `[project] name` of a pyproject.toml, or None when there is no such file or name."""
+    import tomllib  # only remote runs read a pyproject.toml: not loaded on a local run's path
+
     try:
         return tomllib.loads(pyproject.read_text()).get("project", {}).get("name")
     except (OSError, tomllib.TOMLDecodeError):
@@ -75,6 +76,8 @@ def check_setup_file(setup_file: str) -> None:
         raise UsageError(f"--setup_file {setup_file}: no such file")
     if path.name != "pyproject.toml":
         return
+    import tomllib
+
     try:
         requires = tomllib.loads(path.read_text()).get("build-system", {}).get("requires", [])
     except tomllib.TOMLDecodeError as error:
