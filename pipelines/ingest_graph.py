@@ -22,6 +22,7 @@ import apache_beam as beam
 from connectors.byte_ranges import FileRange
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
+from pipelines.cli_common import paused_gc
 from pipelines.join_strategy import JoinStrategy
 from pipelines.runner_choice import beam_options, pipeline_runner, runner_choice
 from transforms import progress
@@ -138,9 +139,10 @@ def run_pipeline(job: IngestJob, beam_args: Sequence[str]) -> dict[str, int]:
 
     When the run fails or is interrupted, the dead-letter files of its unfinished bundles in
     this process are closed, so the records rejected so far are in the DLQ."""
-    runner = pipeline_runner(runner_choice(beam_args))
-    pipeline = beam.Pipeline(runner=runner, options=beam_options(beam_args))
-    build_pipeline(pipeline, job)
+    with paused_gc():
+        runner = pipeline_runner(runner_choice(beam_args))
+        pipeline = beam.Pipeline(runner=runner, options=beam_options(beam_args))
+        build_pipeline(pipeline, job)
     progress.restart_all()
     try:
         result = pipeline.run()

@@ -23,7 +23,7 @@ from connectors.redact import RedactingFilter, Redactor, credential_secrets, env
 from connectors.sources import SourceAccess
 from connectors.task_store import TaskStore, mlbatch_home
 from pipelines import report, task_lifecycle
-from pipelines.cli_common import UsageError, log, read_json
+from pipelines.cli_common import UsageError, log, paused_gc, read_json
 from pipelines.ingest_checks import CHECK_ERRORS, WORKER_ERRORS, CheckedRun, check_run, check_workers
 from pipelines.ingest_options import IngestOptions
 from pipelines.plan import compile_plan
@@ -208,8 +208,9 @@ def _run_pipeline(
     read_helper: bool,
 ) -> dict[str, int]:
     """Build the job, mark the task RUNNING, run the pipeline; return its counters."""
-    from pipelines.ingest_graph import IngestJob, run_pipeline  # loads Beam: only now
-    from transforms.bulk import OpenSearchWriteConfig
+    with paused_gc():
+        from pipelines.ingest_graph import IngestJob, run_pipeline  # loads Beam: only now
+        from transforms.bulk import OpenSearchWriteConfig
 
     plan = checked.plan
     with task.workers.handed_over(task.task_id) as handover:

@@ -29,7 +29,6 @@ from typing import IO, Any
 
 import apache_beam as beam
 import orjson
-import smart_open
 
 from connectors.redact import Redactor
 from connectors.sources import SourceAccess
@@ -99,6 +98,8 @@ class _WriteDeadLettersFn(beam.DoFn):
                 os.makedirs(self._directory, exist_ok=True)
             path = f"{self._directory}/{bundle_file_name(self._task_id, self._step, dead)}"
             params = {"client": self._access.s3_client()} if path.startswith("s3://") else {}
+            import smart_open  # loads boto3's stack: only when a dead letter is written
+
             self._stream = smart_open.open(path, "wb", transport_params=params)
             with _open_files_lock:
                 _open_files.add(self._stream)
