@@ -74,3 +74,20 @@ def test_projecting_with_the_raw_line_gives_the_parsed_values_on_random_records(
         assert fields["text"] == expected["text"]
         taken += fields["embedding"] != expected["embedding"]
     assert taken > 50  # the raw text was used for many of them (its spacing differs from orjson's)
+
+
+@pytest.mark.parametrize(
+    ("text", "nested", "taken"),
+    [
+        (b'{"v": [[1.5, 2], [3.0]], "id": 1}', True, b"[1.5, 2]"),
+        (b'{"v":[ \t[1.5,2]]}', True, b"[1.5,2]"),
+        (b'{"v": [1.5, [2.0]]}', True, None),  # the first element is not an array
+        (b'{"v": [[1.5, [2.0]]]}', True, None),  # not flat
+        (b'{"v": [[1.5]], "w": {"v": [[2.5]]}}', True, None),  # the key twice
+        (b'{"v": [[1.5]], "v" : 1}', True, None),  # an ambiguous occurrence after the vector
+        (b'{"v": [1.5], "w": "v", "x": {"v": 2}}', False, None),  # the key again after the vector
+        (b'{"w": "v", "v": [1.5], "x": ["v"]}', False, b"[1.5]"),  # other occurrences are not keys
+    ],
+)
+def test_a_vector_is_taken_only_when_the_key_is_a_key_once(text, nested, taken):
+    assert raw_vector(text, key_needle("v"), nested) == taken

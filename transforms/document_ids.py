@@ -24,6 +24,7 @@ from transforms.types import IngestPlan
 
 MAX_ID_BYTES = 512  # OpenSearch refuses a whole _bulk request holding a longer _id
 _SHOWN_ID_CHARS = 80
+_SURELY_SHORT_CHARS = MAX_ID_BYTES // 4  # a string of no more characters has no more bytes in UTF-8
 
 
 class DocumentIdError(ValueError):
@@ -32,6 +33,10 @@ class DocumentIdError(ValueError):
 
 def document_id(value: Any, expression: str) -> str:
     """The `_id` value as the document id string (numbers are stringified, as OpenSearch does)."""
+    if value.__class__ is str and 0 < len(value) <= _SURELY_SHORT_CHARS:
+        return value
+    if value.__class__ is int and len(text := str(value)) <= MAX_ID_BYTES:
+        return text
     if value is MISSING or value is None:
         raise DocumentIdError(f"missing _id: {expression} matched nothing")
     if isinstance(value, bool | dict | list):

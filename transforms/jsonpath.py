@@ -74,18 +74,6 @@ def simple_steps(expression: str) -> tuple[str | int, ...] | None:
     return tuple(steps)
 
 
-def _walk(record: Any, steps: tuple[str | int, ...]) -> Any:
-    value = record
-    try:
-        for step in steps:
-            if step.__class__ is int and value.__class__ is not list:
-                return MISSING
-            value = value[step]
-    except (KeyError, IndexError, TypeError):
-        return MISSING
-    return value
-
-
 def _is_definite(node: Any) -> bool:
     if isinstance(node, Root):
         return True
@@ -108,10 +96,20 @@ class CompiledPath:
     _definite: bool = field(default=True, compare=False, repr=False)
 
     def evaluate(self, record: Any) -> Any:
-        """The value at this path in `record`, or MISSING."""
-        if self.steps is not None:
-            return _walk(record, self.steps)
-        return self.evaluate_with_jsonpath_ng(record)
+        """The value at this path in `record`, or MISSING (a simple path is walked here, in one call:
+        it is evaluated for every field of every record)."""
+        steps = self.steps
+        if steps is None:
+            return self.evaluate_with_jsonpath_ng(record)
+        value = record
+        try:
+            for step in steps:
+                if step.__class__ is int and value.__class__ is not list:
+                    return MISSING
+                value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return MISSING
+        return value
 
     def evaluate_with_jsonpath_ng(self, record: Any) -> Any:
         """The same answer as `evaluate`, always through jsonpath-ng (used to cross-check)."""

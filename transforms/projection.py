@@ -6,8 +6,9 @@ record can have (not JSON, not an object, no usable `_id`, a value that is not J
 `RecordError` with the stage and a reason for the dead-letter queue, as does a value of a
 `knn_vector` field that is not a vector of the index mapping's dimension; list and object values
 leave as their JSON bytes (see `to_wire`), vectors as their text in the raw line when that is
-unambiguous (`transforms.vectors.raw_vector`); paths that match nothing are reported back
-so they can be counted, but do not reject the record.
+unambiguous (`transforms.vectors.raw_vector`, found by the path's last key, or by the key before
+a last `[0]`); paths that match nothing are reported back so they can be counted, but do not
+reject the record.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
 from transforms.types import FieldSpec, SourcePlan
-from transforms.vectors import numbers_only, raw_vector, vector_problem
+from transforms.vectors import key_needle, numbers_only, raw_vector, vector_problem
 
 
 class RecordError(ValueError):
@@ -68,13 +69,22 @@ def project(
         if value is MISSING:
             unmatched.append(spec.name)
             continue
-        raw = None
-        if line is not None and spec.needle is not None and _is_vector(value):
-            raw = raw_vector(line, spec.needle)
+        raw = _raw_vector_of(line, spec) if line is not None and _is_vector(value) else None
         fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
         if spec.knn_vector and value is not None:
             check_vector(spec, value, wire, flat_numbers=raw is not None)
     return doc_id, fields, unmatched
+
+
+def _raw_vector_of(line: bytes, spec: FieldSpec) -> bytes | None:
+    """The vector at `spec`'s path as written in `line`: found by the path's last key, or by the
+    key before a last `[0]` (SageMaker's `$.SageMakerOutput[0]`), or None."""
+    if spec.needle is not None:
+        return raw_vector(line, spec.needle)
+    steps = spec.path.steps
+    if steps and len(steps) > 1 and steps[-1] == 0 and steps[-2].__class__ is str:
+        return raw_vector(line, key_needle(steps[-2]), nested=True)
+    return None
 
 
 def _checked_id(value: Any, expression: str) -> str:

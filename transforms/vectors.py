@@ -10,6 +10,7 @@ reported so the user can fix the mapping.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -58,44 +59,70 @@ def vector_problem(value: Any, dimension: int | None, data_type: str = "float") 
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def key_needle(key: str) -> bytes:
     """How an object key `key` is written in JSON, quoted, as raw bytes (`b'"embedding"'`)."""
     return orjson.dumps(key)
 
 
-def raw_vector(line: bytes, needle: bytes) -> bytes | None:
+def raw_vector(line: bytes, needle: bytes, nested: bool = False) -> bytes | None:
     """The raw JSON text of the flat array of numbers that is the value of key `needle` in the
-    JSON object `line`, or None when that cannot be told for sure from the text alone.
+    JSON object `line` (with `nested`: the first element of that value, itself an array, as for
+    SageMaker's `$.SageMakerOutput[0]`), or None when that cannot be told for sure from the text.
 
     Taking a vector's text as it is skips formatting its floats again, most of the cost of
     projecting an embedding. It is only taken when it cannot be another value: the line has
     no escapes (so every key is spelled as written), the key appears exactly once as a key,
-    written directly before its colon, and the text up to the first `]` is a flat array of
-    numbers. The caller has parsed the line and found an array at the key's path whose first
-    element is a float; the slice is checked to hold only numbers.
+    written directly before its colon (an occurrence followed by whitespace is ambiguous), only
+    whitespace comes between the colon and `[` (and, `nested`, between the two `[`), and the text
+    up to the first `]` is a flat array of numbers. The caller has parsed the line and found an
+    array at the key's path whose first element is a float; the slice is checked to hold only
+    numbers, so no other occurrence of the key (a quoted string) can start inside it: the key
+    is looked for again only after it.
     """
     if b"\\" in line:
         return None
-    value_at = -1
+    size = len(needle)
     position = line.find(needle)
+    while True:
+        if position < 0:
+            return None
+        after = position + size
+        follower = line[after : after + 1]
+        if follower == b":":
+            break
+        if follower.isspace():
+            return None
+        position = line.find(needle, after)
+    value_at = after + 1
+    start = _array_at(line, value_at)
+    if start >= 0 and nested:
+        start = _array_at(line, start + 1)
+    end = line.find(b"]", start) if start >= 0 else -1
+    if end < 0:
+        return None
+    text = line[start : end + 1]
+    if not numbers_only(text) or _key_after(line, needle, end + 1):
+        return None
+    return text
+
+
+def _array_at(line: bytes, position: int) -> int:
+    """The index of the `[` at `position` or after nothing but whitespace, or -1."""
+    start = line.find(b"[", position)
+    return -1 if start < 0 or line[position:start].strip() else start
+
+
+def _key_after(line: bytes, needle: bytes, position: int) -> bool:
+    """Whether `needle` occurs from `position` on as a key or ambiguously (followed by whitespace)."""
+    position = line.find(needle, position)
     while position >= 0:
         after = position + len(needle)
         follower = line[after : after + 1]
-        if follower == b":":
-            if value_at >= 0:
-                return None
-            value_at = after + 1
-        elif follower.isspace():
-            return None
+        if follower == b":" or follower.isspace():
+            return True
         position = line.find(needle, after)
-    if value_at < 0:
-        return None
-    start = line.find(b"[", value_at)
-    end = line.find(b"]", start)
-    if start < 0 or end < 0 or line[value_at:start].strip():
-        return None
-    text = line[start : end + 1]
-    return text if numbers_only(text) else None
+    return False
 
 
 def numbers_only(text: bytes) -> bool:
