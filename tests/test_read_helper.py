@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from connectors.byte_ranges import FileRange
@@ -12,10 +19,11 @@ from pipelines.request import parse_request
 from pipelines.runner_choice import runner_choice, use_read_helper
 from tests.data import jsonl, sagemaker_lines
 from transforms.read_helper import HelperRead
-from transforms.read_jobs import ProjectJob
+from transforms.read_jobs import ProjectJob, framed
 from transforms.record_stream import Tally, projected_records
 
 LOCAL = SourceAccess("local")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def source_plan(path: str):
@@ -90,3 +98,48 @@ def test_a_transforms_package_in_the_working_directory_is_not_the_helper(tmp_pat
         sum(tally.read for _, tally in HelperRead(ProjectJob(source, FileRange(str(path)), LOCAL)).frames())
         == 3
     )
+
+
+@pytest.mark.integration
+def test_a_helper_whose_pipeline_is_killed_exits_even_while_it_sends_nothing():
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tests.slow_job"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        helper = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while running(helper) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(helper)
+    finally:
+        parent.kill()
+        if running(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its new parent to reap it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_failing_job_hands_over_the_frame_it_had_before_its_error():
+    def failing():
+        yield "a"
+        yield "b"
+        raise SourceError("f: broken")
+
+    taken = iter(range(1, 10))
+    frames = framed(failing(), lambda: {"read": next(taken)})
+    assert next(frames) == (["a", "b"], {"read": 1})
+    with pytest.raises(SourceError, match="broken"):
+        next(frames)

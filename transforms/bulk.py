@@ -111,11 +111,11 @@ class _BulkWriteFn(beam.DoFn):
                 yield TaggedOutput(DEAD_LETTERS, unencodable(element, error))
                 return
         rejected: list[DeadLetter] = []
-        buffer = self._buffer
-        buffer.max_bytes = self._shared.max_bytes
+        buffer, shared = self._buffer, self._shared
         for doc_id, origins, encoded in actions:
             if self._mapping_checks_left:
                 self._warn_unmapped_vectors(encoded)
+            buffer.max_bytes = shared.max_bytes  # a 413 answer to an earlier body may have lowered it
             if buffer.would_overflow(encoded):
                 rejected += self._submit()
             buffer.add(doc_id, origins, encoded)

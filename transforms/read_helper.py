@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from transforms.read_jobs import BroadcastJob, DocumentsJob, ProjectJob
 
 ReadJob = ProjectJob | DocumentsJob | BroadcastJob
 READ_AHEAD_BYTES = 256 * 1024 * 1024
+ORPHAN_CHECK_SECONDS = 0.5
 _HEADER = struct.Struct("<Q")
 
 
@@ -150,7 +152,7 @@ class HelperRead:
         self._uri = job.part.uri
         self._process = subprocess.Popen(
             # -P: never import a `transforms` package from the user's working directory
-            [sys.executable, "-P", "-m", "transforms.read_helper"],
+            [sys.executable, "-P", "-m", "transforms.read_helper", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -192,10 +194,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
                 stream.close()
 
 
+def _exit_when_orphaned(parent: int, every: float = ORPHAN_CHECK_SECONDS) -> None:
+    """Exit as soon as the pipeline's process is gone (killed with SIGKILL, say), even while the
+    job writes nothing (reading the small sources of a broadcast join)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
 def main() -> None:
-    """The helper process: frames go to the original stdout, anything printed goes to stderr,
-    and Ctrl-C is left to the pipeline, which stops the helper."""
+    """The helper process (`python -m transforms.read_helper PIPELINE_PID`): frames go to the
+    original stdout, anything printed goes to stderr, Ctrl-C is left to the pipeline, which stops
+    the helper, and the helper ends with the pipeline's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = int(sys.argv[1])  # given, not read: the pipeline may be gone before this runs
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     serve(sys.stdin.buffer, frames)

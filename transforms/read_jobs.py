@@ -151,11 +151,16 @@ def add_counts(one: dict[str, int], other: dict[str, int]) -> dict[str, int]:
 
 def framed(items: Iterable[Any], counts: Callable[[], dict[str, int]]) -> Iterator[Frame]:
     """`items` cut into frames, one after each `EncodedBlock` (or `FRAME_RECORDS` other items),
-    each with `counts()` taken after its last item."""
+    each with `counts()` taken after its last item; when `items` fails, the frame so far comes
+    before the error."""
     frame: list[Any] = []
-    for item in items:
-        frame.append(item)
-        if type(item) is EncodedBlock or len(frame) >= FRAME_RECORDS:
-            yield frame, counts()
-            frame = []
+    try:
+        for item in items:
+            frame.append(item)
+            if type(item) is EncodedBlock or len(frame) >= FRAME_RECORDS:
+                yield frame, counts()
+                frame = []
+    except Exception:  # a file failed midway: what was read and rejected so far still counts
+        yield frame, counts()
+        raise
     yield frame, counts()
