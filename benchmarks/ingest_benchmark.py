@@ -12,8 +12,9 @@ own process, timed by whole-run wall clock including start-up:
 `--join-strategy shuffle`, (c) multi_processing with 2 workers,
 (d) the limit (`benchmarks/limit.py`: orjson parse + serialize only), and (e) `mlbatch ingest`
 of the single-source file. Prints a table (docs/s, input MB/s, peak RSS of the process tree,
-ratio to the baseline and to the limit, and the start-up: seconds from a contender's process
-start to its first `_bulk` request at the sink) and writes it as JSON. With `--repeat R` the
+ratio to the baseline and to the limit, the start-up: seconds from a contender's process
+start to its first `_bulk` request at the sink, and its worst round against the baseline of the
+same round) and writes it as JSON. With `--repeat R` the
 contenders run in R interleaved rounds and the table shows each one's median time (this
 machine's timings vary by a fifth from run to run). Every mlbatch and baseline run must
 deliver all N documents to the sink.
@@ -188,18 +189,21 @@ def main() -> None:
         for reference in ("baseline", "limit"):
             if reference in by_name:
                 row[f"vs_{reference}"] = round(row["docs_per_s"] / by_name[reference]["docs_per_s"], 2)
+        if "baseline" in by_name:  # each round against the baseline of the same round
+            pairs = zip(by_name["baseline"]["runs_seconds"], row["runs_seconds"], strict=True)
+            row["rounds_vs_baseline"] = [round(baseline / seconds, 2) for baseline, seconds in pairs]
     rounds = f", median of {args.repeat} interleaved rounds" if args.repeat > 1 else ""
     print(f"{args.docs:,} documents, {input_mb:.0f} MB of 2-source input, {os.cpu_count()} cores{rounds}")
     print(
         f"{'contender':<24}{'s':>8}{'docs/s':>10}{'MB/s':>8}{'peak RSS':>10}{'vs base':>9}{'vs limit':>10}"
-        f"{'1st bulk s':>12}"
+        f"{'1st bulk s':>12}{'worst round':>13}"
     )
     for row in rows:
         first_bulk = "" if row["first_bulk_s"] is None else row["first_bulk_s"]
         print(
             f"{row['contender']:<24}{row['seconds']:>8}{row['docs_per_s']:>10,}{row['input_mb_per_s']:>8}"
             f"{row['peak_rss_mib']:>8} M{row.get('vs_baseline', ''):>9}{row.get('vs_limit', ''):>10}"
-            f"{first_bulk:>12}"
+            f"{first_bulk:>12}{min(row.get('rounds_vs_baseline') or ['']):>13}"
         )
     Path(args.json).write_text(
         json.dumps(
