@@ -46,7 +46,7 @@ def main() -> None:
                 "--quiet",
                 *beam_args,
             ]
-            seconds, peak = timed(command, env)
+            seconds, peak, _ = timed(command, env)
         finally:
             sink.close()
         print(

@@ -64,7 +64,7 @@ def main() -> None:
             for round_number in range(args.repeat):
                 for name, command in contenders.items():
                     before = sink.documents
-                    wall, _ = timed(command, env)
+                    wall, _, _ = timed(command, env)
                     if sink.documents - before != args.docs:
                         raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
                     runs[name].append(wall)

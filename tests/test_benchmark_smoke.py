@@ -76,6 +76,32 @@ def test_ingest_benchmark_runs_every_contender_and_writes_its_table(tmp_path):
     assert "contender" in result.stdout
 
 
+def test_the_memory_run_delivers_every_document_of_a_multi_file_output():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_run", "--docs", "300", "--output-files", "3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert (report["sink_documents"], report["output_files"]) == (300, 3) and report["peak_rss_mib"] > 0
+
+
+def test_the_scale_out_benchmark_runs_on_a_real_dask_cluster(tmp_path):
+    out = tmp_path / "scale.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_out", "--docs", "300", "--repeat", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())
+
+
 def test_the_null_sink_command_receives_large_bodies_intact():
     """`python -m benchmarks.null_sink` once ran two serving loops; bodies of a few MB sent on
     several connections at once arrived reordered."""
