@@ -20,6 +20,7 @@ import orjson
 _SHOWN_VALUE_CHARS = 40
 _NUMBER_BYTES = b"0123456789+-.eE, \t"
 _INT8_TYPES = ("byte", "binary")
+_NO_KEY, _AMBIGUOUS_KEY = -1, -2  # `_next_key` found no key, or an occurrence that may be one
 _FLOAT_LIST = re.compile(rb"\[\s*-?\d+\.\d*(?:[eE][-+]?\d+)?\s*,")
 
 
@@ -82,47 +83,41 @@ def raw_vector(line: bytes, needle: bytes, nested: bool = False) -> bytes | None
     """
     if b"\\" in line:
         return None
-    size = len(needle)
-    position = line.find(needle)
-    while True:
-        if position < 0:
-            return None
-        after = position + size
-        follower = line[after : after + 1]
-        if follower == b":":
-            break
-        if follower.isspace():
-            return None
-        position = line.find(needle, after)
-    value_at = after + 1
-    start = _array_at(line, value_at)
+    after = _next_key(line, needle, 0)
+    if after < 0:
+        return None
+    start = _array_at(line, after + 1)
     if start >= 0 and nested:
         start = _array_at(line, start + 1)
     end = line.find(b"]", start) if start >= 0 else -1
     if end < 0:
         return None
     text = line[start : end + 1]
-    if not numbers_only(text) or _key_after(line, needle, end + 1):
+    if not numbers_only(text) or _next_key(line, needle, end + 1) != _NO_KEY:
         return None
     return text
+
+
+def _next_key(line: bytes, needle: bytes, position: int) -> int:
+    """Where the first occurrence of `needle` from `position` on that is a key (directly before
+    its colon) ends, `_NO_KEY` without one, or `_AMBIGUOUS_KEY` when an occurrence followed by
+    whitespace comes first (a key or not: the text alone cannot tell)."""
+    position = line.find(needle, position)
+    while position >= 0:
+        after = position + len(needle)
+        follower = line[after : after + 1]
+        if follower == b":":
+            return after
+        if follower.isspace():
+            return _AMBIGUOUS_KEY
+        position = line.find(needle, after)
+    return _NO_KEY
 
 
 def _array_at(line: bytes, position: int) -> int:
     """The index of the `[` at `position` or after nothing but whitespace, or -1."""
     start = line.find(b"[", position)
     return -1 if start < 0 or line[position:start].strip() else start
-
-
-def _key_after(line: bytes, needle: bytes, position: int) -> bool:
-    """Whether `needle` occurs from `position` on as a key or ambiguously (followed by whitespace)."""
-    position = line.find(needle, position)
-    while position >= 0:
-        after = position + len(needle)
-        follower = line[after : after + 1]
-        if follower == b":" or follower.isspace():
-            return True
-        position = line.find(needle, after)
-    return False
 
 
 def numbers_only(text: bytes) -> bool:
