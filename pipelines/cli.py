@@ -32,6 +32,7 @@ from pipelines.cli_common import (
     UsageError,
     configure_logging,
     log,
+    paused_gc,
     print_json,
     read_request_body,
 )
@@ -127,12 +128,11 @@ def frozen_parser() -> argparse.ArgumentParser:
     modules take to load, and each full pass after that scanned them once more (50 ms less
     collecting before an ingestion's first `_bulk`). A process-wide setting: only for `run`,
     which owns the process, never for `main` called in a host's process (Airflow's worker)."""
-    gc.disable()
-    try:
-        return build_parser()
-    finally:
-        gc.freeze()
-        gc.enable()
+    with paused_gc():
+        try:
+            return build_parser()
+        finally:
+            gc.freeze()
 
 
 def run() -> None:
