@@ -20,7 +20,7 @@ from transforms.bulk_body import encode_action
 from transforms.encoded import EncodedBlock, action_fields, encoded_blocks
 from transforms.merge import JoinTally, index_by_id
 from transforms.read_helper import HelperRead
-from transforms.read_jobs import BroadcastJob, DocumentsJob, add_counts, broadcast_job
+from transforms.read_jobs import BroadcastJob, DocumentsJob, broadcast_job
 from transforms.record_stream import Tally, projected_records
 from transforms.stream_join import stream_join
 from transforms.types import DeadLetter, Document, Locator
@@ -75,9 +75,10 @@ def reference_join(plan, paths: list[str]) -> tuple[list, dict[str, int]]:
 
 def unblocked(frames) -> tuple[list, dict[str, int]]:
     """The frames' documents (decoded from their actions) and dead letters in order, counts summed."""
-    items, counts = [], {}
+    items: list = []
+    counts: Counter[str] = Counter()
     for frame, frame_counts in frames:
-        counts = add_counts(counts, frame_counts)
+        counts.update(frame_counts)
         for item in frame:
             if type(item) is EncodedBlock:
                 items += [

@@ -16,6 +16,7 @@ A `Frame` carries the job's counts since the previous frame, by counter name.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,7 @@ class BroadcastJob:
     access: SourceAccess = field(compare=False)
 
     def frames(self) -> Iterator[Frame]:
-        side_counts: dict[str, int] = {}
+        side_counts: Counter[str] = Counter()  # `update` adds, and keeps zero counts (see CounterSet)
         side_items: list[Any] = []
         batches = [
             self._side_batch(source, part, side_counts, side_items)
@@ -100,17 +101,15 @@ class BroadcastJob:
         joined = stream_join(records, self.streamed, self.part, side, self.plan, join_tally)
 
         def counts() -> dict[str, int]:
-            taken = add_counts(read_tally.take().counts(self.streamed), join_tally.take_counts())
-            if side_counts:
-                taken = add_counts(taken, side_counts)
-                side_counts.clear()
+            taken = Counter(read_tally.take().counts(self.streamed))
+            taken.update(join_tally.take_counts())
+            taken.update(side_counts)
+            side_counts.clear()
             return taken
 
         yield from framed(_chained(side_items, encoded_blocks(joined, self.action)), counts)
 
-    def _side_batch(
-        self, source: int, part: FileRange, counts: dict[str, int], dead: list[Any]
-    ) -> RecordBatch:
+    def _side_batch(self, source: int, part: FileRange, counts: Counter[str], dead: list[Any]) -> RecordBatch:
         tally = Tally()
         records: list[ProjectedRecord] = []
         for record in projected_records(self.plan.sources[source], self.access, part, tally):
@@ -118,7 +117,7 @@ class BroadcastJob:
                 dead.append(record)
             else:
                 records.append(record)
-        counts.update(add_counts(counts, tally.counts(source)))
+        counts.update(tally.counts(source))
         return source, part, records
 
 
@@ -139,14 +138,6 @@ def _chained(first: list[Any], rest: Iterable[Any]) -> Iterator[Any]:
     yield from first
     first.clear()
     yield from rest
-
-
-def add_counts(one: dict[str, int], other: dict[str, int]) -> dict[str, int]:
-    """Two counts by counter name, added."""
-    total = dict(one)
-    for name, count in other.items():
-        total[name] = total.get(name, 0) + count
-    return total
 
 
 def framed(items: Iterable[Any], counts: Callable[[], dict[str, int]]) -> Iterator[Frame]:
