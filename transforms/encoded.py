@@ -46,9 +46,9 @@ class BlockBuilder:
     """Encodes documents into blocks of at most `size`; a document that cannot be encoded is
     returned as a dead letter by `add`."""
 
-    def __init__(self, action: BulkAction, size: int = BLOCK_DOCUMENTS) -> None:
+    def __init__(self, action: BulkAction, size: int | None = None) -> None:
         self._action = action
-        self._size = size
+        self._size = size or BLOCK_DOCUMENTS  # read when used: tests make blocks small
         self._ids: list[str | None] = []
         self._origins: list[tuple[Locator, ...]] = []
         self._actions: list[bytes] = []
@@ -76,7 +76,7 @@ class BlockBuilder:
         return block
 
 
-def encoded_blocks(items: Iterable[Any], action: BulkAction, size: int = BLOCK_DOCUMENTS) -> Iterator[Any]:
+def encoded_blocks(items: Iterable[Any], action: BulkAction, size: int | None = None) -> Iterator[Any]:
     """`items` with their `Document`s gathered into `EncodedBlock`s (in order); every other item
     (dead letters, claims, …) passes through at once, and the documents that cannot be encoded
     leave as dead letters."""
