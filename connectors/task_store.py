@@ -7,8 +7,9 @@ Callers redact credentials before saving; the store keeps what it is given.
 A task that a local process is running (CREATED or RUNNING) names that process in `owner`:
 host, pid and the process's start time, so a pid the system later gives to another process
 is not mistaken for it. Whenever tasks are read, one whose owner on this host is gone (killed,
-crashed) becomes FAILED with "the process running it died", keeping the counts it had. A
-task without an owner (a batch prediction waiting on its remote job) is never failed this way.
+crashed) becomes FAILED with "the process running it died" (or, for a task `mlbatch serve-api`
+queued, "the mlbatch serve-api process …"), keeping the counts it had. A task without an owner
+(a batch prediction waiting on its remote job) is never failed this way.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ import orjson
 _ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 OWNED_STATES = frozenset({"CREATED", "RUNNING"})
 OWNER_DIED = "the process running it died"
+SERVICE_ROLE = "serve-api"
+SERVICE_DIED = (
+    "the mlbatch serve-api process that had this task stopped (killed or crashed) before it finished; "
+    "submit the request again"
+)
 _PROC = Path("/proc")
 
 
@@ -67,10 +73,12 @@ def process_start_time(pid: int) -> int | None:
     return 0
 
 
-def this_process() -> dict[str, Any]:
-    """The `owner` of tasks this process runs."""
+def this_process(role: str | None = None) -> dict[str, Any]:
+    """The `owner` of tasks this process runs; `role` names a service that owns them on behalf of
+    others (`SERVICE_ROLE`)."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start_time": process_start_time(pid)}
+    owner = {"host": socket.gethostname(), "pid": pid, "start_time": process_start_time(pid)}
+    return {**owner, "role": role} if role else owner
 
 
 def owner_is_gone(owner: Mapping[str, Any], host: str, start_time_of: Callable[[int], int | None]) -> bool:
@@ -95,7 +103,8 @@ def orphaned(record: Mapping[str, Any], host: str, start_time_of: Callable[[int]
 def as_died(record: Mapping[str, Any], stamp: int) -> dict[str, Any]:
     """What a task whose process died becomes: FAILED, its counts kept, no owner."""
     died = {key: value for key, value in record.items() if key != "owner"}
-    return {**died, "state": "FAILED", "error": OWNER_DIED, "last_update_time": stamp}
+    error = SERVICE_DIED if record.get("owner", {}).get("role") == SERVICE_ROLE else OWNER_DIED
+    return {**died, "state": "FAILED", "error": error, "last_update_time": stamp}
 
 
 class TaskNotFound(LookupError):
@@ -159,10 +168,26 @@ class TaskStore:
             raise TaskNotFound(f"task {task_id!r} not found in {self.path}")
         return self._settled(row[0])
 
-    def list(self, limit: int = 20) -> list[dict[str, Any]]:
+    def list(self, limit: int | None = 20) -> list[dict[str, Any]]:
+        """The most recent `limit` tasks (None: all), newest first."""
         with self._connect() as db:
-            rows = db.execute("SELECT record FROM tasks ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+            rows = db.execute(
+                "SELECT record FROM tasks ORDER BY created DESC LIMIT ?", (-1 if limit is None else limit,)
+            ).fetchall()
         return [self._settled(row[0]) for row in rows]
+
+    def settle_orphans(self) -> list[str]:
+        """Make FAILED every CREATED or RUNNING task whose owner process died; their ids."""
+        host = socket.gethostname()
+        with self._connect() as db:
+            rows = db.execute("SELECT record FROM tasks").fetchall()
+        stale = [row[0] for row in rows if orphaned(orjson.loads(row[0]), host, process_start_time)]
+        return [self._settled(stored)["task_id"] for stored in stale]
+
+    def delete(self, task_id: str) -> None:
+        with self._connect() as db:
+            if not db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,)).rowcount:
+                raise TaskNotFound(f"task {task_id!r} not found in {self.path}")
 
     def _settled(self, stored: bytes) -> dict[str, Any]:
         """The record, made FAILED (and saved so) when the process running it died."""

@@ -5,6 +5,7 @@
     mlbatch predict status|wait|cancel TASK_ID
     mlbatch task get TASK_ID | mlbatch task list [--limit N]
     mlbatch serve-index | serve-embeddings | search "text" --index NAME
+    mlbatch serve-api [--opensearch URL] [--host H --auth-file FILE] [ingest options]
 
 See `pipelines.ingest_command` and `pipelines.predict_command` for what each does. Ctrl-C
 and SIGTERM interrupt any command the same way: one line on stderr, exit 130 (a task it was
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.ingest_command import add_ingest_command
     from pipelines.local_commands import add_local_commands
     from pipelines.predict_command import add_predict_commands
+    from pipelines.serve_api_command import add_serve_api_command
 
     parser = argparse.ArgumentParser(
         prog="mlbatch", description="Offline ML batch ingestion into OpenSearch k-NN indexes."
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_command(commands)
     add_predict_commands(commands)
     add_local_commands(commands)
+    add_serve_api_command(commands)
 
     task = commands.add_parser("task", help="show task records")
     task_commands = task.add_subparsers(dest="task_command", required=True)
@@ -86,11 +89,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     parser = parser or build_parser()
     args, extra = parser.parse_known_args(argv)
     configure_logging(getattr(args, "quiet", False), getattr(args, "debug", False))
-    runs_ingest = args.command == "ingest" or getattr(args, "then_ingest", None)
+    runs_ingest = args.command in ("ingest", "serve-api") or getattr(args, "then_ingest", None)
     if extra and not runs_ingest:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     ingest_options = parse_ingest_options(parser, args, extra) if runs_ingest else None
-    if args.command in ("serve-index", "serve-embeddings"):  # they stop on Ctrl-C or SIGTERM by design
+    if args.command in ("serve-index", "serve-embeddings", "serve-api"):  # they stop on Ctrl-C or SIGTERM
         return _run(args, ingest_options)
     try:
         with task_lifecycle.interrupts_raise():
@@ -113,6 +116,10 @@ def _run(args: argparse.Namespace, ingest_options: IngestOptions | None) -> int:
             return run_predict(args, ingest_options)
         if args.command == "task":
             return _task(args)
+        if args.command == "serve-api":
+            from pipelines.serve_api_command import serve_api
+
+            return serve_api(args, ingest_options)
         return run_local_command(args)
     except UsageError as error:
         print(f"mlbatch: error: {error}", file=sys.stderr)

@@ -21,7 +21,7 @@ from connectors.opensearch.config import OpenSearchConfig
 from connectors.opensearch.index import bulk_tuning
 from connectors.redact import RedactingFilter, Redactor, credential_secrets, env_secrets, redact_credential
 from connectors.sources import SourceAccess
-from connectors.task_store import TaskStore, mlbatch_home
+from connectors.task_store import TaskStore, mlbatch_home, this_process
 from pipelines import report, task_lifecycle
 from pipelines.cli_common import UsageError, log, paused_gc, read_json
 from pipelines.ingest_checks import CHECK_ERRORS, WORKER_ERRORS, CheckedRun, check_run, check_workers
@@ -77,8 +77,12 @@ class _Task:
         )
 
 
-def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None) -> IngestResult:
+def run_ingest(
+    options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None, task_id: str | None = None
+) -> IngestResult:
     """Run one ingestion job for the decoded request `body`; `extra_fields` go into its task record.
+    `task_id` names a CREATED task made for this run beforehand (by `mlbatch serve-api`), which
+    this process takes over; by default a new task is created.
 
     Raises UsageError for a request that does not parse, an unreadable --create-index file, or a
     remote runner whose workers cannot get mlbatch (`pipelines.worker_packaging`)."""
@@ -99,14 +103,16 @@ def run_ingest(options: IngestOptions, body: Any, extra_fields: dict[str, Any] |
     redactor = _redactor(request.credential, cluster)
     with masked_logs(redactor):
         store = TaskStore()
-        record = store.create(
-            "BATCH_INGEST",
-            index_name=request.index_name,
-            data_source={"type": request.source_type, "source": list(request.sources)},
-            credential=redact_credential(request.credential),
+        fields = {
+            "index_name": request.index_name,
+            "data_source": {"type": request.source_type, "source": list(request.sources)},
+            "credential": redact_credential(request.credential),
             **(extra_fields or {}),
-        )
-        task_id = record["task_id"]
+        }
+        if task_id is None:
+            task_id = store.create("BATCH_INGEST", **fields)["task_id"]
+        else:
+            store.update(task_id, owner=this_process(), **fields)
         dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
         task = _Task(store, task_id, dlq_dir, redactor, runner, workers)
         progress.restart_all()

@@ -114,8 +114,9 @@ def _parse_action(raw: Any, where: str) -> ConnectorAction:
     )
 
 
-def parse_connector(body: Any) -> Connector:
-    """Check a decoded connector JSON and return it typed; raise ConnectorError on the first problem."""
+def parse_connector(body: Any, require_batch: bool = True) -> Connector:
+    """Check a decoded connector JSON and return it typed; raise ConnectorError on the first problem.
+    With `require_batch` (for launching a batch job) it must have a `batch_predict` action."""
     if not isinstance(body, dict):
         raise ConnectorError("connector: must be a JSON object")
     unknown = sorted(set(body) - set(KNOWN_FIELDS))
@@ -134,7 +135,7 @@ def parse_connector(body: Any) -> Connector:
     if not isinstance(raw_actions, list) or not raw_actions:
         raise ConnectorError("actions: must be a non-empty list")
     actions = tuple(_parse_action(raw, f"actions[{n}]") for n, raw in enumerate(raw_actions))
-    if not any(action.action_type == "batch_predict" for action in actions):
+    if require_batch and not any(action.action_type == "batch_predict" for action in actions):
         raise ConnectorError("actions: no batch_predict action; a batch connector needs one")
     if protocol == "aws_sigv4":
         for name, message in (("service_name", "Missing service name"), ("region", "Missing region")):

@@ -2,8 +2,10 @@
 
 `JsonHttpServer` listens on 127.0.0.1 (a free port by default) and hands each request's
 `(method, raw path without query, headers, body)` to one handler function, then writes its
-`(status, payload)` answer: bytes as they are, anything else as JSON. The HTTP itself is
-waitress's (a pure-Python server): chunked bodies, a bounded pool of handler threads,
+`(status, payload)` answer (or `(status, payload, extra headers)`): bytes as they are, anything
+else as JSON. A subclass that needs more of the request (its query, the client's address)
+overrides `dispatch`; one that must listen elsewhere (`mlbatch serve-api --host`) passes `host`.
+The HTTP itself is waitress's (a pure-Python server): chunked bodies, a bounded pool of handler threads,
 connections read without a thread each and closed after `channel_timeout` seconds idle or
 stalled, bodies over `max_body_bytes` refused with 413, malformed requests answered with 400.
 A `Content-Encoding: gzip` body is inflated here, within the same size limit. Every error,
@@ -27,7 +29,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
-Reply = tuple[int, Any]
+Reply = tuple[int, Any] | tuple[int, Any, list[tuple[str, str]]]
 Handle = Callable[[str, str, Message, bytes], Reply]
 MiB = 1024 * 1024
 log = logging.getLogger("mlbatch")
@@ -133,13 +135,14 @@ class JsonHttpServer:
         *,
         max_body_bytes: int | None = None,
         channel_timeout: float | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self._handle = handle
         self._max_body = max_body_bytes or self.max_body_bytes
         timeout = channel_timeout or self.channel_timeout
         self._server = create_server(
             self._application,
-            host="127.0.0.1",
+            host=host,
             port=port,
             threads=self.threads,
             connection_limit=self.connection_limit,
@@ -152,7 +155,8 @@ class JsonHttpServer:
             ident="mlbatch",
         )
         self._server.channel_class = self._channel_class()
-        self.url = f"http://127.0.0.1:{self._server.effective_port}{url_suffix}"
+        shown_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown_host}:{self._server.effective_port}{url_suffix}"
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._wake_lock = threading.Lock()
@@ -185,14 +189,20 @@ class JsonHttpServer:
 
         return JsonChannel
 
+    def dispatch(self, method: str, environ: dict[str, Any], headers: Message, body: bytes) -> Reply:
+        """Answer one request whose body was read (the handler function, by default)."""
+        return self._handle(method, request_path(environ), headers, body)
+
     def _application(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], request_path(environ)
         headers = request_headers(environ)
+        extra: list[tuple[str, str]] = []
         try:
             if method not in _METHODS:
                 raise BodyError(405, f"method {method} is not supported")
             body = decoded_body(environ["wsgi.input"].read(), headers.get("Content-Encoding"), self._max_body)
-            status, payload = self._handle(method, path, headers, body)
+            status, payload, *more = self.dispatch(method, environ, headers, body)
+            extra = more[0] if more else []
         except BodyError as error:
             status, payload = self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
         except RecursionError:
@@ -202,7 +212,8 @@ class JsonHttpServer:
             status, payload = self.error_reply(500, "exception", f"internal error: {type(error).__name__}")
         data, content_type = encoded(payload)
         start_response(
-            status_line(status), [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+            status_line(status),
+            [("Content-Type", content_type), ("Content-Length", str(len(data))), *extra],
         )
         return [] if method == "HEAD" else [data]
 

@@ -1,0 +1,44 @@
+"""What every REST handler of `mlbatch serve-api` works with: the settings, the stores, the background work.
+
+Handlers (`pipelines.rest_api.tasks_api`, `pipelines.rest_api.objects_api`) take an `ApiContext`;
+`pipelines.rest_api.service` builds it and routes requests to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.ml_store import MlStore, ObjectNotFound
+from connectors.task_store import TaskStore
+from pipelines.ingest_options import IngestOptions
+from pipelines.rest_api.api_errors import not_found
+from pipelines.rest_api.ingest_queue import IngestQueue
+from pipelines.rest_api.predictions import Predictions
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the service runs its work: the options of every ingestion, how many run at once and
+    wait, how often batch jobs are polled, how long a cancel waits for the run to stop."""
+
+    options: IngestOptions
+    max_running: int = 1
+    max_queued: int = 100
+    poll_interval: float = 10.0
+    cancel_wait: float = 10.0
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    settings: ApiSettings
+    tasks: TaskStore
+    objects: MlStore
+    ingestions: IngestQueue
+    predictions: Predictions
+
+    def connector_credential(self, connector_id: str) -> dict[str, str]:
+        """The stored connector's credential (a `_batch_ingestion` body's `connector_id`)."""
+        try:
+            return self.objects.credential("connector", connector_id)
+        except ObjectNotFound as missing:
+            raise not_found(str(missing)) from None

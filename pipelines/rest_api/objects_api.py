@@ -1,0 +1,144 @@
+"""Connectors, remote models and `_batch_predict` in `mlbatch serve-api` (the REST face of the object store).
+
+    POST   /_plugins/_ml/connectors/_create          → {"connector_id"}
+    GET    /_plugins/_ml/connectors/{id}             → the connector, without its credential
+    DELETE /_plugins/_ml/connectors/{id}             → OpenSearch's delete answer (409 while models use it)
+    POST   /_plugins/_ml/models/_register            → {"task_id", "status": "CREATED", "model_id"}
+    POST   /_plugins/_ml/models/{id}/_deploy         → {"task_id", "task_type": "DEPLOY_MODEL", "status"}
+    POST   /_plugins/_ml/models/{id}/_undeploy       → the model undeployed
+    GET    /_plugins/_ml/models/{id}                 → the model (its inline connector without credential)
+    DELETE /_plugins/_ml/models/{id}                 → OpenSearch's delete answer (not while deployed)
+    POST   /_plugins/_ml/models/{id}/_batch_predict  → {"task_id", "status": "CREATED"}
+
+Only remote models exist here (`function_name: remote`): registering one is immediate, its
+REGISTER_MODEL and DEPLOY_MODEL tasks are recorded COMPLETED. Credentials are sealed in the
+object store (`connectors.ml_store`) and only read back to call the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from connectors.batch_predict.connector import ConnectorError, parse_connector
+from connectors.ml_store import ObjectInUse, ObjectNotFound
+from connectors.task_store import SERVICE_ROLE, this_process
+from pipelines.rest_api.api_errors import ApiError, as_object, bad_request, conflict, not_found
+from pipelines.rest_api.context import ApiContext
+from pipelines.rest_api.replies import deleted_answer
+
+CONNECTOR_INDEX = ".plugins-ml-connector"
+MODEL_INDEX = ".plugins-ml-model"
+DEPLOYED = "DEPLOYED"
+
+
+def json_body(raw: bytes, what: str) -> dict[str, Any]:
+    if not raw.strip():
+        raise bad_request(f"{what}: the request body is empty")
+    try:
+        return as_object(orjson.loads(raw), what)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, "parse_exception", f"{what}: request body is not valid JSON: {error}") from None
+
+
+def checked_connector(body: Any, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A connector body checked as ML Commons checks it, split into its record and its credential."""
+    try:
+        parse_connector(body, require_batch=False)
+    except ConnectorError as error:
+        raise bad_request(f"{where}{error}") from None
+    record = {key: value for key, value in body.items() if key != "credential"}
+    return record, dict(body.get("credential") or {})
+
+
+def _stored(service: ApiContext, kind: str, object_id: str) -> dict[str, Any]:
+    try:
+        return service.objects.get(kind, object_id)
+    except ObjectNotFound as missing:
+        raise not_found(str(missing)) from None
+
+
+def create_connector(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
+    record, credential = checked_connector(json_body(raw, "connector"), "")
+    connector_id, _ = service.objects.create("connector", record, credential)
+    return 200, {"connector_id": connector_id}
+
+
+def get_connector(service: ApiContext, connector_id: str) -> tuple[int, dict[str, Any]]:
+    return 200, _stored(service, "connector", connector_id)
+
+
+def delete_connector(service: ApiContext, connector_id: str) -> tuple[int, dict[str, Any]]:
+    try:
+        service.objects.delete("connector", connector_id)
+    except ObjectNotFound as missing:
+        raise not_found(str(missing)) from None
+    except ObjectInUse as used:
+        raise conflict(str(used)) from None
+    return 200, deleted_answer(CONNECTOR_INDEX, connector_id)
+
+
+def _finished_task(service: ApiContext, task_type: str, model_id: str) -> dict[str, Any]:
+    task = service.tasks.create(task_type, owner=this_process(SERVICE_ROLE), model_id=model_id)
+    return service.tasks.update(task["task_id"], state="COMPLETED", function_name="REMOTE")
+
+
+def register_model(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
+    body = json_body(raw, "model")
+    if str(body.get("function_name", "")).lower() != "remote":
+        raise bad_request(
+            'function_name: only remote models can be registered here ("function_name": "remote")'
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise bad_request("model name is null")
+    fields = {key: body[key] for key in ("description", "model_group_id", "version") if key in body}
+    record: dict[str, Any] = {"name": name, "algorithm": "REMOTE", "model_state": "REGISTERED", **fields}
+    credential = None
+    if isinstance(body.get("connector_id"), str) and body["connector_id"]:
+        record["connector_id"] = body["connector_id"]
+    elif isinstance(body.get("connector"), dict):
+        record["connector"], credential = checked_connector(body["connector"], "connector.")
+    else:
+        raise bad_request("A remote model needs a connector_id or an inline connector")
+    try:
+        model_id, _ = service.objects.create("model", record, credential)
+    except ObjectNotFound as missing:
+        raise not_found(str(missing)) from None
+    task = _finished_task(service, "REGISTER_MODEL", model_id)
+    return 200, {"task_id": task["task_id"], "status": "CREATED", "model_id": model_id}
+
+
+def deploy_model(service: ApiContext, model_id: str, deploy: bool) -> tuple[int, dict[str, Any]]:
+    _stored(service, "model", model_id)
+    state = DEPLOYED if deploy else "UNDEPLOYED"
+    service.objects.update("model", model_id, model_state=state)
+    if not deploy:
+        return 200, {"mlbatch": {"stats": {model_id: "undeployed"}}}
+    task = _finished_task(service, "DEPLOY_MODEL", model_id)
+    return 200, {"task_id": task["task_id"], "task_type": "DEPLOY_MODEL", "status": "COMPLETED"}
+
+
+def get_model(service: ApiContext, model_id: str) -> tuple[int, dict[str, Any]]:
+    return 200, _stored(service, "model", model_id)
+
+
+def delete_model(service: ApiContext, model_id: str) -> tuple[int, dict[str, Any]]:
+    if _stored(service, "model", model_id).get("model_state") == DEPLOYED:
+        raise bad_request(
+            "Model cannot be deleted in deploying or deployed state. Try undeploy model first then delete"
+        )
+    service.objects.delete("model", model_id)
+    return 200, deleted_answer(MODEL_INDEX, model_id)
+
+
+def batch_predict(service: ApiContext, model_id: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+    body = json_body(raw, "batch predict")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise bad_request("parameters: must be an object")
+    record = service.predictions.submit(model_id, parameters)
+    if record["state"] == "FAILED":
+        raise ApiError(400, "status_exception", record.get("error") or "the batch job was refused")
+    return 200, {"task_id": record["task_id"], "status": "CREATED"}

@@ -1,0 +1,177 @@
+"""`mlbatch serve-api` refusing what it should, as ML Commons refuses it: bad bodies, unknown ids,
+unknown paths, oversize bodies, callers without credentials, a listening address without them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import AuthenticationException, NotFoundError, TransportError
+
+from pipelines.request import EMPTY_BODY, MISSING_INDEX_NAME
+from tests.api_helpers import serve_api
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "pw-Secret-4711"
+TOKEN = "tok-0123456789abcdef"
+
+
+def call(url: str, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request, errors included."""
+    request = urllib.request.Request(url + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    with serve_api("--opensearch", "http://127.0.0.1:9", "--max-body-mb", "1", env={"MLBATCH_HOME": str(home)}) as api:
+        yield api
+
+
+def error_of(answer: dict) -> tuple[str, str]:
+    return answer["error"]["type"], answer["error"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", EMPTY_BODY),
+        (b"  \n", EMPTY_BODY),
+        (b'{"field_map": {"_id": "$.id"}, "data_source": {"type": "s3", "source": ["s3://b/k"]}}', MISSING_INDEX_NAME),
+        (b"{not json", "request body: not valid JSON"),
+        (b"[1, 2]", "Batch Ingestion request: the body must be a JSON object"),
+    ],
+)
+def test_bad_batch_ingestion_bodies_are_400_with_ml_commons_messages(api, body, reason):
+    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", body)
+    assert status == 400 and answer["status"] == 400
+    kind, text = error_of(answer)
+    assert kind == "illegal_argument_exception" and text.startswith(reason)
+
+
+def test_unknown_ids_are_404(api):
+    client = api.client()
+    with pytest.raises(NotFoundError) as missing:
+        client.plugins.ml.get_task("no-such-task")
+    assert missing.value.info["error"]["reason"] == "Fail to find task"
+    for method, path in (
+        ("DELETE", "/_plugins/_ml/tasks/nope"),
+        ("POST", "/_plugins/_ml/tasks/nope/_cancel"),
+        ("GET", "/_plugins/_ml/connectors/nope"),
+        ("GET", "/_plugins/_ml/models/nope"),
+        ("POST", "/_plugins/_ml/models/nope/_deploy"),
+    ):
+        status, answer, _ = call(api.url, method, path)
+        assert status == 404, (method, path, answer)
+    status, answer, _ = call(
+        api.url, "POST", "/_plugins/_ml/models/nope/_batch_predict", b'{"parameters": {}}'
+    )
+    assert status == 404 and "Failed to find model" in error_of(answer)[1]
+    body = json.dumps(
+        {
+            "index_name": "i",
+            "field_map": {"_id": "$.id"},
+            "connector_id": "nope",
+            "data_source": {"type": "s3", "source": ["s3://b/k"]},
+        }
+    ).encode()
+    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", body)
+    assert status == 404 and "Failed to find connector" in error_of(answer)[1]
+
+
+def test_unknown_paths_and_methods(api):
+    status, answer, _ = call(api.url, "GET", "/_plugins/_ml/nothing")
+    assert status == 400 and "no handler found for uri [/_plugins/_ml/nothing]" in error_of(answer)[1]
+    status, answer, _ = call(api.url, "PUT", "/_plugins/_ml/_batch_ingestion", b"{}")
+    assert status == 405 and "allowed: [POST]" in error_of(answer)[1]
+
+
+def test_oversize_bodies_are_413(api):
+    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", b" " * (2 * 2**20))
+    assert status == 413 and answer["status"] == 413
+
+
+def test_models_and_connectors_are_checked(api):
+    client = api.client()
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.create_connector(body={"name": "x", "protocol": "ftp", "actions": []})
+    assert refused.value.status_code == 400 and "protocol" in refused.value.info["error"]["reason"]
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.register_model(body={"name": "m", "function_name": "remote"})
+    assert refused.value.status_code == 400
+    connector = json.loads(Path("connectors/batch_predict/blueprints/openai_batch.json").read_text())
+    connector_id = client.plugins.ml.create_connector(body=connector)["connector_id"]
+    model = client.plugins.ml.register_model(
+        body={"name": "m", "function_name": "remote", "connector_id": connector_id}
+    )
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.delete_connector(connector_id)
+    assert refused.value.status_code == 409 and model["model_id"] in refused.value.info["error"]["reason"]
+    client.plugins.ml.deploy_model(model["model_id"])
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.delete_model(model["model_id"])
+    assert refused.value.status_code == 400
+    client.plugins.ml.undeploy_model(model["model_id"])
+    assert client.plugins.ml.delete_model(model["model_id"])["result"] == "deleted"
+    assert client.plugins.ml.delete_connector(connector_id)["result"] == "deleted"
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.search_tasks(body={"query": {"fuzzy": {"state": "x"}}})
+    assert refused.value.status_code == 400
+
+
+def _auth_file(tmp_path: Path, mode: int = 0o600) -> Path:
+    path = tmp_path / "auth"
+    path.write_text(f"# who may call\nalice:{PASSWORD}\nbearer {TOKEN}\n")
+    path.chmod(mode)
+    return path
+
+
+def test_auth_file_users_and_tokens_and_nothing_else(tmp_path):
+    with serve_api("--auth-file", str(_auth_file(tmp_path)), "--opensearch", "http://127.0.0.1:9") as api:
+        status, answer, headers = call(api.url, "GET", "/_plugins/_ml/tasks/x")
+        assert status == 401 and error_of(answer)[0] == "security_exception"
+        assert headers["WWW-Authenticate"].startswith("Basic")
+        wrong = base64.b64encode(b"alice:nope").decode()
+        status, answer, _ = call(api.url, "GET", "/_plugins/_ml/tasks/x", Authorization=f"Basic {wrong}")
+        assert status == 401
+        status, _, _ = call(api.url, "GET", "/_plugins/_ml/tasks/x", Authorization=f"Bearer {TOKEN}x")
+        assert status == 401
+        status, _, _ = call(api.url, "GET", "/_plugins/_ml/tasks/x", Authorization=f"Bearer {TOKEN}")
+        assert status == 404
+        with pytest.raises(AuthenticationException):
+            api.client().plugins.ml.search_tasks(body={})
+        client = OpenSearch(hosts=[api.url], http_auth=("alice", PASSWORD))
+        assert client.plugins.ml.search_tasks(body={})["hits"]["total"]["value"] == 0
+    assert PASSWORD not in api.log and TOKEN not in api.log and " 401 " in api.log
+
+
+def _mlbatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("mlbatch")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+    )
+
+
+def test_listening_beyond_loopback_needs_an_auth_file_kept_private(tmp_path):
+    refused = _mlbatch("serve-api", "--host", "0.0.0.0")
+    assert refused.returncode == 2 and "--auth-file" in refused.stderr and refused.stdout == ""
+    readable = _mlbatch("serve-api", "--auth-file", str(_auth_file(tmp_path, 0o644)))
+    assert readable.returncode == 2 and "chmod 600" in readable.stderr
+    assert PASSWORD not in readable.stderr
