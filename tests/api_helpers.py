@@ -50,7 +50,7 @@ def wait_for_task(client: OpenSearch, task_id: str, timeout: float = 120.0) -> d
     """Poll GET task until it leaves CREATED and RUNNING (or fail after `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while True:
-        record = client.plugins.ml.get_task(task_id)
+        record = client.plugins.ml.get_task(task_id=task_id)
         if record["state"] not in RUNNING_STATES:
             return record
         assert time.monotonic() < deadline, f"task still {record['state']} after {timeout} s: {record}"

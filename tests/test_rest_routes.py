@@ -44,7 +44,14 @@ def test_a_known_path_with_another_method_is_405_naming_the_allowed_ones():
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/_plugins/_ml", "/_plugins/_ml/tasks", "/_plugins/_ml/tasks/a/b", "/_plugins/_ml/models/m/_predict", "x"],
+    [
+        "/",
+        "/_plugins/_ml",
+        "/_plugins/_ml/tasks",
+        "/_plugins/_ml/tasks/a/b",
+        "/_plugins/_ml/models/m/_predict",
+        "x",
+    ],
 )
 def test_unknown_paths_are_400_no_handler_found(path):
     with pytest.raises(ApiError) as refused:

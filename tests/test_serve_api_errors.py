@@ -25,7 +25,9 @@ PASSWORD = "pw-Secret-4711"
 TOKEN = "tok-0123456789abcdef"
 
 
-def call(url: str, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, dict, dict]:
+def call(
+    url: str, method: str, path: str, body: bytes | None = None, **headers: str
+) -> tuple[int, dict, dict]:
     """(status, JSON body, headers) of one request, errors included."""
     request = urllib.request.Request(url + path, data=body, method=method, headers=headers)
     try:
@@ -38,7 +40,9 @@ def call(url: str, method: str, path: str, body: bytes | None = None, **headers:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    with serve_api("--opensearch", "http://127.0.0.1:9", "--max-body-mb", "1", env={"MLBATCH_HOME": str(home)}) as api:
+    with serve_api(
+        "--opensearch", "http://127.0.0.1:9", "--max-body-mb", "1", env={"MLBATCH_HOME": str(home)}
+    ) as api:
         yield api
 
 
@@ -47,27 +51,44 @@ def error_of(answer: dict) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "status", "kind", "reason"),
     [
-        (b"", EMPTY_BODY),
-        (b"  \n", EMPTY_BODY),
-        (b'{"field_map": {"_id": "$.id"}, "data_source": {"type": "s3", "source": ["s3://b/k"]}}', MISSING_INDEX_NAME),
-        (b"{not json", "request body: not valid JSON"),
-        (b"[1, 2]", "Batch Ingestion request: the body must be a JSON object"),
+        (b"", 500, "i_o_exception", EMPTY_BODY),
+        (b"  \n", 500, "i_o_exception", EMPTY_BODY),
+        (
+            b'{"field_map": {"_id": "$.id"}, "data_source": {"type": "s3", "source": ["s3://b/k"]}}',
+            400,
+            "illegal_argument_exception",
+            MISSING_INDEX_NAME,
+        ),
+        (
+            b'{"index_name": "i", "field_map": {"_id": "$.id"}, "data_source": {"type": "s3", "source": ["x"]}}',
+            400,
+            "status_exception",
+            "IllegalArgumentException in the batch ingestion input: The following batch ingest input S3 URIs",
+        ),
+        (b"{not json", 400, "illegal_argument_exception", "request body: not valid JSON"),
+        (
+            b"[1, 2]",
+            400,
+            "illegal_argument_exception",
+            "Batch Ingestion request: the body must be a JSON object",
+        ),
     ],
 )
-def test_bad_batch_ingestion_bodies_are_400_with_ml_commons_messages(api, body, reason):
-    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", body)
-    assert status == 400 and answer["status"] == 400
-    kind, text = error_of(answer)
-    assert kind == "illegal_argument_exception" and text.startswith(reason)
+def test_bad_batch_ingestion_bodies_get_ml_commons_messages_and_codes(api, body, status, kind, reason):
+    """ML Commons answers an empty body with its IOException (500), the checks of its REST layer with
+    400 illegal_argument_exception, those of its transport layer with 400 status_exception, prefixed."""
+    answered, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", body)
+    assert answered == status and answer["status"] == status
+    assert error_of(answer)[0] == kind and error_of(answer)[1].startswith(reason)
 
 
 def test_unknown_ids_are_404(api):
     client = api.client()
     with pytest.raises(NotFoundError) as missing:
-        client.plugins.ml.get_task("no-such-task")
-    assert missing.value.info["error"]["reason"] == "Fail to find task"
+        client.plugins.ml.get_task(task_id="no-such-task")
+    assert missing.value.info["error"]["reason"] == "Failed to find task"
     for method, path in (
         ("DELETE", "/_plugins/_ml/tasks/nope"),
         ("POST", "/_plugins/_ml/tasks/nope/_cancel"),
@@ -90,7 +111,10 @@ def test_unknown_ids_are_404(api):
         }
     ).encode()
     status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", body)
-    assert status == 404 and "Failed to find connector" in error_of(answer)[1]
+    assert status == 400 and error_of(answer) == (
+        "status_exception",
+        "Fail to fetch credentials from the connector in the batch ingestion input: Failed to find connector:nope",
+    )
 
 
 def test_unknown_paths_and_methods(api):
@@ -119,18 +143,21 @@ def test_models_and_connectors_are_checked(api):
         body={"name": "m", "function_name": "remote", "connector_id": connector_id}
     )
     with pytest.raises(TransportError) as refused:
-        client.plugins.ml.delete_connector(connector_id)
+        client.plugins.ml.delete_connector(connector_id=connector_id)
     assert refused.value.status_code == 409 and model["model_id"] in refused.value.info["error"]["reason"]
-    client.plugins.ml.deploy_model(model["model_id"])
+    client.plugins.ml.deploy_model(model_id=model["model_id"])
     with pytest.raises(TransportError) as refused:
-        client.plugins.ml.delete_model(model["model_id"])
+        client.plugins.ml.delete_model(model_id=model["model_id"])
     assert refused.value.status_code == 400
-    client.plugins.ml.undeploy_model(model["model_id"])
-    assert client.plugins.ml.delete_model(model["model_id"])["result"] == "deleted"
-    assert client.plugins.ml.delete_connector(connector_id)["result"] == "deleted"
+    client.plugins.ml.undeploy_model(model_id=model["model_id"])
+    assert client.plugins.ml.delete_model(model_id=model["model_id"])["result"] == "deleted"
+    assert client.plugins.ml.delete_connector(connector_id=connector_id)["result"] == "deleted"
     with pytest.raises(TransportError) as refused:
         client.plugins.ml.search_tasks(body={"query": {"fuzzy": {"state": "x"}}})
     assert refused.value.status_code == 400
+    with pytest.raises(TransportError) as refused:
+        client.plugins.ml.search_tasks()
+    assert refused.value.info["error"]["reason"] == "request body or source parameter is required"
 
 
 def _auth_file(tmp_path: Path, mode: int = 0o600) -> Path:
@@ -153,9 +180,11 @@ def test_auth_file_users_and_tokens_and_nothing_else(tmp_path):
         status, _, _ = call(api.url, "GET", "/_plugins/_ml/tasks/x", Authorization=f"Bearer {TOKEN}")
         assert status == 404
         with pytest.raises(AuthenticationException):
-            api.client().plugins.ml.search_tasks(body={})
+            api.client().plugins.ml.search_tasks(body={"query": {"match_all": {}}})
         client = OpenSearch(hosts=[api.url], http_auth=("alice", PASSWORD))
-        assert client.plugins.ml.search_tasks(body={})["hits"]["total"]["value"] == 0
+        assert (
+            client.plugins.ml.search_tasks(body={"query": {"match_all": {}}})["hits"]["total"]["value"] == 0
+        )
     assert PASSWORD not in api.log and TOKEN not in api.log and " 401 " in api.log
 
 

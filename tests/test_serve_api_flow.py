@@ -57,10 +57,10 @@ def test_predict_then_ingest_over_rest_only(index_server, tmp_path, mlbatch_home
                 body={"name": "MiniLM batch", "function_name": "remote", "connector_id": connector_id}
             )
             assert model["status"] == "CREATED"
-            assert ml.get_task(model["task_id"])["state"] == "COMPLETED"
-            deployed = ml.deploy_model(model["model_id"])
+            assert ml.get_task(task_id=model["task_id"])["state"] == "COMPLETED"
+            deployed = ml.deploy_model(model_id=model["model_id"])
             assert deployed["status"] == "COMPLETED"
-            assert ml.get_model(model["model_id"])["model_state"] == "DEPLOYED"
+            assert ml.get_model(model_id=model["model_id"])["model_state"] == "DEPLOYED"
 
             submitted = api.client().transport.perform_request(
                 "POST",
@@ -70,7 +70,9 @@ def test_predict_then_ingest_over_rest_only(index_server, tmp_path, mlbatch_home
             assert submitted["status"] == "CREATED"
             prediction = wait_for_task(api.client(), submitted["task_id"])
             assert prediction["state"] == "COMPLETED", prediction
-            assert prediction["task_type"] == "BATCH_PREDICTION" and prediction["model_id"] == model["model_id"]
+            assert (
+                prediction["task_type"] == "BATCH_PREDICTION" and prediction["model_id"] == model["model_id"]
+            )
             remote_job = prediction["remote_job"]
 
             OpenSearch(hosts=[index_server.url]).indices.create(
@@ -103,7 +105,11 @@ def test_predict_then_ingest_over_rest_only(index_server, tmp_path, mlbatch_home
     assert set(docs) == {line["custom_id"] for line in lines}
     assert all(len(doc["text_embedding"]) == 384 for doc in docs.values())
     assert "POST /_plugins/_ml/_batch_ingestion 200" in log
-    for place in (answers, log, *(path.read_bytes().decode(errors="replace") for path in mlbatch_home.glob("*.db"))):
+    for place in (
+        answers,
+        log,
+        *(path.read_bytes().decode(errors="replace") for path in mlbatch_home.glob("*.db")),
+    ):
         assert SECRET not in place
 
 

@@ -41,7 +41,7 @@ def submit(api, body: dict) -> str:
 def wait_until_indexing(api, task_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = api.client().plugins.ml.get_task(task_id)
+        record = api.client().plugins.ml.get_task(task_id=task_id)
         if record["state"] == "RUNNING" and record.get("counts", {}).get("indexed", 0) > 0:
             return record
         assert record["state"] in ("CREATED", "RUNNING"), record
@@ -68,22 +68,23 @@ def test_cancel_a_running_and_a_waiting_ingestion_and_a_full_queue(slow_cluster,
         with pytest.raises(TransportError) as full:
             submit(api, slow_request(tmp_path, "third"))
         assert full.value.status_code == 429
-        assert api.client().plugins.ml.search_tasks(body={})["hits"]["total"]["value"] == 2
+        listed = api.client().plugins.ml.search_tasks(body={"query": {"match_all": {}}})
+        assert listed["hits"]["total"]["value"] == 2
 
         wait_until_indexing(api, running)
         with pytest.raises(TransportError) as busy:
-            api.client().plugins.ml.delete_task(running)
-        assert busy.value.status_code == 400
+            api.client().plugins.ml.delete_task(task_id=running)
+        assert busy.value.status_code == 500  # as ML Commons refuses it
         cancelled = api.client().transport.perform_request("POST", f"/_plugins/_ml/tasks/{running}/_cancel")
-        assert cancelled["task"]["state"] == "CANCELLED"
-        record = api.client().plugins.ml.get_task(running)
+        assert cancelled == {"status": "OK"}
+        record = api.client().plugins.ml.get_task(task_id=running)
         assert record["state"] == "CANCELLED" and 0 < record["counts"]["indexed"] < DOCS
         assert "error" not in record
 
         api.client().transport.perform_request("POST", f"/_plugins/_ml/tasks/{waiting}/_cancel")
-        assert api.client().plugins.ml.get_task(waiting)["state"] == "CANCELLED"
+        assert api.client().plugins.ml.get_task(task_id=waiting)["state"] == "CANCELLED"
         assert not [doc_id for doc_id in slow_cluster.applied if doc_id.startswith("second-")]
-        assert api.client().plugins.ml.delete_task(running)["result"] == "deleted"
+        assert api.client().plugins.ml.delete_task(task_id=running)["result"] == "deleted"
 
 
 def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_cluster, tmp_path):
@@ -94,14 +95,16 @@ def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_clus
         api.process.send_signal(signal.SIGTERM)
         assert api.process.wait(timeout=60) == 0
     with serve_api("--opensearch", slow_cluster.url) as again:
-        stopped = again.client().plugins.ml.get_task(running)
+        stopped = again.client().plugins.ml.get_task(task_id=running)
         assert (stopped["state"], stopped["error"]) == ("FAILED", "interrupted"), stopped
         assert 0 < stopped["counts"]["indexed"] < DOCS
-        never = again.client().plugins.ml.get_task(waiting)
+        never = again.client().plugins.ml.get_task(task_id=waiting)
         assert never["state"] == "FAILED" and "stopped before the task ran" in never["error"]
 
 
-def test_a_killed_service_leaves_no_worker_and_its_tasks_failed_on_restart(slow_cluster, tmp_path, mlbatch_home):
+def test_a_killed_service_leaves_no_worker_and_its_tasks_failed_on_restart(
+    slow_cluster, tmp_path, mlbatch_home
+):
     with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "10") as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
@@ -118,6 +121,6 @@ def test_a_killed_service_leaves_no_worker_and_its_tasks_failed_on_restart(slow_
         for task_id in (running, waiting):
             record = wait_for_task(again.client(), task_id, timeout=5)
             assert (record["state"], record["error"]) == ("FAILED", SERVICE_DIED), record
-        indexed = again.client().plugins.ml.get_task(running)["counts"]["indexed"]
+        indexed = again.client().plugins.ml.get_task(task_id=running)["counts"]["indexed"]
         assert 0 < indexed < DOCS
     assert f"task {waiting}: FAILED, the process running it is gone" in again.log

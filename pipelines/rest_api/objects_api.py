@@ -8,7 +8,7 @@
     POST   /_plugins/_ml/models/{id}/_undeploy       → the model undeployed
     GET    /_plugins/_ml/models/{id}                 → the model (its inline connector without credential)
     DELETE /_plugins/_ml/models/{id}                 → OpenSearch's delete answer (not while deployed)
-    POST   /_plugins/_ml/models/{id}/_batch_predict  → {"task_id", "status": "CREATED"}
+    POST   /_plugins/_ml/models/{id}/_batch_predict  → {"task_id", "status": "CREATED", "remote_job"}
 
 Only remote models exist here (`function_name: remote`): registering one is immediate, its
 REGISTER_MODEL and DEPLOY_MODEL tasks are recorded COMPLETED. Credentials are sealed in the
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from connectors.batch_predict.connector import ConnectorError, parse_connector
+from connectors.batch_predict.connector import PROTOCOLS, ConnectorError, parse_connector
 from connectors.ml_store import ObjectInUse, ObjectNotFound
 from connectors.task_store import SERVICE_ROLE, this_process
 from pipelines.rest_api.api_errors import ApiError, as_object, bad_request, conflict, not_found
@@ -44,6 +44,14 @@ def json_body(raw: bytes, what: str) -> dict[str, Any]:
 
 def checked_connector(body: Any, where: str) -> tuple[dict[str, Any], dict[str, str]]:
     """A connector body checked as ML Commons checks it, split into its record and its credential."""
+    if not isinstance(body, dict):
+        raise bad_request(f"{where}connector: must be a JSON object")
+    for field, message in (("name", "Connector name is null"), ("protocol", "Connector protocol is null")):
+        if body.get(field) is None:
+            raise bad_request(message)
+    if body["protocol"] not in PROTOCOLS:
+        supported = ", ".join(sorted(PROTOCOLS))
+        raise bad_request(f"Unsupported connector protocol. Please use one of [{supported}]")
     try:
         parse_connector(body, require_batch=False)
     except ConnectorError as error:
@@ -84,7 +92,8 @@ def _finished_task(service: ApiContext, task_type: str, model_id: str) -> dict[s
     return service.tasks.update(task["task_id"], state="COMPLETED", function_name="REMOTE")
 
 
-def register_model(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
+def register_model(service: ApiContext, raw: bytes, deploy: bool) -> tuple[int, dict[str, Any]]:
+    """Register a remote model (`?deploy=true`: and deploy it)."""
     body = json_body(raw, "model")
     if str(body.get("function_name", "")).lower() != "remote":
         raise bad_request(
@@ -102,10 +111,12 @@ def register_model(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]
         record["connector"], credential = checked_connector(body["connector"], "connector.")
     else:
         raise bad_request("A remote model needs a connector_id or an inline connector")
+    if deploy:
+        record["model_state"] = DEPLOYED
     try:
         model_id, _ = service.objects.create("model", record, credential)
-    except ObjectNotFound as missing:
-        raise not_found(str(missing)) from None
+    except ObjectNotFound:
+        raise not_found(f"Failed to find connector:{record['connector_id']}") from None
     task = _finished_task(service, "REGISTER_MODEL", model_id)
     return 200, {"task_id": task["task_id"], "status": "CREATED", "model_id": model_id}
 
@@ -141,4 +152,5 @@ def batch_predict(service: ApiContext, model_id: str, raw: bytes) -> tuple[int, 
     record = service.predictions.submit(model_id, parameters)
     if record["state"] == "FAILED":
         raise ApiError(400, "status_exception", record.get("error") or "the batch job was refused")
-    return 200, {"task_id": record["task_id"], "status": "CREATED"}
+    remote_job = record.get("remote_job", {})
+    return 200, {"task_id": record["task_id"], "status": "CREATED", "remote_job": remote_job}

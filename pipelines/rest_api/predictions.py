@@ -66,6 +66,16 @@ class Predictions:
         )
         return self._apply(task["task_id"], job.submit(parameters))
 
+    @staticmethod
+    def waiting(record: dict[str, Any]) -> bool:
+        """A batch prediction of a registered model whose job has not ended."""
+        return (
+            record.get("task_type") == TASK_TYPE
+            and record.get("state") not in FINAL_STATES
+            and bool(record.get("model_id"))
+            and bool(record.get("remote_job"))
+        )
+
     def refresh(self, record: dict[str, Any]) -> dict[str, Any]:
         """Poll one job once and record its state."""
         try:
@@ -75,7 +85,7 @@ class Predictions:
         return self._apply(record["task_id"], job.poll(record))
 
     def cancel(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Call the job's cancel action; ML Commons' answer: the service's reply under `response`."""
+        """Call the job's cancel action; ML Commons' answer (`{"status": "OK"}`)."""
         if record["state"] in TERMINAL_STATES or "remote_job" not in record:
             raise bad_request(
                 f"task {record['task_id']} is {record['state']}: there is no running job to cancel"
@@ -85,14 +95,13 @@ class Predictions:
             change = job.cancel(record)
         except (ConnectorError, RemoteCallError) as error:
             raise ApiError(getattr(error, "status", None) or 400, "status_exception", str(error)) from None
-        updated = self._apply(record["task_id"], change)
-        return 200, {"status": "OK", "response": updated.get("remote_job", {})}
+        self._apply(record["task_id"], change)
+        return 200, {"status": "OK"}
 
     def poll_once(self) -> None:
         """Poll every job of this service's models that has not ended."""
         for record in self._tasks.list(limit=None):
-            waiting = record.get("task_type") == TASK_TYPE and record.get("state") not in FINAL_STATES
-            if waiting and record.get("model_id") and record.get("remote_job"):
+            if self.waiting(record):
                 try:
                     self.refresh(record)
                 except TaskNotFound:  # deleted meanwhile

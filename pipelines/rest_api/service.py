@@ -40,7 +40,9 @@ _HANDLERS: dict[str, Handler] = {
     "delete_connector": lambda service, ids, query, raw: objects_api.delete_connector(
         service, ids["connector_id"]
     ),
-    "register_model": lambda service, ids, query, raw: objects_api.register_model(service, raw),
+    "register_model": lambda service, ids, query, raw: objects_api.register_model(
+        service, raw, query.get("deploy") == "true"
+    ),
     "get_model": lambda service, ids, query, raw: objects_api.get_model(service, ids["model_id"]),
     "delete_model": lambda service, ids, query, raw: objects_api.delete_model(service, ids["model_id"]),
     "deploy_model": lambda service, ids, query, raw: objects_api.deploy_model(service, ids["model_id"], True),

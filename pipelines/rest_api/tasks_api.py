@@ -20,64 +20,115 @@ from typing import Any
 import orjson
 
 from connectors.redact import redact_credential
-from connectors.task_store import OWNED_STATES, SERVICE_ROLE, TaskNotFound, this_process
+from connectors.task_store import SERVICE_ROLE, TaskNotFound, this_process
 from pipelines.plan import compile_plan
-from pipelines.request import RequestError, decode_body, parse_request
-from pipelines.rest_api.api_errors import ApiError, as_object, bad_request, not_found
+from pipelines.request import (
+    EMPTY_BODY,
+    EMPTY_DATA_SOURCE,
+    MISSING_INDEX_NAME,
+    MISSING_TYPE_OR_SOURCE,
+    NO_DATA_SOURCES,
+    RequestError,
+    decode_body,
+    parse_request,
+)
+from pipelines.rest_api.api_errors import STATUS, ApiError, as_object, bad_request, not_found
 from pipelines.rest_api.context import ApiContext
 from pipelines.rest_api.ingest_queue import QueueFull
 from pipelines.rest_api.replies import deleted_answer, public_record
 from pipelines.rest_api.task_query import QueryError, search_tasks
 
 TASK_INDEX = ".plugins-ml-task"
-TASK_NOT_FOUND = "Fail to find task"
+QUEUE_FULL = (
+    "Exceeded maximum limit for BATCH_INGEST tasks. To increase the limit, start mlbatch serve-api "
+    "with a larger --max-queued (or --max-running)."
+)
+TASK_NOT_FOUND = "Failed to find task"
+CANCEL_NOT_FOUND = "Fail to find task"  # ML Commons' cancel words it so
+RUNNING_NOT_DELETED = "Task cannot be deleted in running state. Try after some time."
+NO_BATCH_JOB = "The task ID you provided does not have any associated batch job"
+NO_SEARCH_BODY = "request body or source parameter is required"
+WRAPPED = "IllegalArgumentException in the batch ingestion input: "
+# ML Commons checks these in the REST layer (400 illegal_argument_exception), these in the transport
+# layer (400 status_exception, the message prefixed with WRAPPED); an empty body is its IOException (500).
+REST_LAYER_MESSAGES = (MISSING_INDEX_NAME, NO_DATA_SOURCES)
+TRANSPORT_LAYER_PREFIXES = (EMPTY_DATA_SOURCE, MISSING_TYPE_OR_SOURCE, "The following batch ingest input S3")
 
 
-def task_record(service: ApiContext, task_id: str) -> dict[str, Any]:
+def request_refusal(error: RequestError) -> ApiError:
+    """A refused `_batch_ingestion` body as ML Commons answers it (our own checks: 400 illegal argument)."""
+    message = str(error)
+    if message == EMPTY_BODY:
+        return ApiError(500, "i_o_exception", message)
+    if message.startswith(TRANSPORT_LAYER_PREFIXES):
+        return ApiError(400, STATUS, WRAPPED + message)
+    return bad_request(message)
+
+
+def task_record(service: ApiContext, task_id: str, missing: str = TASK_NOT_FOUND) -> dict[str, Any]:
     try:
         return service.tasks.get(task_id)
     except TaskNotFound:
-        raise not_found(TASK_NOT_FOUND) from None
+        raise not_found(missing) from None
 
 
 def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
     try:
         body = as_object(decode_body(raw), "Batch Ingestion request")
     except RequestError as error:
-        raise bad_request(str(error)) from None
+        raise request_refusal(error) from None
     connector_id = body.get("connector_id")
     if isinstance(connector_id, str) and connector_id:
-        body = {**body, "credential": service.connector_credential(connector_id)}
+        body = {**body, "credential": _connector_credential(service, connector_id)}
         body.pop("connector_id")
     try:
         request = parse_request(body)
         compile_plan(request, join=service.settings.options.join)
     except RequestError as error:
-        raise bad_request(str(error)) from None
+        raise request_refusal(error) from None
     record = service.tasks.create(
         "BATCH_INGEST",
         owner=this_process(SERVICE_ROLE),
         index_name=request.index_name,
         data_source={"type": request.source_type, "source": list(request.sources)},
         credential=redact_credential(request.credential),
+        is_async=True,
         **({"connector_id": connector_id} if isinstance(connector_id, str) and connector_id else {}),
     )
     try:
         service.ingestions.submit(record["task_id"], body)
-    except QueueFull as full:
+    except QueueFull:
         service.tasks.delete(record["task_id"])
-        raise ApiError(429, "rejected_execution_exception", f"{full}; try again later") from None
+        raise ApiError(429, STATUS, QUEUE_FULL) from None
     return 200, {"task_id": record["task_id"], "task_type": "BATCH_INGEST", "status": "CREATED"}
 
 
+def _connector_credential(service: ApiContext, connector_id: str) -> dict[str, str]:
+    try:
+        return service.connector_credential(connector_id)
+    except ApiError:
+        raise ApiError(
+            400,
+            STATUS,
+            "Fail to fetch credentials from the connector in the batch ingestion input: "
+            f"Failed to find connector:{connector_id}",
+        ) from None
+
+
 def get_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]:
-    return 200, public_record(task_record(service, task_id))
+    """The task; a batch prediction still waiting on its job is polled first, as ML Commons does."""
+    record = task_record(service, task_id)
+    if service.predictions.waiting(record):
+        record = service.predictions.refresh(record)
+    return 200, public_record(record)
 
 
 def delete_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]:
+    """Delete a task that is not running; one still waiting in the queue is taken off it first."""
     record = task_record(service, task_id)
-    if record["state"] in OWNED_STATES or service.ingestions.holds(task_id):
-        raise bad_request("Task cannot be deleted in running state. Try after sometime")
+    if record["state"] == "RUNNING":
+        raise ApiError(500, "exception", RUNNING_NOT_DELETED)
+    service.ingestions.cancel(task_id, service.settings.cancel_wait)
     try:
         service.tasks.delete(task_id)
     except TaskNotFound:
@@ -85,13 +136,22 @@ def delete_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]
     return 200, deleted_answer(TASK_INDEX, task_id)
 
 
-def search(service: ApiContext, raw: bytes, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+def _search_body(raw: bytes, params: Mapping[str, str]) -> dict[str, Any]:
+    """The query: the body, else the `source` parameter (ML Commons requires one of them)."""
+    text = raw if raw.strip() else params.get("source", "").encode()
+    if not text.strip():
+        raise ApiError(400, "parse_exception", NO_SEARCH_BODY)
     try:
-        body = orjson.loads(raw) if raw.strip() else None
+        body = orjson.loads(text)
     except orjson.JSONDecodeError as error:
         raise ApiError(400, "parse_exception", f"request body is not valid JSON: {error}") from None
-    if body is not None and not isinstance(body, dict):
+    if not isinstance(body, dict):
         raise ApiError(400, "parse_exception", "request body must be a JSON object")
+    return body
+
+
+def search(service: ApiContext, raw: bytes, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    body = _search_body(raw, params)
     records = [public_record(record) for record in service.tasks.list(limit=None)]
     try:
         return 200, search_tasks(records, body, params)
@@ -100,13 +160,14 @@ def search(service: ApiContext, raw: bytes, params: Mapping[str, str]) -> tuple[
 
 
 def cancel_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]:
-    """An ingestion waiting or running here stops and becomes CANCELLED; a batch prediction's
-    remote job is cancelled with the connector's cancel action (the answer as ML Commons gives it)."""
-    record = task_record(service, task_id)
+    """A batch prediction's remote job is cancelled with the connector's cancel action; an ingestion
+    waiting or running here (our addition to ML Commons) stops and becomes CANCELLED."""
+    record = task_record(service, task_id, CANCEL_NOT_FOUND)
     if record.get("task_type") == "BATCH_PREDICTION":
         return service.predictions.cancel(record)
+    if record.get("task_type") != "BATCH_INGEST":
+        raise bad_request(NO_BATCH_JOB)
     if not service.ingestions.cancel(task_id, service.settings.cancel_wait):
-        raise bad_request(
-            f"task {task_id} is {record['state']}: only a waiting or running task can be cancelled"
-        )
-    return 200, {"status": "OK", "task": public_record(task_record(service, task_id))}
+        state = record["state"]
+        raise bad_request(f"task {task_id} is {state}: only a waiting or running ingestion can be cancelled")
+    return 200, {"status": "OK"}
