@@ -1,0 +1,1 @@
+"""The ML Commons REST API served by `mlbatch serve-api`."""
