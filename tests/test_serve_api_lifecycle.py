@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from opensearchpy import OpenSearch
 from opensearchpy.exceptions import TransportError
 
 from connectors.task_store import SERVICE_DIED, process_start_time
 from tests.api_helpers import serve_api, wait_for_task
-from tests.data import jsonl
+from tests.data import jsonl, knn_index_body
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ DOCS = 300
 
 
 def slow_request(tmp_path: Path, name: str = "slow") -> dict:
-    """A local file of DOCS documents; with --bulk-size 10 and a slowed cluster it runs for seconds."""
+    """A local file of DOCS documents; five per _bulk, one at a time, on a slowed cluster: 18 s."""
     path = tmp_path / f"{name}.jsonl"
     path.write_bytes(jsonl([{"id": f"{name}-{n}", "v": [n, 1.0]} for n in range(DOCS)]))
     return {
@@ -44,7 +45,7 @@ def wait_until_indexing(api, task_id: str, timeout: float = 60.0) -> dict:
         record = api.client().plugins.ml.get_task(task_id=task_id)
         if record["state"] == "RUNNING" and record.get("counts", {}).get("indexed", 0) > 0:
             return record
-        assert record["state"] in ("CREATED", "RUNNING"), record
+        assert record["state"] in ("CREATED", "RUNNING"), record.get("error")
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} did not start indexing in {timeout} s")
 
@@ -57,11 +58,23 @@ def owner_pid(home: Path, task_id: str) -> int:
 
 @pytest.fixture
 def slow_cluster(fault_servers):
-    return fault_servers(bulk_delay=0.3)
+    cluster = fault_servers(bulk_delay=0.3)
+    for name in ("first", "second", "third"):
+        OpenSearch(hosts=[cluster.url]).indices.create(index=name, body=knn_index_body(["v"], 2))
+    return cluster
 
 
 def test_cancel_a_running_and_a_waiting_ingestion_and_a_full_queue(slow_cluster, tmp_path):
-    args = ("--opensearch", slow_cluster.url, "--bulk-size", "10", "--max-queued", "1")
+    args = (
+        "--opensearch",
+        slow_cluster.url,
+        "--bulk-size",
+        "5",
+        "--bulk-concurrency",
+        "1",
+        "--max-queued",
+        "1",
+    )
     with serve_api(*args) as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
@@ -88,7 +101,7 @@ def test_cancel_a_running_and_a_waiting_ingestion_and_a_full_queue(slow_cluster,
 
 
 def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_cluster, tmp_path):
-    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "10") as api:
+    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "5", "--bulk-concurrency", "1") as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
         wait_until_indexing(api, running)
@@ -105,7 +118,7 @@ def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_clus
 def test_a_killed_service_leaves_no_worker_and_its_tasks_failed_on_restart(
     slow_cluster, tmp_path, mlbatch_home
 ):
-    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "10") as api:
+    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "5", "--bulk-concurrency", "1") as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
         wait_until_indexing(api, running)

@@ -153,8 +153,8 @@ class IngestQueue:
     def _relay_log(self, run: _Run) -> None:
         assert run.process is not None and run.process.stderr is not None
         for raw in run.process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            log.info("task %s: %s", run.task_id, line.removeprefix(WORKER_LOG_PREFIX))
+            line = raw.decode(errors="replace").rstrip().removeprefix(WORKER_LOG_PREFIX)
+            log.info("%s", line if line.startswith(f"task {run.task_id}") else f"task {run.task_id}: {line}")
 
     def _finish(self, run: _Run, exit_code: int | None, error: str | None = None) -> None:
         """The task's final record after its worker ended (`exit_code`) or before one started."""

@@ -17,12 +17,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from connectors.local.http_server import JsonHttpServer, Reply, request_path
-from pipelines.rest_api.auth import Credentials, authorized, unauthorized_reply
+from pipelines.rest_api.auth import WWW_AUTHENTICATE, Credentials, authorized, unauthorized_reply
 from pipelines.rest_api.service import MlService
 from transforms.echo import cut
 
 log = logging.getLogger("mlbatch")
-CHALLENGE = [("WWW-Authenticate", 'Basic realm="mlbatch", charset="UTF-8"')]
+CHALLENGE = [("WWW-Authenticate", WWW_AUTHENTICATE)]
 
 
 class ApiServer(JsonHttpServer):
