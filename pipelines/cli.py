@@ -23,7 +23,7 @@ import gc
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines import task_lifecycle
 from pipelines.cli_common import (
@@ -54,6 +54,16 @@ def _task(args: argparse.Namespace) -> int:
     else:
         print_json(store.list(args.limit))
     return EXIT_OK
+
+
+def with_stored_connector(body: Any) -> Any:
+    """The body with a `connector_id` resolved from the connector store, when it uses one."""
+    from pipelines.stored_connectors import StoredConnectorError, stored_credential, with_connector_credential
+
+    try:
+        return with_connector_credential(body, stored_credential)
+    except StoredConnectorError as error:
+        raise UsageError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +121,8 @@ def _run(args: argparse.Namespace, ingest_options: IngestOptions | None) -> int:
 
     try:
         if args.command == "ingest":
-            return ingest(ingest_options, read_request_body(args.request, "request"), debug=args.debug)
+            body = read_request_body(args.request, "request")
+            return ingest(ingest_options, with_stored_connector(body), debug=args.debug)
         if args.command == "predict":
             return run_predict(args, ingest_options)
         if args.command == "task":

@@ -193,8 +193,8 @@ def parse_request(body: Any) -> IngestRequest:
     connector_id = _connector_id(body.get("connector_id"))
     if connector_id is not None and not credential:
         raise RequestError(
-            "connector_id: reading credentials from a connector is not supported yet; "
-            "put them in the request's 'credential' field"
+            "connector_id: this run cannot read the connector store; put the credential in the request's "
+            "'credential' field (mlbatch ingest and mlbatch serve-api read connectors stored by serve-api)"
         )
     _check_sources(source_type, sources, credential)
 

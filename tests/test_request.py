@@ -100,7 +100,7 @@ def test_unknown_top_level_field_is_ignored_with_a_warning(caplog):
 def test_connector_id_without_credential_is_reported_unsupported():
     body = without(SAGEMAKER_REQUEST, "credential")
     body["connector_id"] = "abc"
-    assert error_of(body).startswith("connector_id: reading credentials from a connector is not supported")
+    assert error_of(body).startswith("connector_id: this run cannot read the connector store")
 
 
 def test_connector_id_with_credential_is_accepted():

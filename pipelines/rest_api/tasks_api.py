@@ -37,6 +37,7 @@ from pipelines.rest_api.context import ApiContext
 from pipelines.rest_api.ingest_queue import QueueFull
 from pipelines.rest_api.replies import deleted_answer, public_record
 from pipelines.rest_api.task_query import QueryError, search_tasks
+from pipelines.stored_connectors import uses_stored_connector, with_connector_credential
 
 TASK_INDEX = ".plugins-ml-task"
 QUEUE_FULL = (
@@ -77,10 +78,8 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
         body = as_object(decode_body(raw), "Batch Ingestion request")
     except RequestError as error:
         raise request_refusal(error) from None
-    connector_id = body.get("connector_id")
-    if isinstance(connector_id, str) and connector_id:
-        body = {**body, "credential": _connector_credential(service, connector_id)}
-        body.pop("connector_id")
+    connector_id = body.get("connector_id") if uses_stored_connector(body) else None
+    body = with_connector_credential(body, lambda name: _connector_credential(service, name))
     try:
         request = parse_request(body)
         compile_plan(request, join=service.settings.options.join)
@@ -93,7 +92,7 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
         data_source={"type": request.source_type, "source": list(request.sources)},
         credential=redact_credential(request.credential),
         is_async=True,
-        **({"connector_id": connector_id} if isinstance(connector_id, str) and connector_id else {}),
+        **({"connector_id": connector_id} if connector_id else {}),
     )
     try:
         service.ingestions.submit(record["task_id"], body)
