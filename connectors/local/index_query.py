@@ -193,13 +193,14 @@ def search_answer(
         if wanted is not False:
             hit["_source"] = source
         hits.append(hit)
+    return search_response(len(scored), hits[0]["_score"] if hits else None, hits)
+
+
+def search_response(total: int, max_score: float | None, hits: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenSearch's answer to a search on one shard: `total` matches, these `hits`."""
     return {
-        "took": 1,
+        "took": 0,
         "timed_out": False,
         "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {
-            "total": {"value": len(scored), "relation": "eq"},
-            "max_score": hits[0]["_score"] if hits else None,
-            "hits": hits,
-        },
+        "hits": {"total": {"value": total, "relation": "eq"}, "max_score": max_score, "hits": hits},
     }

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Any
 
+from connectors.local.index_query import search_response
 from pipelines.rest_api.query_dsl import QueryError, compile_query
 from pipelines.rest_api.task_fields import TaskDoc, field_name, field_values
 
@@ -257,13 +258,4 @@ def search_tasks(
         _hit(doc, scored, wanted) | ({"sort": values} if explicit else {})
         for doc, values in found[start : start + size]
     ]
-    return {
-        "took": 0,
-        "timed_out": False,
-        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {
-            "total": {"value": len(found), "relation": "eq"},
-            "max_score": SCORE if scored and hits else None,
-            "hits": hits,
-        },
-    }
+    return search_response(len(found), SCORE if scored and hits else None, hits)
