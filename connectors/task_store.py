@@ -148,16 +148,31 @@ class TaskStore:
             db.execute("INSERT INTO tasks VALUES (?, ?, ?)", (record["task_id"], stamp, orjson.dumps(record)))
         return record
 
-    def update(self, task_id: str, drop: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
-        """Set `fields` (and remove the `drop` fields) of a task; returns the new record.
+    def update(
+        self,
+        task_id: str,
+        drop: tuple[str, ...] = (),
+        only_if: Callable[[dict[str, Any]], bool] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Set `fields` (and remove the `drop` fields) of a task; returns the new record. With
+        `only_if`, the change is made only when it holds for the stored record (else that record
+        is returned as it is); read and write are one transaction, so no change is lost.
 
         A task that leaves CREATED and RUNNING has no owner any more."""
-        record = {**self.get(task_id), **fields, "last_update_time": now_millis()}
-        for name in drop:
-            record.pop(name, None)
-        if record.get("state") not in OWNED_STATES:
-            record.pop("owner", None)
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT record FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(f"task {task_id!r} not found in {self.path}")
+            stored = orjson.loads(row[0])
+            if only_if is not None and not only_if(stored):
+                return stored
+            record = {**stored, **fields, "last_update_time": now_millis()}
+            for name in drop:
+                record.pop(name, None)
+            if record.get("state") not in OWNED_STATES:
+                record.pop("owner", None)
             db.execute("UPDATE tasks SET record = ? WHERE task_id = ?", (orjson.dumps(record), task_id))
         return record
 

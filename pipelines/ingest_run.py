@@ -112,7 +112,9 @@ def run_ingest(
         if task_id is None:
             task_id = store.create("BATCH_INGEST", **fields)["task_id"]
         else:
-            store.update(task_id, owner=this_process(), **fields)
+            taken = _take_over(store, task_id, fields)
+            if taken is not None:  # cancelled or ended while it waited: not run
+                return IngestResult(taken)
         dlq_dir = options.dlq or str(mlbatch_home() / "dlq" / task_id)
         task = _Task(store, task_id, dlq_dir, redactor, runner, workers)
         progress.restart_all()
@@ -129,6 +131,17 @@ def run_ingest(
             log.error("ingestion stopped by %s", type(error).__name__)
             task.ended_early(f"stopped by {type(error).__name__}")
             raise
+
+
+def _take_over(store: TaskStore, task_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Make this process the owner of a task made beforehand, if it still waits (CREATED); else its
+    record, which this run leaves as it is."""
+    owner = this_process()
+    record = store.update(task_id, only_if=lambda stored: stored["state"] == "CREATED", owner=owner, **fields)
+    if record.get("owner") == owner:
+        return None
+    log.warning("task %s is %s: not run", task_id, record["state"])
+    return record
 
 
 @contextlib.contextmanager

@@ -59,3 +59,11 @@ def test_unknown_paths_are_400_no_handler_found(path):
     assert refused.value.status == 400
     assert refused.value.reason == f"no handler found for uri [{path}] and method [GET]"
     assert refused.value.reply()[1]["error"]["type"] == "illegal_argument_exception"
+
+
+def test_segments_are_decoded_before_they_are_matched():
+    assert route("POST", "/_plugins/_ml/tasks/%5Fsearch").handler == "search_tasks"
+    assert route("GET", "/_plugins/_ml/tasks/%5Fsearch").handler == "search_tasks"
+    assert route("POST", "/_plugins/_ml/models/m%201/%5Fdeploy").ids == {"model_id": "m 1"}
+    with pytest.raises(ApiError):
+        route("POST", "/_plugins/_ml/tasks//_cancel")

@@ -5,8 +5,9 @@
 with `QueueFull`; `cancel` takes a waiting task off the queue or stops a running one (SIGTERM,
 then SIGKILL after `stop_grace` seconds) and records it CANCELLED with the counts it reached;
 `close` stops everything when the service stops. Whatever way a worker ends — its own final
-record, a crash, a kill — the task's record ends in a final state: a worker that left it
-CREATED or RUNNING has it FAILED with the exit code.
+record, a crash, a kill — the task's record ends in a final state: a worker that ended without
+taking the task over leaves it FAILED with its exit code, and one killed while it ran leaves it
+FAILED "the process running it died" (the task store's rule).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.task_store import OWNED_STATES, TaskStore
+from connectors.secret_box import KEY_ENV
+from connectors.task_store import OWNED_STATES, OWNER_DIED, SERVICE_DIED, TaskStore
 from pipelines import task_lifecycle
 from pipelines.ingest_options import IngestOptions
 from pipelines.rest_api.ingest_worker import worker_payload
@@ -28,6 +30,7 @@ from pipelines.rest_api.ingest_worker import worker_payload
 log = logging.getLogger("mlbatch")
 SERVICE_STOPPED = "mlbatch serve-api stopped before the task ran; submit the request again"
 WORKER_LOG_PREFIX = "mlbatch: "
+STOPPED_ERRORS = frozenset({task_lifecycle.INTERRUPTED, OWNER_DIED, SERVICE_DIED})  # a stopped worker's end
 
 
 class QueueFull(RuntimeError):
@@ -40,11 +43,17 @@ class _Run:
     payload: bytes = field(repr=False)
     process: subprocess.Popen | None = None
     cancelled: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    ending: bool = False  # its end is being recorded (once)
+    done: threading.Event = field(default_factory=threading.Event)  # and has been
 
 
 def worker_command() -> list[str]:
     return [sys.executable, "-P", "-m", "pipelines.rest_api.ingest_worker", str(os.getpid())]
+
+
+def worker_environment() -> dict[str, str]:
+    """The service's environment without the master key: a worker reads no stored credential."""
+    return {name: value for name, value in os.environ.items() if name != KEY_ENV}
 
 
 class IngestQueue:
@@ -80,11 +89,6 @@ class IngestQueue:
             run = _Run(task_id, worker_payload(task_id, body, self._options))
             self._runs[task_id] = run
         self._waiting.put(run)
-
-    def holds(self, task_id: str) -> bool:
-        """Whether the task waits or runs here."""
-        with self._lock:
-            return task_id in self._runs
 
     def cancel(self, task_id: str, wait: float) -> bool:
         """Stop the task if it waits or runs here (False if not) and wait up to `wait` seconds for
@@ -127,19 +131,30 @@ class IngestQueue:
 
     def _work(self) -> None:
         while (run := self._waiting.get()) is not None:
-            with self._lock:
-                if run.done.is_set() or self._closing:
-                    continue
-                run.process = subprocess.Popen(
-                    worker_command(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,  # a Ctrl-C at the service's terminal is the service's to handle
-                )
-            self._feed(run)
-            self._relay_log(run)
-            self._finish(run, run.process.wait())
+            try:
+                self._run(run)
+            except Exception as error:  # no task may wait forever behind a thread that died
+                reason = f"the ingestion worker could not run: {type(error).__name__}: {error}"
+                log.error("task %s: %s", run.task_id, reason)
+                if run.process is not None and run.process.poll() is None:
+                    run.process.kill()
+                self._finish(run, None, reason)
+
+    def _run(self, run: _Run) -> None:
+        with self._lock:
+            if run.ending or run.cancelled or self._closing:  # cancel and close record it
+                return
+            run.process = subprocess.Popen(
+                worker_command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C at the service's terminal is the service's to handle
+                env=worker_environment(),
+            )
+        self._feed(run)
+        self._relay_log(run)
+        self._finish(run, run.process.wait())
 
     def _feed(self, run: _Run) -> None:
         assert run.process is not None and run.process.stdin is not None
@@ -159,16 +174,23 @@ class IngestQueue:
     def _finish(self, run: _Run, exit_code: int | None, error: str | None = None) -> None:
         """The task's final record after its worker ended (`exit_code`) or before one started."""
         with self._lock:
-            if run.done.is_set():
+            if run.ending:
                 return
-            run.done.set()
+            run.ending = True
             self._runs.pop(run.task_id, None)
+        try:
+            self._record_end(run, exit_code, error)
+        except Exception as failure:  # the store is busy or broken: the task is FAILED when read later
+            log.error("task %s: could not record its end: %s", run.task_id, failure)
+        finally:
+            run.done.set()
+
+    def _record_end(self, run: _Run, exit_code: int | None, error: str | None) -> None:
         try:
             record = self._store.get(run.task_id)
         except LookupError:  # deleted meanwhile
             return
-        stopped = record["state"] in OWNED_STATES or record.get("error") == task_lifecycle.INTERRUPTED
-        if run.cancelled and stopped:
+        if run.cancelled and (record["state"] in OWNED_STATES or record.get("error") in STOPPED_ERRORS):
             self._store.update(run.task_id, state="CANCELLED", drop=("error",))
         elif record["state"] in OWNED_STATES:
             reason = error or f"the ingestion worker exited with code {exit_code} before recording an end"

@@ -1,21 +1,19 @@
 """Which ML Commons endpoint a request names (pure): `route(method, path)` → handler name + path ids.
 
-Paths are matched as sent, then their ids percent-decoded. An unknown path is OpenSearch's 400
+Paths are matched segment by segment, each percent-decoded first (as OpenSearch decodes them), so
+`%5Fsearch` is `_search` and an id may hold an encoded `/`. An unknown path is OpenSearch's 400
 "no handler found for uri [...] and method [...]"; a known path with another method is its 405
 "Incorrect HTTP method for uri [...] and method [...], allowed: [...]".
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from pipelines.rest_api.api_errors import ApiError
 from transforms.echo import cut
 
-_ML = "/_plugins/_ml"
-_ID = r"(?P<{}>[^/]+)"
 _TABLE: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_batch_ingestion", "batch_ingest"),
     ("GET", "/tasks/_search", "search_tasks"),
@@ -41,26 +39,41 @@ class Route:
     ids: dict[str, str]
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    regex = re.escape(_ML + template)
-    for name in ("task_id", "connector_id", "model_id"):
-        regex = regex.replace(re.escape("{" + name + "}"), _ID.format(name))
-    return re.compile(regex + "/?")
+def _segments(template: str) -> tuple[str, ...]:
+    return ("_plugins", "_ml", *template.strip("/").split("/"))
 
 
-_COMPILED = tuple((method, _pattern(template), handler) for method, template, handler in _TABLE)
+_COMPILED = tuple((method, _segments(template), handler) for method, template, handler in _TABLE)
+
+
+def _ids(template: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    """The ids a path's decoded segments give the template's `{name}`s; None if it does not fit."""
+    if len(template) != len(segments):
+        return None
+    ids = {}
+    for expected, segment in zip(template, segments, strict=True):
+        if expected.startswith("{"):
+            if not segment:
+                return None
+            ids[expected[1:-1]] = segment
+        elif expected != segment:
+            return None
+    return ids
 
 
 def route(method: str, path: str) -> Route:
     """The handler of `method path` with its decoded ids (ApiError 400/405 when there is none).
     A literal segment (`_search`, `_create`, `_register`) wins over an id in the same place."""
+    segments = [unquote(segment) for segment in path.split("/")[1:]]
+    if len(segments) > 1 and segments[-1] == "":  # a trailing slash
+        segments.pop()
     allowed = []
-    for route_method, pattern, handler in _COMPILED:
-        match = pattern.fullmatch(path)
-        if match is None:
+    for route_method, template, handler in _COMPILED:
+        ids = _ids(template, segments)
+        if ids is None:
             continue
         if route_method == method or (method == "HEAD" and route_method == "GET"):
-            return Route(handler, {name: unquote(value) for name, value in match.groupdict().items()})
+            return Route(handler, ids)
         allowed.append(route_method)
     shown = cut(path, 200)
     if allowed:
