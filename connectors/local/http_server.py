@@ -32,6 +32,7 @@ from waitress.task import ErrorTask
 Reply = tuple[int, Any] | tuple[int, Any, list[tuple[str, str]]]
 Handle = Callable[[str, str, Message, bytes], Reply]
 MiB = 1024 * 1024
+GZIP_PIECE = 4096
 log = logging.getLogger("mlbatch")
 
 _ERROR_KINDS = {
@@ -85,19 +86,29 @@ def decoded_body(raw: bytes, encoding: str | None, limit: int) -> bytes:
     if encoding.strip().lower() != "gzip":
         raise BodyError(400, f"unsupported Content-Encoding [{encoding}]: send gzip or none")
     inflated = bytearray()
-    remaining = raw
+    view, position = memoryview(raw), 0
     try:
-        while remaining:
-            member = zlib.decompressobj(wbits=31)
-            inflated += member.decompress(remaining, limit + 1 - len(inflated))
-            if len(inflated) > limit:
-                raise BodyError(413, f"the gzip body inflates to more than {limit} bytes")
-            if not member.eof:
-                raise BodyError(400, "the gzip body is truncated")
-            remaining = member.unused_data
+        while position < len(view):
+            position = _inflate_member(view, position, inflated, limit)
     except zlib.error as error:
         raise BodyError(400, f"the body is not valid gzip ({error})") from None
     return bytes(inflated)
+
+
+def _inflate_member(view: memoryview, position: int, inflated: bytearray, limit: int) -> int:
+    """Inflate the gzip member at `position` onto `inflated`; where the next member starts. The input
+    goes in pieces of `GZIP_PIECE` bytes, so what zlib copies after a member's end stays small
+    however many members the body holds."""
+    member = zlib.decompressobj(wbits=31)
+    while not member.eof:
+        if position >= len(view):
+            raise BodyError(400, "the gzip body is truncated")
+        piece = view[position : position + GZIP_PIECE]
+        inflated += member.decompress(piece, limit + 1 - len(inflated))
+        if len(inflated) > limit:
+            raise BodyError(413, f"the gzip body inflates to more than {limit} bytes")
+        position += len(piece) - len(member.unused_data)
+    return position
 
 
 def status_line(status: int) -> str:

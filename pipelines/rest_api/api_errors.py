@@ -39,6 +39,11 @@ def not_found(reason: str) -> ApiError:
     return ApiError(404, STATUS, reason)
 
 
+def internal_error(reason: str) -> ApiError:
+    """A 500 whose reason says what is wrong on the service's side (a master key that opens nothing, …)."""
+    return ApiError(500, "exception", reason)
+
+
 def conflict(reason: str) -> ApiError:
     return ApiError(409, STATUS, reason)
 

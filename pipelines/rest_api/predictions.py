@@ -19,8 +19,9 @@ from connectors.batch_predict.job_calls import FINAL_STATES, TASK_TYPE, BatchJob
 from connectors.batch_predict.job_status import TERMINAL_STATES
 from connectors.batch_predict.remote_call import RemoteCallError
 from connectors.ml_store import MlStore, ObjectNotFound
+from connectors.secret_box import SecretBoxError
 from connectors.task_store import SERVICE_ROLE, TaskNotFound, TaskStore, this_process
-from pipelines.rest_api.api_errors import ApiError, bad_request, not_found
+from pipelines.rest_api.api_errors import ApiError, bad_request, internal_error, not_found
 
 log = logging.getLogger("mlbatch")
 
@@ -36,6 +37,8 @@ def model_connector(objects: MlStore, model_id: str, require_batch: bool = True)
             body, credential = model.get("connector") or {}, objects.credential("model", model_id)
     except ObjectNotFound as missing:
         raise not_found(str(missing)) from None
+    except SecretBoxError as error:
+        raise internal_error(str(error)) from None
     try:
         return parse_connector({**body, "credential": credential}, require_batch=require_batch)
     except ConnectorError as error:
@@ -77,12 +80,20 @@ class Predictions:
         )
 
     def refresh(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Poll one job once and record its state."""
+        """Poll one job once and record its state. A job whose model or connector is gone or wrong
+        becomes FAILED; ApiError (500) when the service cannot poll it now (a master key that opens
+        nothing, a connector without a status action, as ML Commons' UnsupportedOperationException)."""
         try:
             job = BatchJob(model_connector(self._objects, record["model_id"]))
         except ApiError as error:
+            if error.status >= 500:
+                raise
             return self._tasks.update(record["task_id"], state="FAILED", error=f"cannot poll: {error.reason}")
-        return self._apply(record["task_id"], job.poll(record))
+        try:
+            change = job.poll(record)
+        except ConnectorError as error:
+            raise ApiError(500, "unsupported_operation_exception", str(error)) from None
+        return self._apply(record["task_id"], change)
 
     def cancel(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Call the job's cancel action; ML Commons' answer (`{"status": "OK"}`)."""
@@ -106,6 +117,8 @@ class Predictions:
                     self.refresh(record)
                 except TaskNotFound:  # deleted meanwhile
                     continue
+                except ApiError as error:  # this job cannot be polled now; the others can
+                    log.warning("task %s: cannot poll its batch job: %s", record["task_id"], error.reason)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self._interval):

@@ -105,7 +105,9 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
 def _connector_credential(service: ApiContext, connector_id: str) -> dict[str, str]:
     try:
         return service.connector_credential(connector_id)
-    except ApiError:
+    except ApiError as error:
+        if error.status != 404:
+            raise
         raise ApiError(
             400,
             STATUS,
