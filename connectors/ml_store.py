@@ -160,12 +160,6 @@ class MlStore:
                         raise in_use(reference, users)
             db.execute("DELETE FROM objects WHERE kind = ? AND object_id = ?", (kind, object_id))
 
-    def find(self, kind: str, field: str, value: Any) -> list[tuple[str, dict[str, Any]]]:
-        """The (id, record) of every object of `kind` whose `field` equals `value`, oldest first."""
-        check_kind(kind)
-        with self._connect() as db:
-            return _matching(db, kind, field, value)
-
 
 def _row(db: sqlite3.Connection, kind: str, object_id: str) -> tuple[bytes, str | None]:
     """The stored record and sealed credential of an object."""

@@ -105,16 +105,20 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def load_master_key(home: Path, environ: Mapping[str, str] = os.environ) -> bytes:
-    """The master key: `$MLBATCH_MASTER_KEY` if set, else `home/master.key` (created on first use)."""
+def load_master_key(home: Path, environ: Mapping[str, str] = os.environ, create: bool = True) -> bytes:
+    """The master key: `$MLBATCH_MASTER_KEY` if set, else `home/master.key`, created on first use
+    (unless not `create`: then a missing key is a SecretBoxError)."""
     if KEY_ENV in environ:
         return key_from_env(environ[KEY_ENV])
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / KEY_FILE_NAME
     try:
         return read_key_file(path)
     except FileNotFoundError:
-        return create_key_file(path)
+        if not create:
+            missing = f"no master key: set ${KEY_ENV} as serve-api has it, or keep {path}"
+            raise SecretBoxError(missing) from None
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return create_key_file(path)
 
 
 class SecretBox:

@@ -2,7 +2,7 @@
 
     mlbatch serve-api [--opensearch URL] [cluster and ingestion options] [--host H] [--port N]
                       [--auth-file FILE] [--max-body-mb N] [--max-running N] [--max-queued N]
-                      [--poll-interval S]
+                      [--poll-interval S] [--local-root DIR] [--trusted-connector-endpoints REGEX …]
 
 Every `_batch_ingestion` it accepts runs with the ingestion options given here (the cluster,
 its auth, bulk sizes, retries, Beam options), in a worker process of its own. It listens on
@@ -11,6 +11,8 @@ line with its `url` on stdout, logs one line per request on stderr, and serves u
 SIGTERM, which stop the running ingestions (FAILED "interrupted", counts kept) and fail the
 waiting ones. Tasks, connectors and models live under `$MLBATCH_HOME`; connector credentials
 are sealed with the master key (`$MLBATCH_MASTER_KEY`, else `$MLBATCH_HOME/master.key`).
+Callers reach local files only under `--local-root` and connector URLs only matching the trusted
+endpoint patterns (`pipelines.rest_api.confinement`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import re
 import signal
 import sys
 from dataclasses import replace
@@ -58,6 +61,19 @@ def add_serve_api_command(commands: argparse._SubParsersAction) -> None:
     api.add_argument(
         "--poll-interval", type=float, default=10.0, help="seconds between polls of batch jobs (default 10)"
     )
+    api.add_argument(
+        "--local-root",
+        metavar="DIR",
+        help='serve "type": "local" sources, only files under DIR (default: refused; callers would '
+        "read any file the service can)",
+    )
+    api.add_argument(
+        "--trusted-connector-endpoints",
+        metavar="REGEX",
+        action="append",
+        help="a connector URL must match one of these (repeat it); default: ML Commons' list "
+        "(api.openai.com, SageMaker, Bedrock, Cohere, …)",
+    )
     add_ingest_options(api)
 
 
@@ -82,6 +98,13 @@ def _checked(args: argparse.Namespace) -> None:
         )
     if not args.poll_interval > 0:
         raise UsageError("serve-api: --poll-interval must be positive")
+    if args.local_root and not Path(args.local_root).is_dir():
+        raise UsageError(f"serve-api: --local-root {args.local_root}: not a directory")
+    for pattern in args.trusted_connector_endpoints or ():
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise UsageError(f"serve-api: --trusted-connector-endpoints {pattern!r}: {error}") from None
 
 
 def _with_absolute_paths(options: IngestOptions) -> IngestOptions:
@@ -100,6 +123,7 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
     from connectors.secret_box import SecretBox, SecretBoxError, load_master_key
     from connectors.task_store import TaskStore, mlbatch_home
     from pipelines.rest_api.auth import AuthFileError, load_auth_file
+    from pipelines.rest_api.confinement import ML_COMMONS_TRUSTED_ENDPOINTS
     from pipelines.rest_api.context import ApiSettings
     from pipelines.rest_api.server import ApiServer
     from pipelines.rest_api.service import MlService
@@ -111,7 +135,12 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
     except (AuthFileError, SecretBoxError) as error:
         raise UsageError(f"serve-api: {error}") from None
     settings = ApiSettings(
-        _with_absolute_paths(options), args.max_running, args.max_queued, args.poll_interval
+        _with_absolute_paths(options),
+        args.max_running,
+        args.max_queued,
+        args.poll_interval,
+        local_root=Path(args.local_root).resolve() if args.local_root else None,
+        trusted_endpoints=tuple(args.trusted_connector_endpoints or ML_COMMONS_TRUSTED_ENDPOINTS),
     )
     service = MlService(settings, TaskStore(), MlStore(box))
     try:

@@ -49,6 +49,7 @@ def stored_credential(connector_id: str) -> dict[str, str]:
             "POST /_plugins/_ml/connectors/_create stores them); or put the credential in the request"
         )
     try:
-        return MlStore(SecretBox(load_master_key(path.parent)), path).credential("connector", connector_id)
+        box = SecretBox(load_master_key(path.parent, create=False))
+        return MlStore(box, path).credential("connector", connector_id)
     except (ObjectNotFound, SecretBoxError) as error:
         raise StoredConnectorError(f"connector_id {connector_id}: {error}") from None

@@ -105,18 +105,6 @@ def test_update_sets_fields_and_keeps_the_credential(store: MlStore) -> None:
     assert store.credential("connector", connector_id) == {"openAI_key": SECRET}
 
 
-def test_find_returns_the_models_of_a_connector(store: MlStore) -> None:
-    first, _ = store.create("connector", CONNECTOR)
-    second, _ = store.create("connector", CONNECTOR)
-    model_a, _ = store.create("model", {"name": "a", "function_name": "remote", "connector_id": first})
-    model_b, _ = store.create("model", {"name": "b", "function_name": "remote", "connector_id": first})
-    store.create("model", {"name": "c", "function_name": "remote", "connector_id": second})
-    found = store.find("model", "connector_id", first)
-    assert [model_id for model_id, _ in found] == [model_a, model_b]
-    assert [record["name"] for _, record in found] == ["a", "b"]
-    assert store.find("model", "connector_id", "none") == []
-
-
 def test_a_model_cannot_name_a_missing_connector(store: MlStore) -> None:
     with pytest.raises(ObjectNotFound, match="Failed to find connector with the provided connector id: gone"):
         store.create("model", {"name": "m", "connector_id": "gone"})
@@ -159,6 +147,5 @@ def test_threads_share_one_store(store: MlStore) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         model_ids = [future.result(timeout=60) for future in [pool.submit(register, n) for n in range(40)]]
-    found = store.find("model", "connector_id", connector_id)
-    assert sorted(model_id for model_id, _ in found) == sorted(model_ids)
-    assert {record["model_state"] for _, record in found} == {"DEPLOYED"}
+    assert len(set(model_ids)) == 40
+    assert {store.get("model", model_id)["model_state"] for model_id in model_ids} == {"DEPLOYED"}

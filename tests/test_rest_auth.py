@@ -90,7 +90,7 @@ def test_non_ascii_bytes_are_refused_without_quoting_them(tmp_path):
         (0o644, "is readable by other users (mode 0644): chmod 600 it"),
         (0o640, "is readable by other users (mode 0640): chmod 600 it"),
         (0o604, "is readable by other users (mode 0604): chmod 600 it"),
-        (0o620, "is open to other users (mode 0620): chmod 600 it"),
+        (0o620, "is writable by other users (mode 0620): chmod 600 it"),
     ],
 )
 def test_an_auth_file_other_users_may_open_is_refused(tmp_path, mode, message):

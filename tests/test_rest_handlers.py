@@ -13,6 +13,7 @@ from connectors.ml_store import MlStore
 from connectors.secret_box import SecretBox, load_master_key
 from connectors.task_store import SERVICE_DIED, SERVICE_ROLE, TaskStore, this_process
 from pipelines.ingest_options import IngestOptions
+from pipelines.rest_api.confinement import ML_COMMONS_TRUSTED_ENDPOINTS
 from pipelines.rest_api.context import ApiSettings
 from pipelines.rest_api.service import MlService
 from tests.batch_services import BatchServices
@@ -22,8 +23,14 @@ BLUEPRINT = Path("connectors/batch_predict/blueprints/openai_batch.json")
 
 
 @pytest.fixture
-def service(mlbatch_home):
-    settings = ApiSettings(IngestOptions(opensearch="http://127.0.0.1:9"), max_running=0, max_queued=2)
+def service(mlbatch_home, tmp_path):
+    settings = ApiSettings(
+        IngestOptions(opensearch="http://127.0.0.1:9"),
+        max_running=0,
+        max_queued=2,
+        local_root=tmp_path,
+        trusted_endpoints=(*ML_COMMONS_TRUSTED_ENDPOINTS, r"^http://127\.0\.0\.1:\d+/.*$"),
+    )
     made = MlService(settings, TaskStore(), MlStore(SecretBox(load_master_key(mlbatch_home))))
     yield made
     made.close()
@@ -189,7 +196,8 @@ def test_batch_predict_polls_and_cancels_through_the_models_connector(service):
         service.context.predictions.poll_once()
         assert service.context.tasks.get(submitted["task_id"])["state"] == "CANCELLED"
         status, refused = call(service, "POST", path, {"parameters": {"input_file_id": "file-missing"}})
-        assert status == 400 and "input_file_id not found" in reason(refused)
+        assert status == 404 and reason(refused).startswith("Unable to create batch transform job: ")
+        assert "input_file_id not found" in reason(refused)
         assert KEY not in json.dumps([submitted, record, refused, service.context.tasks.list(None)])
     finally:
         services.close()

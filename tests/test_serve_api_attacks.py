@@ -23,13 +23,16 @@ from pipelines.rest_api.context import ApiSettings
 from pipelines.rest_api.service import MlService
 
 pytestmark = pytest.mark.integration
+LOCAL_ENDPOINTS = (r"^http://127\.0\.0\.1:\d+/.*$",)
 
 ML = "/_plugins/_ml"
 SECRET = "conn-Secret-QQ-9876"
 
 
 def service_at(home: Path, key: bytes) -> MlService:
-    settings = ApiSettings(IngestOptions(opensearch="http://127.0.0.1:9"), poll_interval=3600)
+    settings = ApiSettings(
+        IngestOptions(opensearch="http://127.0.0.1:9"), poll_interval=3600, trusted_endpoints=LOCAL_ENDPOINTS
+    )
     return MlService(settings, TaskStore(home / "tasks.db"), MlStore(SecretBox(key), home / "ml.db"))
 
 
@@ -124,10 +127,11 @@ def batch_task(service: MlService, actions: list[dict[str, Any]]) -> str:
 def test_a_job_that_cannot_be_polled_neither_breaks_get_nor_starves_the_poller(
     tmp_path: Path, remote: tuple[JsonHttpServer, list[str]]
 ) -> None:
-    """A connector with a batch_predict action whose status action cannot be derived (a host that is
-    not SageMaker, OpenAI, Cohere or Bedrock) is accepted; then GET of its task raised ConnectorError
-    (500 "internal error: ConnectorError"), and every poll round stopped at it, so the jobs of other
-    models listed after it were never polled."""
+    """A job whose status call cannot be made (its status URL names a parameter never given) made GET
+    of its task raise ConnectorError (500 "internal error: ConnectorError"), and every poll round
+    stopped at it, so the jobs of other models listed after it were never polled. A connector whose
+    status action cannot even be derived (a host that is not SageMaker, OpenAI, Cohere or Bedrock)
+    is refused before its job is submitted."""
     server, calls = remote
     service = service_at(tmp_path, Fernet.generate_key())
     try:
@@ -155,8 +159,23 @@ def test_a_job_that_cannot_be_polled_neither_breaks_get_nor_starves_the_poller(
                     "method": "POST",
                     "url": f"{server.url}/batches",
                     "request_body": "{}",
-                }
+                },
+                {
+                    "action_type": "batch_predict_status",
+                    "method": "GET",
+                    "url": f"{server.url}/batches/${{parameters.never_given}}",
+                },
             ],
+        )
+        no_status = {
+            **CONNECTOR,
+            "actions": [{"action_type": "batch_predict", "method": "POST", "url": f"{server.url}/b"}],
+        }
+        status, created = answer(service, "POST", f"{ML}/connectors/_create", no_status)
+        model = {"function_name": "remote", "name": "n", "connector_id": created["connector_id"]}
+        registered = answer(service, "POST", f"{ML}/models/_register", model)[1]
+        refused_status, refused = answer(
+            service, "POST", f"{ML}/models/{registered['model_id']}/_batch_predict", {}
         )
         service.context.predictions.poll_once()
         assert answer(service, "GET", f"{ML}/tasks/{pollable}")[1]["state"] == "COMPLETED"
@@ -165,5 +184,7 @@ def test_a_job_that_cannot_be_polled_neither_breaks_get_nor_starves_the_poller(
         service.close()
     assert "GET /batches/job-1" in calls
     assert status == 500
+    assert refused_status == 400 and "batch_predict_status" in refused["error"]["reason"]
+    assert "POST /b" not in calls
     assert payload["error"]["type"] == "unsupported_operation_exception"
     assert "batch_predict_status" in payload["error"]["reason"]

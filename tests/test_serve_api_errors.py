@@ -207,3 +207,46 @@ def test_listening_beyond_loopback_needs_an_auth_file_kept_private(tmp_path):
     readable = _mlbatch("serve-api", "--auth-file", str(_auth_file(tmp_path, 0o644)))
     assert readable.returncode == 2 and "chmod 600" in readable.stderr
     assert PASSWORD not in readable.stderr
+
+
+def test_callers_reach_no_local_file_and_no_untrusted_url_by_default(api, tmp_path):
+    """Without --local-root a caller cannot make the service read its own files (master key, auth
+    file); connectors may only call the trusted endpoints (ML Commons' list by default)."""
+    body = {
+        "index_name": "i",
+        "field_map": {"_id": "$.id", "v": "$.v"},
+        "data_source": {"type": "local", "source": [str(tmp_path / "x.jsonl")]},
+    }
+    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode())
+    assert status == 400 and "--local-root" in error_of(answer)[1]
+    connector = json.loads(Path("connectors/batch_predict/blueprints/openai_batch.json").read_text())
+    connector["parameters"]["base_url"] = "http://169.254.169.254/latest"
+    status, answer, _ = call(
+        api.url, "POST", "/_plugins/_ml/connectors/_create", json.dumps(connector).encode()
+    )
+    assert status == 400 and error_of(answer)[1] == (
+        "Connector URL is not matching the trusted connector endpoint regex, "
+        "URL is: http://169.254.169.254/latest/batches"
+    )
+
+
+def test_local_sources_stay_under_the_local_root(tmp_path):
+    inside = tmp_path / "root"
+    inside.mkdir()
+    (inside / "link").symlink_to("/etc")
+    with serve_api("--opensearch", "http://127.0.0.1:9", "--local-root", str(inside)) as api:
+        for source in ("/etc/hosts", "../x.jsonl", "link/hosts", str(inside / ".." / "root" / ".." / "x")):
+            body = {
+                "index_name": "i",
+                "field_map": {"_id": "$.id", "v": "$.v"},
+                "data_source": {"type": "local", "source": [source]},
+            }
+            status, answer, _ = call(
+                api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode()
+            )
+            assert status == 400 and "is outside --local-root" in error_of(answer)[1], source
+        body["data_source"]["source"] = ["data.jsonl"]
+        status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode())
+        assert status == 200
+        record = api.client().plugins.ml.get_task(task_id=answer["task_id"])
+        assert record["data_source"]["source"] == [str(inside / "data.jsonl")]

@@ -44,7 +44,8 @@ def test_predict_then_ingest_over_rest_only(index_server, tmp_path, mlbatch_home
             file=(tmp_path / "input.jsonl").open("rb"), purpose="batch"
         )
         env = {"OPENAI_BASE_URL": embeddings.url}
-        with serve_api("--opensearch", index_server.url, "--poll-interval", "0.2", env=env) as api:
+        trusted = ("--trusted-connector-endpoints", r"^http://127\.0\.0\.1:\d+/.*$")
+        with serve_api("--opensearch", index_server.url, "--poll-interval", "0.2", *trusted, env=env) as api:
             ml = api.client().plugins.ml
             connector = json.loads(BLUEPRINT.read_text())
             connector["parameters"]["base_url"] = embeddings.url

@@ -21,6 +21,7 @@ from tests.data import jsonl, knn_index_body
 pytestmark = pytest.mark.integration
 
 DOCS = 300
+SLOW = ("--bulk-size", "5", "--bulk-concurrency", "1")
 
 
 def slow_request(tmp_path: Path, name: str = "slow") -> dict:
@@ -65,16 +66,7 @@ def slow_cluster(fault_servers):
 
 
 def test_cancel_a_running_and_a_waiting_ingestion_and_a_full_queue(slow_cluster, tmp_path):
-    args = (
-        "--opensearch",
-        slow_cluster.url,
-        "--bulk-size",
-        "5",
-        "--bulk-concurrency",
-        "1",
-        "--max-queued",
-        "1",
-    )
+    args = ("--opensearch", slow_cluster.url, *SLOW, "--max-queued", "1", "--local-root", str(tmp_path))
     with serve_api(*args) as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
@@ -101,7 +93,7 @@ def test_cancel_a_running_and_a_waiting_ingestion_and_a_full_queue(slow_cluster,
 
 
 def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_cluster, tmp_path):
-    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "5", "--bulk-concurrency", "1") as api:
+    with serve_api("--opensearch", slow_cluster.url, *SLOW, "--local-root", str(tmp_path)) as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
         wait_until_indexing(api, running)
@@ -118,7 +110,7 @@ def test_sigterm_stops_the_running_ingestion_and_fails_the_waiting_one(slow_clus
 def test_a_killed_service_leaves_no_worker_and_its_tasks_failed_on_restart(
     slow_cluster, tmp_path, mlbatch_home
 ):
-    with serve_api("--opensearch", slow_cluster.url, "--bulk-size", "5", "--bulk-concurrency", "1") as api:
+    with serve_api("--opensearch", slow_cluster.url, *SLOW, "--local-root", str(tmp_path)) as api:
         running = submit(api, slow_request(tmp_path, "first"))
         waiting = submit(api, slow_request(tmp_path, "second"))
         wait_until_indexing(api, running)

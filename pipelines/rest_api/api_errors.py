@@ -3,20 +3,21 @@
 Handlers raise `ApiError(status, kind, reason)`; the service turns it into
 `{"error": {"root_cause": [{"type", "reason"}], "type", "reason"}, "status"}`. The `kind`s are
 those ML Commons' exceptions carry: `status_exception` (OpenSearchStatusException, the usual
-one, with its status), `illegal_argument_exception` (400), `resource_not_found_exception` (404),
-`parse_exception` / `json_parse_exception` for bodies that are not JSON.
+one, with its status), `illegal_argument_exception` (400), `parse_exception` for bodies that are
+not JSON, `exception` (500) where ML Commons throws a plain one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from connectors.local.http_server import Reply, opensearch_error
 from transforms.echo import cut
 
 STATUS = "status_exception"
 ILLEGAL_ARGUMENT = "illegal_argument_exception"
-NOT_FOUND = "resource_not_found_exception"
 MAX_REASON_CHARS = 1000
 
 
@@ -32,10 +33,12 @@ class ApiError(Exception):
 
 
 def bad_request(reason: str) -> ApiError:
+    """A 400 for a request the caller got wrong."""
     return ApiError(400, ILLEGAL_ARGUMENT, reason)
 
 
 def not_found(reason: str) -> ApiError:
+    """A 404, as ML Commons answers an unknown id (`status_exception`)."""
     return ApiError(404, STATUS, reason)
 
 
@@ -45,6 +48,7 @@ def internal_error(reason: str) -> ApiError:
 
 
 def conflict(reason: str) -> ApiError:
+    """A 409: the object is in use."""
     return ApiError(409, STATUS, reason)
 
 
@@ -52,4 +56,15 @@ def as_object(body: Any, what: str) -> dict[str, Any]:
     """`body` if it is a JSON object, else a 400 naming `what`."""
     if not isinstance(body, dict):
         raise bad_request(f"{what}: the body must be a JSON object")
+    return body
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A body that must be a JSON object: OpenSearch's 400 `parse_exception` when it is not."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, "parse_exception", f"{what}: request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "parse_exception", f"{what}: request body must be a JSON object")
     return body

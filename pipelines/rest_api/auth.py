@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.secret_box import exposure
+
 WWW_AUTHENTICATE = 'Basic realm="OpenSearch Security"'
 ECHOED_PATH_CHARS = 200
 _PRINTABLE = frozenset(range(0x20, 0x7F))
@@ -52,14 +54,6 @@ class Credentials:
         return f"Credentials(<{len(self.users)} users>, <{len(self.tokens)} bearer tokens>)"
 
 
-def _exposure(mode: int) -> str | None:
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        return "readable by other users"
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return "open to other users"
-    return None
-
-
 def _read_private(path: Path) -> str:
     """The text of `path` (each byte a character, for the lines to check), refused when anyone but
     its owner may read or change it."""
@@ -69,9 +63,9 @@ def _read_private(path: Path) -> str:
             data = handle.read()
     except OSError as error:
         raise AuthFileError(f"{path}: cannot read the auth file ({error.strerror})") from None
-    exposure = _exposure(mode)
-    if exposure:
-        raise AuthFileError(f"{path} is {exposure} (mode {mode:04o}): chmod 600 it")
+    exposed = exposure(mode)
+    if exposed:
+        raise AuthFileError(f"{path} is {exposed} by other users (mode {mode:04o}): chmod 600 it")
     return data.decode("latin-1")
 
 

@@ -7,12 +7,14 @@ Handlers (`pipelines.rest_api.tasks_api`, `pipelines.rest_api.objects_api`) take
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from connectors.ml_store import MlStore, ObjectNotFound
 from connectors.secret_box import SecretBoxError
 from connectors.task_store import TaskStore
 from pipelines.ingest_options import IngestOptions
 from pipelines.rest_api.api_errors import internal_error, not_found
+from pipelines.rest_api.confinement import ML_COMMONS_TRUSTED_ENDPOINTS
 from pipelines.rest_api.ingest_queue import IngestQueue
 from pipelines.rest_api.predictions import Predictions
 
@@ -20,17 +22,23 @@ from pipelines.rest_api.predictions import Predictions
 @dataclass(frozen=True)
 class ApiSettings:
     """How the service runs its work: the options of every ingestion, how many run at once and
-    wait, how often batch jobs are polled, how long a cancel waits for the run to stop."""
+    wait, how often batch jobs are polled, how long a cancel waits for the run to stop; and what
+    callers may make it reach (`pipelines.rest_api.confinement`): local files under `local_root`
+    (none without it), connector URLs matching `trusted_endpoints`."""
 
     options: IngestOptions
     max_running: int = 1
     max_queued: int = 100
     poll_interval: float = 10.0
     cancel_wait: float = 10.0
+    local_root: Path | None = None
+    trusted_endpoints: tuple[str, ...] = ML_COMMONS_TRUSTED_ENDPOINTS
 
 
 @dataclass(frozen=True)
 class ApiContext:
+    """One service's settings, stores and background work, as every handler sees them."""
+
     settings: ApiSettings
     tasks: TaskStore
     objects: MlStore

@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from connectors.batch_predict.batch_actions import job_action
 from connectors.batch_predict.connector import Connector, ConnectorError, parse_connector
 from connectors.batch_predict.job_calls import FINAL_STATES, TASK_TYPE, BatchJob, RecordChange
 from connectors.batch_predict.job_status import TERMINAL_STATES
@@ -22,8 +23,10 @@ from connectors.ml_store import MlStore, ObjectNotFound
 from connectors.secret_box import SecretBoxError
 from connectors.task_store import SERVICE_ROLE, TaskNotFound, TaskStore, this_process
 from pipelines.rest_api.api_errors import ApiError, bad_request, internal_error, not_found
+from pipelines.rest_api.confinement import untrusted_message, untrusted_url
 
 log = logging.getLogger("mlbatch")
+CANCEL_FAILED = "Couldn't cancel the transform job. Please try again"
 
 
 def model_connector(objects: MlStore, model_id: str, require_batch: bool = True) -> Connector:
@@ -48,8 +51,12 @@ def model_connector(objects: MlStore, model_id: str, require_batch: bool = True)
 class Predictions:
     """Submit, poll and cancel the remote batch jobs of registered models."""
 
-    def __init__(self, tasks: TaskStore, objects: MlStore, poll_interval: float) -> None:
+    def __init__(
+        self, tasks: TaskStore, objects: MlStore, poll_interval: float, trusted_endpoints: tuple[str, ...]
+    ) -> None:
         self._tasks, self._objects, self._interval = tasks, objects, poll_interval
+        self._trusted = trusted_endpoints
+        self._unpollable: set[str] = set()  # tasks whose poll failed on our side: warned about once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="mlbatch-batch-poll", daemon=True)
 
@@ -57,8 +64,18 @@ class Predictions:
         return self._tasks.update(task_id, drop=change.drop, **change.fields)
 
     def submit(self, model_id: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Start the model's batch job; the task record (FAILED with the service's error if refused)."""
-        job = BatchJob(model_connector(self._objects, model_id))
+        """Start the model's batch job; the task record (FAILED with the service's error if refused).
+        ApiError (400) before anything is sent when the connector's URLs, filled with these
+        parameters, are not trusted, or when the job could never be polled (no status action)."""
+        connector = model_connector(self._objects, model_id)
+        untrusted = untrusted_url(connector, parameters, self._trusted)
+        if untrusted is not None:
+            raise bad_request(untrusted_message(untrusted))
+        try:
+            job_action(connector, "batch_predict_status")
+        except ConnectorError as error:
+            raise bad_request(str(error)) from None
+        job = BatchJob(connector)
         task = self._tasks.create(
             TASK_TYPE,
             owner=this_process(SERVICE_ROLE),
@@ -67,7 +84,10 @@ class Predictions:
             is_async=True,
             **job.new_record_fields(parameters),
         )
-        return self._apply(task["task_id"], job.submit(parameters))
+        change = job.submit(parameters)
+        if "state" not in change.fields and not change.fields.get("remote_job"):
+            change = RecordChange({"state": "FAILED", "error": "the service answered without a job"})
+        return self._apply(task["task_id"], change)
 
     @staticmethod
     def waiting(record: dict[str, Any]) -> bool:
@@ -105,7 +125,7 @@ class Predictions:
         try:
             change = job.cancel(record)
         except (ConnectorError, RemoteCallError) as error:
-            raise ApiError(getattr(error, "status", None) or 400, "status_exception", str(error)) from None
+            raise internal_error(f"{CANCEL_FAILED}: {error}") from None
         self._apply(record["task_id"], change)
         return 200, {"status": "OK"}
 
@@ -118,7 +138,9 @@ class Predictions:
                 except TaskNotFound:  # deleted meanwhile
                     continue
                 except ApiError as error:  # this job cannot be polled now; the others can
-                    log.warning("task %s: cannot poll its batch job: %s", record["task_id"], error.reason)
+                    if record["task_id"] not in self._unpollable:
+                        self._unpollable.add(record["task_id"])
+                        log.warning("task %s: cannot poll its batch job: %s", record["task_id"], error.reason)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self._interval):

@@ -64,7 +64,7 @@ class MlService:
             tasks,
             objects,
             IngestQueue(tasks, settings.options, settings.max_running, settings.max_queued),
-            Predictions(tasks, objects, settings.poll_interval),
+            Predictions(tasks, objects, settings.poll_interval, settings.trusted_endpoints),
         )
 
     def start(self) -> None:
@@ -74,6 +74,7 @@ class MlService:
         self.context.predictions.start()
 
     def close(self) -> None:
+        """Stop polling, stop the ingestions (running: interrupted, waiting: failed)."""
         self.context.predictions.close()
         self.context.ingestions.close()
 

@@ -15,9 +15,8 @@ before a task exists; its `connector_id` is resolved to the stored connector's c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-
-import orjson
 
 from connectors.redact import redact_credential
 from connectors.task_store import SERVICE_ROLE, TaskNotFound, this_process
@@ -25,14 +24,13 @@ from pipelines.plan import compile_plan
 from pipelines.request import (
     EMPTY_BODY,
     EMPTY_DATA_SOURCE,
-    MISSING_INDEX_NAME,
     MISSING_TYPE_OR_SOURCE,
-    NO_DATA_SOURCES,
     RequestError,
     decode_body,
     parse_request,
 )
-from pipelines.rest_api.api_errors import STATUS, ApiError, as_object, bad_request, not_found
+from pipelines.rest_api.api_errors import STATUS, ApiError, as_object, bad_request, json_object, not_found
+from pipelines.rest_api.confinement import confined_sources
 from pipelines.rest_api.context import ApiContext
 from pipelines.rest_api.ingest_queue import QueueFull
 from pipelines.rest_api.replies import deleted_answer, public_record
@@ -50,9 +48,8 @@ RUNNING_NOT_DELETED = "Task cannot be deleted in running state. Try after some t
 NO_BATCH_JOB = "The task ID you provided does not have any associated batch job"
 NO_SEARCH_BODY = "request body or source parameter is required"
 WRAPPED = "IllegalArgumentException in the batch ingestion input: "
-# ML Commons checks these in the REST layer (400 illegal_argument_exception), these in the transport
-# layer (400 status_exception, the message prefixed with WRAPPED); an empty body is its IOException (500).
-REST_LAYER_MESSAGES = (MISSING_INDEX_NAME, NO_DATA_SOURCES)
+# ML Commons' transport layer refuses these (400 status_exception, the message prefixed with WRAPPED); its
+# REST layer the rest (400 illegal_argument_exception); an empty body is its IOException (500).
 TRANSPORT_LAYER_PREFIXES = (EMPTY_DATA_SOURCE, MISSING_TYPE_OR_SOURCE, "The following batch ingest input S3")
 
 
@@ -85,6 +82,13 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
         compile_plan(request, join=service.settings.options.join)
     except RequestError as error:
         raise request_refusal(error) from None
+    if request.source_type == "local":
+        try:
+            sources = confined_sources(request.sources, service.settings.local_root)
+        except ValueError as outside:
+            raise bad_request(str(outside)) from None
+        body = {**body, "data_source": {**body["data_source"], "source": sources}}
+        request = replace(request, sources=tuple(sources))
     record = service.tasks.create(
         "BATCH_INGEST",
         owner=this_process(SERVICE_ROLE),
@@ -142,13 +146,7 @@ def _search_body(raw: bytes, params: Mapping[str, str]) -> dict[str, Any]:
     text = raw if raw.strip() else params.get("source", "").encode()
     if not text.strip():
         raise ApiError(400, "parse_exception", NO_SEARCH_BODY)
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError as error:
-        raise ApiError(400, "parse_exception", f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "parse_exception", "request body must be a JSON object")
-    return body
+    return json_object(text, "tasks/_search")
 
 
 def search(service: ApiContext, raw: bytes, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
