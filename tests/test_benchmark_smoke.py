@@ -102,6 +102,21 @@ def test_the_scale_out_benchmark_runs_on_a_real_dask_cluster(tmp_path):
     assert json.loads(out.read_text())
 
 
+def test_the_api_benchmark_ingests_through_serve_api_and_the_cli(tmp_path):
+    out = tmp_path / "api.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.api_overhead", "--docs", "300", "--repeat", "1", "--json", out],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(out.read_text())
+    assert [row["contender"] for row in measured["rows"]] == ["mlbatch ingest", "serve-api"]
+    assert measured["get_task_ms"] > 0 and measured["post_answer_ms"] > 0
+
+
 def test_the_null_sink_command_receives_large_bodies_intact():
     """`python -m benchmarks.null_sink` once ran two serving loops; bodies of a few MB sent on
     several connections at once arrived reordered."""
