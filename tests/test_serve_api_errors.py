@@ -4,11 +4,14 @@ unknown paths, oversize bodies, callers without credentials, a listening address
 from __future__ import annotations
 
 import base64
+import gzip
+import http.client
 import json
 import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -128,7 +131,23 @@ def test_unknown_paths_and_methods(api):
 
 
 def test_oversize_bodies_are_413(api):
-    status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", b" " * (2 * 2**20))
+    """Announced over the 1 MiB cap: answered from the headers alone (sending the body would race
+    the server's close); a small gzip body that inflates beyond the cap: refused while inflating."""
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(api.url).netloc, timeout=30)
+    try:
+        connection.putrequest("POST", "/_plugins/_ml/_batch_ingestion")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(2 * 2**20))
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 413 and json.loads(answer.read())["status"] == 413
+    finally:
+        connection.close()
+    bomb = gzip.compress(b" " * (2 * 2**20))
+    assert len(bomb) < 2**20
+    status, answer, _ = call(
+        api.url, "POST", "/_plugins/_ml/_batch_ingestion", bomb, **{"Content-Encoding": "gzip"}
+    )
     assert status == 413 and answer["status"] == 413
 
 

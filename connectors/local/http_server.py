@@ -1,16 +1,15 @@
 """The small HTTP server under every local service (`serve-index`, `serve-embeddings`, test servers).
 
-`JsonHttpServer` listens on 127.0.0.1 (a free port by default) and hands each request's
-`(method, raw path without query, headers, body)` to one handler function, then writes its
-`(status, payload)` answer (or `(status, payload, extra headers)`): bytes as they are, anything
-else as JSON. A subclass that needs more of the request (its query, the client's address)
-overrides `dispatch`; one that must listen elsewhere (`mlbatch serve-api --host`) passes `host`.
-The HTTP itself is waitress's (a pure-Python server): chunked bodies, a bounded pool of handler threads,
-connections read without a thread each and closed after `channel_timeout` seconds idle or
-stalled, bodies over `max_body_bytes` refused with 413, malformed requests answered with 400.
-A `Content-Encoding: gzip` body is inflated here, within the same size limit. Every error,
-the server's own included, is answered as JSON in the shape `error_reply` gives (OpenSearch's
-by default); a handler that raises is answered with a 500, never a closed connection.
+`JsonHttpServer` listens on 127.0.0.1 (or `host`; a free port by default) and hands each request's
+`(method, raw path without query, headers, body)` to one handler function, then writes its `(status,
+payload)` answer (or `(status, payload, extra headers)`): bytes as they are, anything else as JSON.
+A subclass may instead answer in `dispatch` (given no handler; it sees the whole request), refuse a
+request in `screen` before its body is read or inflated, and hear of every answer in `served`.
+The HTTP is waitress's (pure Python): chunked bodies, a bounded pool of handler threads, connections
+read without a thread each and closed after `channel_timeout` seconds idle or stalled, bodies over
+`max_body_bytes` refused with 413, malformed requests answered with 400. A `Content-Encoding: gzip`
+body is inflated here, within the same limit. Every error, waitress's own included, is answered as
+JSON in `error_reply`'s shape (OpenSearch's by default); a handler that raises gets a 500.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from email.message import Message
@@ -73,7 +73,11 @@ def request_headers(environ: dict[str, Any]) -> Message:
 
 def request_path(environ: dict[str, Any]) -> str:
     """The request target's path as sent (still percent-encoded), without the query."""
-    target = environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/"
+    return target_path(environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
+
+
+def target_path(target: str) -> str:
+    """The path of a request target (`/a?b`, or absolute: `http://host/a?b`), without the query."""
     if not target.startswith("/"):
         target = "/" + target.split("://", 1)[-1].partition("/")[2]
     return target.split("?", 1)[0].split("#", 1)[0]
@@ -96,9 +100,8 @@ def decoded_body(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def _inflate_member(view: memoryview, position: int, inflated: bytearray, limit: int) -> int:
-    """Inflate the gzip member at `position` onto `inflated`; where the next member starts. The input
-    goes in pieces of `GZIP_PIECE` bytes, so what zlib copies after a member's end stays small
-    however many members the body holds."""
+    """Inflate the gzip member at `position` onto `inflated`; where the next member starts. The input goes
+    in `GZIP_PIECE` pieces, so what zlib copies after a member's end stays small however many there are."""
     member = zlib.decompressobj(wbits=31)
     while not member.eof:
         if position >= len(view):
@@ -126,12 +129,8 @@ def encoded(payload: Any) -> tuple[bytes, str]:
 
 
 class JsonHttpServer:
-    """A loopback HTTP server around one handler function (services subclass it).
-
-    The limits are class attributes (a subclass may change them); `max_body_bytes` and
-    `channel_timeout` (seconds a connection may sit idle or stalled) can also be given per
-    server by keyword.
-    """
+    """A loopback HTTP server around one handler function (services subclass it). The limits are class
+    attributes; `max_body_bytes` and `channel_timeout` can also be given per server by keyword."""
 
     max_body_bytes: int = 100 * MiB
     channel_timeout: float = 30.0
@@ -140,7 +139,7 @@ class JsonHttpServer:
 
     def __init__(
         self,
-        handle: Handle,
+        handle: Handle | None = None,
         port: int = 0,
         url_suffix: str = "",
         *,
@@ -148,6 +147,8 @@ class JsonHttpServer:
         channel_timeout: float | None = None,
         host: str = "127.0.0.1",
     ) -> None:
+        if handle is None and type(self).dispatch is JsonHttpServer.dispatch:
+            raise TypeError(f"{type(self).__name__} needs a handler function or a dispatch method")
         self._handle = handle
         self._max_body = max_body_bytes or self.max_body_bytes
         timeout = channel_timeout or self.channel_timeout
@@ -178,14 +179,23 @@ class JsonHttpServer:
         """How this server shapes an error answer (OpenSearch's shape; services may override)."""
         return opensearch_error(status, kind, reason)
 
+    def screen(self, method: str, environ: dict[str, Any], headers: Message) -> Reply | None:
+        """A refusal given before the method is checked and the body read or inflated, or None to go on
+        (the default)."""
+        return None
+
+    def served(self, method: str, path: str, client: str, status: int, seconds: float) -> None:
+        """Told of every answer just before it is sent: method, path without query ("-" for what waitress
+        could not parse), client host, status, seconds taken. Does nothing by default."""
+
     def _channel_class(self) -> type[HTTPChannel]:
-        """waitress's connection class, answering its own errors (400, 413, …) in `error_reply`'s shape."""
-        error_reply = self.error_reply
+        """waitress's connection class: its own errors (400, 413, …) in `error_reply`'s shape, `served`."""
+        server = self
 
         class JsonErrorTask(ErrorTask):
             def execute(self) -> None:
-                error = self.request.error
-                status, payload = error_reply(
+                error, target = self.request.error, getattr(self.request, "request_uri", "")
+                status, payload = server.error_reply(
                     error.code, _ERROR_KINDS.get(error.code, "http_exception"), str(error.body)
                 )
                 data, content_type = encoded(payload)
@@ -193,6 +203,9 @@ class JsonHttpServer:
                 self.response_headers.append(("Content-Type", content_type))
                 self.set_close_on_finish()
                 self.content_length = len(data)
+                method = getattr(self.request, "command", "") or "-"
+                path, client = target_path(target) if target else "-", str(self.channel.addr[0])
+                server.served(method, path, client, status, time.time() - self.start_time)
                 self.write(data)
 
         class JsonChannel(HTTPChannel):
@@ -201,32 +214,39 @@ class JsonHttpServer:
         return JsonChannel
 
     def dispatch(self, method: str, environ: dict[str, Any], headers: Message, body: bytes) -> Reply:
-        """Answer one request whose body was read (the handler function, by default)."""
+        """Answer one request whose body was read: the handler function's answer, unless overridden."""
         return self._handle(method, request_path(environ), headers, body)
 
     def _application(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.monotonic()
         method, path = environ["REQUEST_METHOD"], request_path(environ)
-        headers = request_headers(environ)
-        extra: list[tuple[str, str]] = []
-        try:
-            if method not in _METHODS:
-                raise BodyError(405, f"method {method} is not supported")
-            body = decoded_body(environ["wsgi.input"].read(), headers.get("Content-Encoding"), self._max_body)
-            status, payload, *more = self.dispatch(method, environ, headers, body)
-            extra = more[0] if more else []
-        except BodyError as error:
-            status, payload = self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
-        except RecursionError:
-            status, payload = self.error_reply(400, _ERROR_KINDS[400], "the request body nests too deeply")
-        except Exception as error:
-            log.exception("%s %s failed", method, path)
-            status, payload = self.error_reply(500, "exception", f"internal error: {type(error).__name__}")
+        status, payload, *more = self._reply(method, path, environ)
         data, content_type = encoded(payload)
         start_response(
             status_line(status),
-            [("Content-Type", content_type), ("Content-Length", str(len(data))), *extra],
+            [("Content-Type", content_type), ("Content-Length", str(len(data))), *(more[0] if more else [])],
         )
+        self.served(method, path, environ.get("REMOTE_ADDR") or "-", status, time.monotonic() - started)
         return [] if method == "HEAD" else [data]
+
+    def _reply(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
+        """The answer to one request: `screen`'s, else `dispatch`'s once the body is read, or an error."""
+        headers = request_headers(environ)
+        try:
+            screened = self.screen(method, environ, headers)
+            if screened is not None:
+                return screened
+            if method not in _METHODS:
+                raise BodyError(405, f"method {method} is not supported")
+            body = decoded_body(environ["wsgi.input"].read(), headers.get("Content-Encoding"), self._max_body)
+            return self.dispatch(method, environ, headers, body)
+        except BodyError as error:
+            return self.error_reply(error.status, _ERROR_KINDS[error.status], str(error))
+        except RecursionError:
+            return self.error_reply(400, _ERROR_KINDS[400], "the request body nests too deeply")
+        except Exception as error:
+            log.exception("%s %s failed", method, path)
+            return self.error_reply(500, "exception", f"internal error: {type(error).__name__}")
 
     def start(self) -> Self:
         """Serve in a background thread; returns the server."""
@@ -247,9 +267,8 @@ class JsonHttpServer:
             self._serving = True
 
     def _loop(self) -> None:
-        """Everything is closed here, in the serving thread, once the loop has stopped and the
-        handler threads are done: waitress's wake-up pipe is never closed under a thread
-        that may still write to it."""
+        """Everything is closed here, in the serving thread, once the loop has stopped and the handler
+        threads are done: waitress's wake-up pipe is never closed under a thread that may write to it."""
         try:
             while not self._stopping.is_set():
                 wasyncore.loop(
