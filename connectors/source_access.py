@@ -2,7 +2,8 @@
 step's access, used by `connectors.sources` and the dead-letter writer).
 
 `SourceAccess` builds the S3 and OpenAI clients from the request's `credential`, else the
-default AWS chain and `$OPENAI_API_KEY`. It travels inside the job graph, so for workers that
+default AWS chain and `$OPENAI_API_KEY`; with a `local_root` (`mlbatch serve-api --local-root`),
+local sources may only expand to files under it. It travels inside the job graph, so for workers that
 are not the launching process `for_workers` swaps the credential's secrets for a
 `connectors.secret_refs.SecretRef` they resolve where the clients are built.
 """
@@ -30,6 +31,7 @@ class SourceAccess:
     source_type: str
     credential: dict[str, str] = field(default_factory=dict, repr=False)
     secrets: SecretRef | None = None
+    local_root: str | None = None
 
     def worker_secrets(self) -> dict[str, str]:
         """The secrets the workers need, by name (`credential.<key>`): the credential's secret
@@ -45,7 +47,7 @@ class SourceAccess:
     def for_workers(self, ref: SecretRef) -> SourceAccess:
         """This access without secrets: workers resolve them from `ref`."""
         public = {key: value for key, value in self.credential.items() if key in NOT_SECRET}
-        return SourceAccess(self.source_type, public, ref)
+        return SourceAccess(self.source_type, public, ref, self.local_root)
 
     def _credential(self) -> dict[str, str]:
         if self.secrets is None:

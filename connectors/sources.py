@@ -120,11 +120,19 @@ def _expand_local(path: str) -> list[str]:
     return [path]
 
 
-def _sized_local(path: str) -> list[SourceFile]:
+def _sized_local(path: str, root: str | None) -> list[SourceFile]:
+    """The files `path` stands for, with their sizes; with a `root`, every one of them (symbolic
+    links resolved, those a glob or a directory reaches included) must be under it."""
     try:
-        return [SourceFile(name, os.path.getsize(name)) for name in _expand_local(path)]
+        files = [SourceFile(name, os.path.getsize(name)) for name in _expand_local(path)]
     except OSError as error:
         raise SourceError(f"{path}: cannot read its size ({error})") from None
+    if root is not None:
+        base = os.path.realpath(root)
+        for file in files:
+            if os.path.commonpath([base, os.path.realpath(file.uri)]) != base:
+                raise SourceError(f"{path}: {file.uri} is outside --local-root {base}")
+    return files
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -169,7 +177,7 @@ def expand_source(uri: str, access: SourceAccess) -> list[SourceFile]:
             return _expand_s3(uri, access.s3_client())
         if access.source_type == "openAI":
             return _check_openai_file(uri, access)
-        return _sized_local(uri)
+        return _sized_local(uri, access.local_root)
     except (ClientError, BotoCoreError) as error:
         raise SourceError(f"{uri}: {error}") from None
 

@@ -61,6 +61,7 @@ class IngestOptions:
     dlq: str | None = None  # None: $MLBATCH_HOME/dlq/<task_id>
     max_error_ratio: float | None = None
     worker_secrets: str | None = None  # None: in the graph in process, else a file under $MLBATCH_HOME
+    local_root: str | None = None  # serve-api's --local-root: local sources only expand to files under it
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

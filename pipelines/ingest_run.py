@@ -186,7 +186,7 @@ def _run_task(
     )
     if request.connector_id:
         log.warning("connector_id %r is ignored: the request's credential is used", request.connector_id)
-    access = SourceAccess(request.source_type, request.credential)
+    access = SourceAccess(request.source_type, request.credential, local_root=options.local_root)
     try:
         checked = check_run(options, plan, access, cluster, create_body, options.split_bytes_on(task.runner))
     except CHECK_ERRORS as error:

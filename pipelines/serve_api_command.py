@@ -111,7 +111,7 @@ def _with_absolute_paths(options: IngestOptions) -> IngestOptions:
     """Files named in the options, made absolute: workers may run after the service's cwd changed."""
     paths: dict[str, Any] = {
         name: str(Path(getattr(options, name)).resolve())
-        for name in ("create_index", "ca_certs", "dlq")
+        for name in ("create_index", "ca_certs", "dlq", "local_root")
         if getattr(options, name)
     }
     return replace(options, **paths)
@@ -139,7 +139,6 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
         args.max_running,
         args.max_queued,
         args.poll_interval,
-        local_root=Path(args.local_root).resolve() if args.local_root else None,
         trusted_endpoints=tuple(args.trusted_connector_endpoints or ML_COMMONS_TRUSTED_ENDPOINTS),
     )
     service = MlService(settings, TaskStore(), MlStore(box))

@@ -25,10 +25,9 @@ BLUEPRINT = Path("connectors/batch_predict/blueprints/openai_batch.json")
 @pytest.fixture
 def service(mlbatch_home, tmp_path):
     settings = ApiSettings(
-        IngestOptions(opensearch="http://127.0.0.1:9"),
+        IngestOptions(opensearch="http://127.0.0.1:9", local_root=str(tmp_path)),
         max_running=0,
         max_queued=2,
-        local_root=tmp_path,
         trusted_endpoints=(*ML_COMMONS_TRUSTED_ENDPOINTS, r"^http://127\.0\.0\.1:\d+/.*$"),
     )
     made = MlService(settings, TaskStore(), MlStore(SecretBox(load_master_key(mlbatch_home))))

@@ -20,8 +20,10 @@ import pytest
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException, NotFoundError, TransportError
 
+from connectors.local.index_server import LocalIndexServer
 from pipelines.request import EMPTY_BODY, MISSING_INDEX_NAME
-from tests.api_helpers import serve_api
+from tests.api_helpers import serve_api, wait_for_task
+from tests.data import knn_index_body
 
 pytestmark = pytest.mark.integration
 
@@ -250,22 +252,52 @@ def test_callers_reach_no_local_file_and_no_untrusted_url_by_default(api, tmp_pa
 
 
 def test_local_sources_stay_under_the_local_root(tmp_path):
-    inside = tmp_path / "root"
+    """Paths outside are refused at once; a glob or a directory that reaches outside through a
+    symbolic link fails its task when the worker expands it, before anything is read."""
+    inside, outside = tmp_path / "root", tmp_path / "outside"
     inside.mkdir()
-    (inside / "link").symlink_to("/etc")
-    with serve_api("--opensearch", "http://127.0.0.1:9", "--local-root", str(inside)) as api:
-        for source in ("/etc/hosts", "../x.jsonl", "link/hosts", str(inside / ".." / "root" / ".." / "x")):
-            body = {
-                "index_name": "i",
-                "field_map": {"_id": "$.id", "v": "$.v"},
-                "data_source": {"type": "local", "source": [source]},
-            }
-            status, answer, _ = call(
-                api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode()
-            )
-            assert status == 400 and "is outside --local-root" in error_of(answer)[1], source
-        body["data_source"]["source"] = ["data.jsonl"]
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text('{"id": "s", "v": [1.0]}\n')
+    (inside / "link").symlink_to(outside)
+    (inside / "sub").mkdir()
+    (inside / "sub" / "s.jsonl").symlink_to(outside / "secret.jsonl")
+    cluster = LocalIndexServer(directory=tmp_path / "indexes").start()
+    try:
+        OpenSearch(hosts=[cluster.url]).indices.create(index="i", body=knn_index_body(["v"], 1))
+        with serve_api("--opensearch", cluster.url, "--local-root", str(inside)) as api:
+
+            def submit(source: str) -> tuple[int, dict]:
+                body = {
+                    "index_name": "i",
+                    "field_map": {"_id": "$.id", "v": "$.v"},
+                    "data_source": {"type": "local", "source": [source]},
+                }
+                status, answer, _ = call(
+                    api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode()
+                )
+                return status, answer
+
+            for source in ("/etc/hosts", "../x.jsonl", "link/secret.jsonl", str(inside / ".." / "outside")):
+                status, answer = submit(source)
+                assert status == 400 and "is outside --local-root" in error_of(answer)[1], source
+            for source in ("lin?/secret.jsonl", "l*/*.jsonl", "**/*.jsonl", "sub"):
+                status, answer = submit(source)
+                assert status == 200, answer
+                record = wait_for_task(api.client(), answer["task_id"], timeout=60)
+                assert record["state"] == "FAILED" and "is outside --local-root" in record["error"], record
+            assert OpenSearch(hosts=[cluster.url]).count(index="i")["count"] == 0
+    finally:
+        cluster.close()
+
+
+def test_a_relative_local_source_is_taken_from_the_local_root(tmp_path):
+    with serve_api("--opensearch", "http://127.0.0.1:9", "--local-root", str(tmp_path)) as api:
+        body = {
+            "index_name": "i",
+            "field_map": {"_id": "$.id", "v": "$.v"},
+            "data_source": {"type": "local", "source": ["data.jsonl"]},
+        }
         status, answer, _ = call(api.url, "POST", "/_plugins/_ml/_batch_ingestion", json.dumps(body).encode())
         assert status == 200
         record = api.client().plugins.ml.get_task(task_id=answer["task_id"])
-        assert record["data_source"]["source"] == [str(inside / "data.jsonl")]
+        assert record["data_source"]["source"] == [str(tmp_path / "data.jsonl")]

@@ -180,8 +180,8 @@ class JsonHttpServer:
         return opensearch_error(status, kind, reason)
 
     def screen(self, method: str, environ: dict[str, Any], headers: Message) -> Reply | None:
-        """A refusal given before the method is checked and the body read or inflated, or None to go on
-        (the default)."""
+        """A refusal given before the method is checked and the body (buffered by waitress) inflated
+        or handled, or None to go on (the default)."""
         return None
 
     def served(self, method: str, path: str, client: str, status: int, seconds: float) -> None:

@@ -7,7 +7,6 @@ Handlers (`pipelines.rest_api.tasks_api`, `pipelines.rest_api.objects_api`) take
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from connectors.ml_store import MlStore, ObjectNotFound
 from connectors.secret_box import SecretBoxError
@@ -23,15 +22,14 @@ from pipelines.rest_api.predictions import Predictions
 class ApiSettings:
     """How the service runs its work: the options of every ingestion, how many run at once and
     wait, how often batch jobs are polled, how long a cancel waits for the run to stop; and what
-    callers may make it reach (`pipelines.rest_api.confinement`): local files under `local_root`
-    (none without it), connector URLs matching `trusted_endpoints`."""
+    callers may make it reach (`pipelines.rest_api.confinement`): local files under the options'
+    `local_root` (none without it), connector URLs matching `trusted_endpoints`."""
 
     options: IngestOptions
     max_running: int = 1
     max_queued: int = 100
     poll_interval: float = 10.0
     cancel_wait: float = 10.0
-    local_root: Path | None = None
     trusted_endpoints: tuple[str, ...] = ML_COMMONS_TRUSTED_ENDPOINTS
 
 

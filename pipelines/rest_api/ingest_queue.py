@@ -18,6 +18,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from pipelines.rest_api.ingest_worker import worker_payload
 log = logging.getLogger("mlbatch")
 SERVICE_STOPPED = "mlbatch serve-api stopped before the task ran; submit the request again"
 WORKER_LOG_PREFIX = "mlbatch: "
+END_ATTEMPTS = 3  # tries at recording how a run ended; after them it stays as it is until a restart fails it
 STOPPED_ERRORS = frozenset({task_lifecycle.INTERRUPTED, OWNER_DIED, SERVICE_DIED})  # a stopped worker's end
 
 
@@ -179,9 +181,13 @@ class IngestQueue:
             run.ending = True
             self._runs.pop(run.task_id, None)
         try:
-            self._record_end(run, exit_code, error)
-        except Exception as failure:  # the store is busy or broken: the task is FAILED when read later
-            log.error("task %s: could not record its end: %s", run.task_id, failure)
+            for attempt in range(END_ATTEMPTS):
+                try:
+                    self._record_end(run, exit_code, error)
+                    break
+                except Exception as failure:  # a store locked for long: once more, then give up
+                    log.error("task %s: could not record its end: %s", run.task_id, failure)
+                    time.sleep(attempt + 1)
         finally:
             run.done.set()
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from connectors.batch_predict.batch_actions import job_action
+from connectors.batch_predict.batch_actions import job_action, remote_job_parameters
 from connectors.batch_predict.connector import Connector, ConnectorError, parse_connector
 from connectors.batch_predict.job_calls import FINAL_STATES, TASK_TYPE, BatchJob, RecordChange
 from connectors.batch_predict.job_status import TERMINAL_STATES
@@ -104,7 +104,7 @@ class Predictions:
         becomes FAILED; ApiError (500) when the service cannot poll it now (a master key that opens
         nothing, a connector without a status action, as ML Commons' UnsupportedOperationException)."""
         try:
-            job = BatchJob(model_connector(self._objects, record["model_id"]))
+            job = self._job_of(record)
         except ApiError as error:
             if error.status >= 500:
                 raise
@@ -115,13 +115,23 @@ class Predictions:
             raise ApiError(500, "unsupported_operation_exception", str(error)) from None
         return self._apply(record["task_id"], change)
 
+    def _job_of(self, record: dict[str, Any]) -> BatchJob:
+        """The calls of a task's job, its URLs checked again with the job's parameters (the
+        request's and the service's answer's: the status and cancel calls are filled with both)."""
+        connector = model_connector(self._objects, record["model_id"])
+        parameters = {**record.get("parameters", {}), **remote_job_parameters(record.get("remote_job") or {})}
+        untrusted = untrusted_url(connector, parameters, self._trusted)
+        if untrusted is not None:
+            raise bad_request(untrusted_message(untrusted))
+        return BatchJob(connector)
+
     def cancel(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Call the job's cancel action; ML Commons' answer (`{"status": "OK"}`)."""
         if record["state"] in TERMINAL_STATES or "remote_job" not in record:
             raise bad_request(
                 f"task {record['task_id']} is {record['state']}: there is no running job to cancel"
             )
-        job = BatchJob(model_connector(self._objects, record["model_id"]))
+        job = self._job_of(record)
         try:
             change = job.cancel(record)
         except (ConnectorError, RemoteCallError) as error:

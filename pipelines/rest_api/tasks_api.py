@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from connectors.redact import redact_credential
-from connectors.task_store import SERVICE_ROLE, TaskNotFound, this_process
+from connectors.task_store import OWNED_STATES, SERVICE_ROLE, TaskNotFound, this_process
 from pipelines.plan import compile_plan
 from pipelines.request import (
     EMPTY_BODY,
@@ -84,7 +84,7 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
         raise request_refusal(error) from None
     if request.source_type == "local":
         try:
-            sources = confined_sources(request.sources, service.settings.local_root)
+            sources = confined_sources(request.sources, service.settings.options.local_root)
         except ValueError as outside:
             raise bad_request(str(outside)) from None
         body = {**body, "data_source": {**body["data_source"], "source": sources}}
@@ -130,10 +130,11 @@ def get_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]:
 
 def delete_task(service: ApiContext, task_id: str) -> tuple[int, dict[str, Any]]:
     """Delete a task that is not running; one still waiting in the queue is taken off it first."""
-    record = task_record(service, task_id)
-    if record["state"] == "RUNNING":
+    if task_record(service, task_id)["state"] == "RUNNING":
         raise ApiError(500, "exception", RUNNING_NOT_DELETED)
-    service.ingestions.cancel(task_id, service.settings.cancel_wait)
+    stopped = service.ingestions.cancel(task_id, service.settings.cancel_wait)  # it waited, or just started
+    if stopped and task_record(service, task_id)["state"] in OWNED_STATES:  # still stopping: keep its record
+        raise ApiError(500, "exception", RUNNING_NOT_DELETED)
     try:
         service.tasks.delete(task_id)
     except TaskNotFound:
