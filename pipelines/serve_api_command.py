@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 import signal
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -132,8 +133,12 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
     try:
         credentials = load_auth_file(Path(args.auth_file)) if args.auth_file else None
         box = SecretBox(load_master_key(mlbatch_home()))
+        tasks, objects = TaskStore(), MlStore(box)
     except (AuthFileError, SecretBoxError) as error:
         raise UsageError(f"serve-api: {error}") from None
+    except (OSError, sqlite3.Error) as error:
+        home = mlbatch_home()
+        raise UsageError(f"serve-api: cannot keep its stores in {home} ($MLBATCH_HOME): {error}") from None
     settings = ApiSettings(
         _with_absolute_paths(options),
         args.max_running,
@@ -141,7 +146,7 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
         args.poll_interval,
         trusted_endpoints=tuple(args.trusted_connector_endpoints or ML_COMMONS_TRUSTED_ENDPOINTS),
     )
-    service = MlService(settings, TaskStore(), MlStore(box))
+    service = MlService(settings, tasks, objects)
     try:
         server = ApiServer(service, args.host, args.port, credentials, args.max_body_mb * 2**20)
     except OSError as error:

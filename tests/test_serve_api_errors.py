@@ -301,3 +301,10 @@ def test_a_relative_local_source_is_taken_from_the_local_root(tmp_path):
         assert status == 200
         record = api.client().plugins.ml.get_task(task_id=answer["task_id"])
         assert record["data_source"]["source"] == [str(tmp_path / "data.jsonl")]
+
+
+def test_an_unusable_home_is_one_line_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("MLBATCH_HOME", "/proc/mlbatch-cannot-be-here")
+    refused = _mlbatch("serve-api")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "cannot keep its stores in /proc/mlbatch-cannot-be-here" in refused.stderr
