@@ -12,6 +12,8 @@ Semantics, following ML Commons:
   same, sources it does not name use that path too (the seed's 3-file OpenAI request).
 - `ingest_fields` copy a value as-is under the path's last segment (`$.id` -> `id`).
 - `_id` becomes the document id and is not stored as a field.
+- Beyond ML Commons: a target `LIST[].MEMBER` is one member of a chunk list (`transforms.chunks`):
+  its parallel paths are zipped into `LIST: [{MEMBER: ...}, ...]` once the sources are joined.
 
 `split_reads` then says what each source's files are read as, once their sizes are known:
 large uncompressed files in byte ranges (`connectors.byte_ranges`), any other file whole.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.byte_ranges import FileRange, can_split, split_file
 from pipelines.request import IngestRequest, RequestError
+from transforms.chunks import chunk_member, chunk_name_problem, mapping_path
 from transforms.echo import echo, label
 from transforms.jsonpath import CompiledPath, JsonPathError, compile_path, field_name_of
 from transforms.types import FieldSpec, IngestPlan, JoinPolicy, SourcePlan
@@ -122,6 +125,17 @@ def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
     return named
 
 
+def _check_chunk_lists(produced_by: dict[str, str]) -> None:
+    """Refuse a plain field named as a chunk list (`chunks` beside `chunks[].text`)."""
+    for name in produced_by:
+        found = chunk_member(name)
+        if found is not None and found[0] in produced_by:
+            raise RequestError(
+                f"{produced_by[found[0]]}: field {echo(found[0])} is also the chunk list of "
+                f"{produced_by[name]}"
+            )
+
+
 def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPlan:
     """Compile `request` into an IngestPlan; raise RequestError naming the field on any mistake."""
     source_count = len(request.sources)
@@ -158,10 +172,14 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
             continue
         if not name.strip():
             raise RequestError("field_map: field names must be non-empty")
+        problem = chunk_name_problem(name)
+        if problem:
+            raise RequestError(f"field_map.{label(name)}: {problem}")
         add(name, raw, f"field_map.{label(name)}")
     for position, raw in enumerate(request.ingest_fields):
         _, expression = _split_source(raw, f"ingest_fields[{position}]", source_count)
         add(field_name_of(expression), raw, f"ingest_fields[{position}]")
+    _check_chunk_lists(produced_by)
 
     sources = tuple(
         SourcePlan(index, uri, id_paths.get(index), tuple(fields_by_source[index]))
@@ -172,12 +190,13 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
 
 def with_vector_checks(plan: IngestPlan, knn_fields: dict[str, KnnField]) -> IngestPlan:
     """`plan` with the index mapping's `knn_vector` fields marked, so their values are checked
-    (a list of finite numbers of the mapping's dimension) when each record is projected."""
+    (a list of finite numbers of the mapping's dimension) when each record is projected; a chunk
+    member `LIST[].MEMBER` is found as the nested `LIST.MEMBER` (each of its vectors checked)."""
 
     def marked(spec: FieldSpec) -> FieldSpec:
-        if spec.name not in knn_fields:
+        mapped = knn_fields.get(mapping_path(spec.name))
+        if mapped is None:
             return spec
-        mapped = knn_fields[spec.name]
         return replace(spec, knn_vector=True, dimension=mapped.dimension, data_type=mapped.data_type)
 
     sources = tuple(

@@ -43,11 +43,10 @@ from transforms.bulk_body import (
     BulkAction,
     BulkBuffer,
     Sent,
-    encode_action,
 )
 from transforms.bulk_tally import tally_bulk_outcome
 from transforms.counters import CounterSet
-from transforms.encoded import EncodedBlock, action_fields, unencodable
+from transforms.encoded import EncodedBlock, action_fields, finished_action
 from transforms.types import DEAD_LETTERS, DeadLetter, Document
 from transforms.vectors import unmapped_vector_fields
 
@@ -104,12 +103,11 @@ class _BulkWriteFn(beam.DoFn):
         if type(element) is EncodedBlock:
             actions = zip(element.doc_ids, element.origins, element.actions, strict=True)
         else:
-            try:
-                encoded = encode_action(element, self._config.action)
-                actions = iter([(element.doc_id, element.origins, encoded)])
-            except TypeError as error:
-                yield TaggedOutput(DEAD_LETTERS, unencodable(element, error))
+            encoded = finished_action(element, self._config.action)
+            if encoded.__class__ is DeadLetter:
+                yield TaggedOutput(DEAD_LETTERS, encoded)
                 return
+            actions = iter([(element.doc_id, element.origins, encoded)])
         rejected: list[DeadLetter] = []
         buffer, shared = self._buffer, self._shared
         for doc_id, origins, encoded in actions:

@@ -5,8 +5,10 @@ join, a single source, the units of a split join, the shuffle join's merge) hand
 `EncodedBlock`s of up to `BLOCK_DOCUMENTS` documents instead of one `Document` each: every
 document serialized once where it was made (`transforms.bulk_body.encode_action`), with its id
 and the records it came from, which is all the write step needs to send it and account for
-it. A document the cluster rejects is read back from its own action for the dead-letter queue
-(`action_fields`), so the fields never travel twice.
+it. `finished_action` is where every document is finished, on these paths and the others
+alike: its chunk lists zipped (`transforms.chunks`), then encoded. A document the cluster
+rejects is read back from its own action for the dead-letter queue (`action_fields`), so the
+fields never travel twice.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from transforms.bulk_body import BulkAction, encode_action
+from transforms.chunks import ChunkError, has_chunks, zip_chunks
 from transforms.types import DeadLetter, Document, Locator
 
 BLOCK_DOCUMENTS = 1000
@@ -42,6 +45,25 @@ def unencodable(document: Document, error: TypeError) -> DeadLetter:
     return DeadLetter("validate", f"not JSON: {error}", document.origins, raw)
 
 
+def chunk_dead_letter(document: Document, error: ChunkError) -> DeadLetter:
+    """The dead letter of a document whose chunk lists cannot be zipped."""
+    raw = {"_id": document.doc_id, **document.fields}
+    return DeadLetter("map", str(error), document.origins, raw)
+
+
+def finished_action(document: Document, action: BulkAction) -> bytes | DeadLetter:
+    """The `_bulk` action of `document` with its chunk lists zipped, or its dead letter when
+    they cannot be zipped or a value is not JSON."""
+    try:
+        if has_chunks(document.fields):
+            document = document._replace(fields=zip_chunks(document.fields))
+        return encode_action(document, action)
+    except ChunkError as error:
+        return chunk_dead_letter(document, error)
+    except TypeError as error:
+        return unencodable(document, error)
+
+
 class BlockBuilder:
     """Encodes documents into blocks of at most `size`; a document that cannot be encoded is
     returned as a dead letter by `add`."""
@@ -54,10 +76,9 @@ class BlockBuilder:
         self._actions: list[bytes] = []
 
     def add(self, document: Document) -> DeadLetter | None:
-        try:
-            encoded = encode_action(document, self._action)
-        except TypeError as error:
-            return unencodable(document, error)
+        encoded = finished_action(document, self._action)
+        if encoded.__class__ is DeadLetter:
+            return encoded
         self._ids.append(document.doc_id)
         self._origins.append(document.origins)
         self._actions.append(encoded)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from transforms.chunks import chunk_member, vector_list_problem
 from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
 from transforms.types import FieldSpec, SourcePlan
@@ -110,7 +111,10 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
         and (flat_numbers or numbers_only(wire))
     ):
         return
-    problem = vector_problem(value, spec.dimension, spec.data_type)
+    if chunk_member(spec.name) is None:
+        problem = vector_problem(value, spec.dimension, spec.data_type)
+    else:  # a chunk list's member (`transforms.chunks`): one vector per chunk
+        problem = vector_list_problem(value, spec.dimension, spec.data_type)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
 

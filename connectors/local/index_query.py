@@ -4,8 +4,8 @@ Pure functions over an index's mappings and stored documents, no I/O: `vector_pr
 checks a `knn_vector` value as OpenSearch does; `matches` scores `match_all`, `term`,
 `match` and `bool` queries; `knn_space` and `knn_score` give a field's space and
 OpenSearch's score for it; `knn_hits` is the exact k-NN search over the stored vectors, on
-faiss (OpenSearch's own k-NN engine) flat indexes; `search_answer` and `count_matching`
-are `_search` and `_count`.
+faiss (OpenSearch's own k-NN engine) flat indexes (over `nested` fields: `nested_knn`);
+`search_answer` and `count_matching` are `_search` and `_count`.
 """
 
 from __future__ import annotations
@@ -178,8 +178,13 @@ def search_answer(
     """The `_search` answer for `request` (`query`, `size`, `_source`) over index `name`."""
     query = request.get("query") or {"match_all": {}}
     size = int(request.get("size", 10))
+    inner: dict[str, dict[str, Any]] = {}
     if "knn" in query:
         scored = knn_hits(mappings, docs, query["knn"])
+    elif "nested" in query:
+        from connectors.local.nested_knn import nested_search  # it builds on this module's knn_hits
+
+        scored, inner = nested_search(name, mappings, docs, query["nested"])
     else:
         scored = [(doc_id, score) for doc_id, doc in docs.items() if (score := matches(doc, query))]
         scored.sort(key=lambda pair: -pair[1])
@@ -192,6 +197,8 @@ def search_answer(
         hit = {"_index": name, "_id": doc_id, "_score": score}
         if wanted is not False:
             hit["_source"] = source
+        if doc_id in inner:
+            hit["inner_hits"] = inner[doc_id]
         hits.append(hit)
     return search_response(len(scored), hits[0]["_score"] if hits else None, hits)
 

@@ -4,7 +4,8 @@ The stand-in for the **write** edge's cluster. Enough of the API for this system
 first queries: cluster info; create, get, delete and check indexes with `knn_vector`
 mappings; `_mapping`, `_settings`; `_bulk`; `_refresh`, `_count`, `_doc/{id}`; `_search`
 with `match_all`, `term`, `match`, `bool` filters and the exact `knn` query (`vector`, `k`,
-optional `filter`), scored as OpenSearch scores each `space_type`. `knn_vector` fields may
+optional `filter`), scored as OpenSearch scores each `space_type`, also over a `nested` field
+(`nested` + `knn`: each document by its best chunk, `inner_hits` naming it). `knn_vector` fields may
 be `float` (the default), `byte` (ints in [-128, 127]) or `binary` (`dimension` bits packed
 as dimension/8 such ints, searched by `hamming` distance).
 

@@ -23,6 +23,7 @@ from connectors.index_names import index_name_problem
 from connectors.local.http_server import Reply, opensearch_error
 from connectors.local.index_query import vector_problem
 from connectors.local.index_requests import bulk_actions
+from connectors.local.nested_knn import nested_vector_problem
 
 log = logging.getLogger("mlbatch")
 
@@ -50,8 +51,9 @@ def field_error(mappings: dict[str, Any], document: Any) -> str | None:
         value = document.get(field)
         if value is None:
             continue
-        if spec.get("type") == "knn_vector":
-            problem = vector_problem(field, spec, value)
+        if spec.get("type") in ("knn_vector", "nested"):
+            check = vector_problem if spec["type"] == "knn_vector" else nested_vector_problem
+            problem = check(field, spec, value)
             if problem:
                 return problem
         if spec.get("type") == "integer" and not isinstance(value, int):
