@@ -10,7 +10,8 @@ stopped (Ctrl-C or SIGTERM). `serve-embeddings` takes its key from `--api-key-fi
 `--api-key` (visible to every user in `ps`), else `$MLBATCH_EMBEDDINGS_API_KEY`, else `local`.
 `search` embeds the text with the same local model (or takes `--vector`), runs a `knn` query
 against any OpenSearch endpoint (basic auth, SigV4 and TLS options as `mlbatch ingest` has
-them) and prints the hits.
+them) and prints the hits; a vector field inside a `nested` field (chunks) is searched with a
+`nested` query, and each hit shows its best chunk.
 """
 
 from __future__ import annotations
@@ -122,13 +123,41 @@ def _snippet(source: dict[str, Any], width: int = 70) -> str:
     return ""
 
 
+def nested_path(properties: dict[str, Any], field: str) -> str | None:
+    """The `nested` field that holds `field` (`chunks` for `chunks.embedding`), or None."""
+    found, parts = None, field.split(".")
+    for depth in range(1, len(parts)):
+        spec = properties.get(parts[depth - 1], {})
+        if spec.get("type") == "nested":
+            found = ".".join(parts[:depth])
+        properties = spec.get("properties", {})
+    return found
+
+
+def knn_query(properties: dict[str, Any], field: str, vector: Any, k: int) -> dict[str, Any]:
+    """The `knn` query of `field`; in a `nested` field, wrapped in a `nested` query whose
+    `inner_hits` say which chunk matched (each document scored by its best chunk)."""
+    knn = {"knn": {field: {"vector": vector, "k": k}}}
+    path = nested_path(properties, field)
+    return knn if path is None else {"nested": {"path": path, "query": knn, "inner_hits": {}}}
+
+
+def _hit_text(hit: dict[str, Any]) -> str:
+    """A hit's text: the matching chunk's (`[chunk N] …`) when it has inner hits, else its own."""
+    for inner in (hit.get("inner_hits") or {}).values():
+        for chunk in inner["hits"]["hits"][:1]:
+            return f"[chunk {chunk['_nested']['offset']}] {_snippet(chunk.get('_source', {}), 60)}"
+    return _snippet(hit.get("_source", {}))
+
+
 def _search(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.vector is None):
         raise UsageError("search: give a query text or --vector, not both")
     try:
         client = cluster_config(args).client()
         mapping = client.indices.get_mapping(index=args.index)
-        fields = knn_vector_fields(next(iter(mapping.values()))["mappings"].get("properties", {}))
+        properties = next(iter(mapping.values()))["mappings"].get("properties", {})
+        fields = knn_vector_fields(properties)
         field = args.field or next(iter(fields), None)
         if field is None or field not in fields:
             raise UsageError(
@@ -140,7 +169,7 @@ def _search(args: argparse.Namespace) -> int:
             from connectors.local.embedder import MiniLM
 
             (vector,) = MiniLM().embed([args.text])
-        body = {"size": args.k, "query": {"knn": {field: {"vector": vector, "k": args.k}}}}
+        body = {"size": args.k, "query": knn_query(properties, field, vector, args.k)}
         hits = client.search(index=args.index, body=body)["hits"]["hits"]
     except UsageError:
         raise
@@ -153,7 +182,7 @@ def _search(args: argparse.Namespace) -> int:
     print(f"top {len(hits)} of index {args.index!r} by {field} for {args.text or 'the vector'!r}:")
     print(f"{'score':>7}  {'_id':<24} text")
     for hit in hits:
-        print(f"{hit['_score']:7.4f}  {hit['_id']:<24} {_snippet(hit.get('_source', {}))}")
+        print(f"{hit['_score']:7.4f}  {hit['_id']:<24} {_hit_text(hit)}")
     return EXIT_OK
 
 
