@@ -11,9 +11,19 @@
 #   5. runs a k-NN search for "how do I parse command line options".
 # Extra arguments: a different query text. MLBATCH_DEMO_MODULES=json,csv builds the input from
 # those modules only (a smaller, faster run).
+# --chunks (or MLBATCH_DEMO_CHUNKS=1): each passage is split into chunks of two sentences, embedded
+# as one batch line whose `input` is the list of chunks, and ingested as one document with a
+# nested `chunks` list (samples/stdlib-chunks-request.json); the search shows each hit's best chunk.
 set -euo pipefail
 cd "$(dirname "$0")"
+chunks=${MLBATCH_DEMO_CHUNKS:-}
+if [ "${1:-}" = "--chunks" ]; then chunks=1; shift; fi
 query=${1:-how do I parse command line options}
+if [ -n "$chunks" ]; then
+  sample=stdlib-chunks index_name=mlbatch-stdlib-chunks corpus_args=(--chunk-sentences 2)
+else
+  sample=stdlib index_name=mlbatch-stdlib corpus_args=()
+fi
 scripts/ensure-venv.sh local
 py=.venv/bin/python
 mlbatch=.venv/bin/mlbatch
@@ -59,7 +69,8 @@ echo "k-NN index server:        $index_url" >&2
 echo "batch embedding service:  $embed_url" >&2
 
 step "building the batch input from the standard library's docstrings"
-$py scripts/demo_corpus.py --out "$work/input.jsonl" ${MLBATCH_DEMO_MODULES:+--modules "$MLBATCH_DEMO_MODULES"} >&2
+$py scripts/demo_corpus.py --out "$work/input.jsonl" ${MLBATCH_DEMO_MODULES:+--modules "$MLBATCH_DEMO_MODULES"} \
+  ${corpus_args[@]+"${corpus_args[@]}"} >&2
 
 step "uploading it and submitting the batch embedding job"
 input_file_id=$($py - "$embed_url" "$work/input.jsonl" <<'PY'
@@ -85,10 +96,10 @@ $mlbatch predict submit --connector "$work/connector.json" --parameters "{\"inpu
 task_id=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["task_id"])' "$work/submit.json")
 echo "batch prediction task $task_id, input $input_file_id" >&2
 
-step "waiting for the job, then ingesting its output into index mlbatch-stdlib"
+step "waiting for the job, then ingesting its output into index $index_name"
 OPENAI_BASE_URL=$embed_url $mlbatch predict wait "$task_id" --interval 2 --max-interval 5 \
-  --then-ingest samples/stdlib-request.json --opensearch "$index_url" \
-  --create-index samples/stdlib-index.json > "$work/ingest.json"
+  --then-ingest "samples/$sample-request.json" --opensearch "$index_url" \
+  --create-index "samples/$sample-index.json" > "$work/ingest.json"
 $py - "$work/ingest.json" >&2 <<'PY'
 import json
 import sys
@@ -100,4 +111,4 @@ print(f"ingestion task {record['task_id']}: {record['state']}, {counts['read']} 
 PY
 
 step "k-NN search"
-$mlbatch search "$query" --index mlbatch-stdlib --opensearch "$index_url" -k 5
+$mlbatch search "$query" --index "$index_name" --opensearch "$index_url" -k 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from opensearchpy import OpenSearch
@@ -140,3 +141,44 @@ def test_a_single_source_zips_its_own_parallel_lists(index_server, capsys, tmp_p
         "text": "beta",
         "embedding": [0, 0, 1],
     }
+
+
+def test_the_chunked_sample_request_finds_the_command_line_parsers_by_their_best_chunk(
+    index_server, capsys, tmp_path, monkeypatch
+):
+    """Real model, real services, the samples `./run_local.sh --chunks` uses: passages split into
+    chunks of two sentences, one batch line each, ingested as nested chunks and searched."""
+    import openai
+
+    from connectors.local.embedding_server import EmbeddingService
+    from scripts.demo_corpus import batch_line, chunks_of, module_sources, passages
+
+    service = EmbeddingService(api_key="local").start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", service.url)
+        modules = ["argparse", "optparse", "getopt", "json", "csv", "zipfile", "shutil", "textwrap"]
+        lines = [batch_line(name, chunks_of(text, 2)) for name, text in passages(module_sources(modules), 3)]
+        assert max(len(line["body"]["input"]) for line in lines) > 1
+        uploaded = openai.OpenAI(api_key="local", base_url=service.url).files.create(
+            file=("input.jsonl", jsonl(lines[:120])), purpose="batch"
+        )
+        connector = json.loads(Path("connectors/batch_predict/blueprints/openai_batch.json").read_text())
+        connector["parameters"]["base_url"] = service.url
+        connector["credential"] = {"openAI_key": "local"}
+        (tmp_path / "connector.json").write_text(json.dumps(connector))
+        submit = ["predict", "submit", "--connector", str(tmp_path / "connector.json")]
+        assert main([*submit, "--parameters", json.dumps({"input_file_id": uploaded.id})]) == 0
+        task_id = json.loads(capsys.readouterr().out)["task_id"]
+        wait = ["predict", "wait", task_id, "--interval", "0.2", "--max-interval", "1"]
+        ingest = ["--then-ingest", "samples/stdlib-chunks-request.json", "--opensearch", index_server.url]
+        assert main([*wait, *ingest, "--create-index", "samples/stdlib-chunks-index.json"]) == 0
+        assert json.loads(capsys.readouterr().out)["counts"]["indexed"] == len(lines[:120])
+
+        search = ["search", "how do I parse command line options", "--index", "mlbatch-stdlib-chunks"]
+        assert main([*search, "--opensearch", index_server.url, "-k", "3", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert {hit["_id"] for hit in hits} & {"argparse", "optparse", "getopt"}
+        best = hits[0]["inner_hits"]["chunks"]["hits"]["hits"][0]
+        assert best["_source"]["text"] in hits[0]["_source"]["chunks"][best["_nested"]["offset"]]["text"]
+    finally:
+        service.close()
