@@ -15,6 +15,8 @@ import math
 import re
 from typing import Any
 
+from connectors.local.nested_knn import nested_search
+
 _WORD = re.compile(r"\w+")
 DATA_TYPES = ("float", "byte", "binary")
 FLOAT_SPACES = ("l2", "cosinesimil", "innerproduct")
@@ -182,9 +184,7 @@ def search_answer(
     if "knn" in query:
         scored = knn_hits(mappings, docs, query["knn"])
     elif "nested" in query:
-        from connectors.local.nested_knn import nested_search  # it builds on this module's knn_hits
-
-        scored, inner = nested_search(name, mappings, docs, query["nested"])
+        scored, inner = nested_search(name, mappings, docs, query["nested"], knn_hits)
     else:
         scored = [(doc_id, score) for doc_id, doc in docs.items() if (score := matches(doc, query))]
         scored.sort(key=lambda pair: -pair[1])

@@ -52,8 +52,11 @@ def field_error(mappings: dict[str, Any], document: Any) -> str | None:
         if value is None:
             continue
         if spec.get("type") in ("knn_vector", "nested"):
-            check = vector_problem if spec["type"] == "knn_vector" else nested_vector_problem
-            problem = check(field, spec, value)
+            problem = (
+                vector_problem(field, spec, value)
+                if spec["type"] == "knn_vector"
+                else nested_vector_problem(field, spec, value, vector_problem)
+            )
             if problem:
                 return problem
         if spec.get("type") == "integer" and not isinstance(value, int):

@@ -16,9 +16,12 @@ vectors of a document's chunks as they are written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from connectors.local.index_query import Documents, knn_hits, vector_problem
+Documents = dict[str, dict[str, Any]]
+KnnHits = Callable[[dict[str, Any], Documents, dict[str, Any]], list[tuple[str, float]]]
+VectorProblem = Callable[[str, dict[str, Any], Any], "str | None"]
 
 
 def _objects(value: Any) -> list[Any]:
@@ -26,8 +29,11 @@ def _objects(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def nested_vector_problem(field: str, mapping: dict[str, Any], value: Any) -> str | None:
-    """Why OpenSearch would refuse a `nested` field's `value` for its `knn_vector` members, or None."""
+def nested_vector_problem(
+    field: str, mapping: dict[str, Any], value: Any, vector_problem: VectorProblem
+) -> str | None:
+    """Why OpenSearch would refuse a `nested` field's `value` for its `knn_vector` members (each
+    checked by `vector_problem`, `index_query`'s), or None."""
     members = {
         name: spec for name, spec in mapping.get("properties", {}).items() if spec.get("type") == "knn_vector"
     }
@@ -88,10 +94,11 @@ def _inner_hits(
 
 
 def nested_search(
-    index: str, mappings: dict[str, Any], docs: Documents, nested: Any
+    index: str, mappings: dict[str, Any], docs: Documents, nested: Any, knn_hits: KnnHits
 ) -> tuple[list[tuple[str, float]], dict[str, dict[str, Any]]]:
     """(doc id, score) of the `k` documents whose best chunk is nearest to a nested `knn` query,
-    best first, and the `inner_hits` of each when the query asks for them."""
+    best first, and the `inner_hits` of each when the query asks for them; `knn_hits` is
+    `index_query`'s exact search, run over the chunks."""
     if not isinstance(nested, dict):
         raise ValueError("[nested] query malformed")
     path = nested.get("path")
