@@ -115,3 +115,14 @@ def test_each_chunk_vector_is_checked_against_the_nested_mapping_dimension():
     record["response"]["body"]["data"][1]["embedding"] = [3.0]
     with pytest.raises(VectorError, match="chunk 1: has 1 dimensions; the index mapping expects 2"):
         project(output, record)
+
+
+def test_a_single_vector_given_to_a_chunk_member_is_refused_not_taken_as_a_list_of_vectors():
+    plan = with_vector_checks(compile_plan(parse_request(CHUNKED)), knn_vector_fields(nested_mapping(2)))
+    line = b'{"custom_id": "a", "response": {"body": {"data": [{"embedding": [1.0, 2.0]}]}}}'
+    single = {**CHUNKED, "field_map": {**CHUNKED["field_map"]}}
+    single["field_map"]["chunks[].embedding"] = "source[0].$.response.body.data[0].embedding"
+    output = with_vector_checks(compile_plan(parse_request(single)), knn_vector_fields(nested_mapping(2)))
+    with pytest.raises(VectorError, match="chunk 0: is not a list of numbers but float"):
+        project(output.sources[0], orjson.loads(line), line)
+    assert project(plan.sources[0], orjson.loads(line), line)[1] == {"chunks[].embedding": b"[[1.0,2.0]]"}

@@ -100,10 +100,13 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
 
     The common case costs one pass over the serialized vector (`numbers_only`, skipped when
     the caller knows it holds only numbers) and a length; only a bad vector is looked at
-    element by element, to say what is wrong with it.
+    element by element, to say what is wrong with it. A chunk list's member (`transforms.chunks`)
+    holds one vector per chunk, each checked.
     """
+    chunked = chunk_member(spec.name) is not None
     if (
-        value.__class__ is list
+        not chunked
+        and value.__class__ is list
         and spec.data_type == "float"
         and wire.__class__ is bytes
         and (spec.dimension is None or len(value) == spec.dimension)
@@ -111,10 +114,10 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
         and (flat_numbers or numbers_only(wire))
     ):
         return
-    if chunk_member(spec.name) is None:
-        problem = vector_problem(value, spec.dimension, spec.data_type)
-    else:  # a chunk list's member (`transforms.chunks`): one vector per chunk
+    if chunked:
         problem = vector_list_problem(value, spec.dimension, spec.data_type)
+    else:
+        problem = vector_problem(value, spec.dimension, spec.data_type)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
 
