@@ -20,10 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from transforms import progress
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 POLL_SECONDS = 0.2
 FALLBACK_COLUMNS, FALLBACK_ROWS = 120, 24
@@ -100,6 +102,8 @@ class _BarLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self._display.showing and getattr(record, progress.PROGRESS_LINE, False):
             return
+        from tqdm import tqdm  # loaded by the bar already, or at once: only on a terminal
+
         tqdm.write(self.format(record), file=sys.stderr)
 
 
@@ -131,6 +135,8 @@ class ProgressBar:
             self._bar.close()
 
     def _poll(self) -> None:
+        from tqdm import tqdm  # a third of a second: only when a bar may show
+
         while not self._stop.wait(POLL_SECONDS):
             if self._bar is None and progress.INPUT.live and progress.INPUT.total is not None:
                 self._started = time.monotonic()
