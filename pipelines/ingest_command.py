@@ -72,13 +72,15 @@ def ingest(
     options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None, debug: bool = False
 ) -> int:
     """Run the ingestion (a progress bar on a terminal, `pipelines.progress_bar`), print a summary
-    table on stderr (`pipelines.run_summary`; not with `--quiet`) and its task record, return the
-    exit code; with `debug`, a failed run's error is raised after the record is printed."""
+    table on stderr when its pipeline ran to the end (`pipelines.run_summary`; not with `--quiet`)
+    and its task record, return the exit code; with `debug`, a failed run's error is raised after
+    the record is printed."""
     with progress_display(wants_bar()) as bar:
         result = run_ingest(options, body, extra_fields)
         if bar is not None:
             bar.close(all_read=result.record.get("state") not in ("FAILED", None))
-    if log.isEnabledFor(logging.INFO):
+    ran = progress.INPUT.total is not None and not result.interrupted and result.error is None
+    if ran and log.isEnabledFor(logging.INFO):  # a run that ended early keeps its one-line cause last
         print_summary(result.record, progress.INPUT.files_by_source, sys.stderr)
     print_json(result.record)
     if debug and result.error is not None:
