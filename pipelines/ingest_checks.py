@@ -45,12 +45,13 @@ log = logging.getLogger("mlbatch")
 @dataclass(frozen=True)
 class CheckedRun:
     """A plan ready to run: completed for the index, what its files are read as (whole, or in
-    byte ranges), and how its sources are joined."""
+    byte ranges), how its sources are joined, and each source's `(uri, size)` files."""
 
     plan: IngestPlan
     reads: tuple[tuple[FileRange, ...], ...]
     strategy: JoinStrategy
     knn_fields: dict[str, KnnField]
+    files: tuple[tuple[tuple[str, int], ...], ...] = ()
 
 
 def check_run(
@@ -93,7 +94,8 @@ def check_run(
     for source, parts in zip(plan.sources, reads, strict=True):
         if len(parts) > len(files[source.index]):
             log.info("source[%d]: read as %d byte ranges", source.index, len(parts))
-    return CheckedRun(checked_plan, reads, strategy, index.knn_fields)
+    listed = tuple(tuple(names) for names in files)
+    return CheckedRun(checked_plan, reads, strategy, index.knn_fields, listed)
 
 
 def check_workers(

@@ -10,6 +10,8 @@ stdout. Exit codes: 0 COMPLETED, 1 FAILED, 2 bad request or usage, 3 COMPLETED_W
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from typing import Any
 
 from pipelines.cli_common import (
@@ -18,6 +20,7 @@ from pipelines.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_WITH_ERRORS,
+    log,
     print_json,
 )
 from pipelines.ingest_options import (
@@ -27,7 +30,10 @@ from pipelines.ingest_options import (
     ingest_options_from,
 )
 from pipelines.ingest_run import IngestResult, run_ingest
+from pipelines.progress_bar import progress_display, wants_bar
 from pipelines.report import COUNTS_UNKNOWN
+from pipelines.run_summary import print_summary
+from transforms import progress
 
 _EXIT_BY_STATE = {
     "COMPLETED": EXIT_OK,
@@ -65,9 +71,17 @@ def exit_code(result: IngestResult) -> int:
 def ingest(
     options: IngestOptions, body: Any, extra_fields: dict[str, Any] | None = None, debug: bool = False
 ) -> int:
-    """Run the ingestion, print its task record, return the exit code; with `debug`, a failed
-    run's error is raised after the record is printed (its traceback shown)."""
-    result = run_ingest(options, body, extra_fields)
+    """Run the ingestion (a progress bar on a terminal, `pipelines.progress_bar`), print a summary
+    table on stderr when its pipeline ran to the end (`pipelines.run_summary`; not with `--quiet`)
+    and its task record, return the exit code; with `debug`, a failed run's error is raised after
+    the record is printed."""
+    with progress_display(wants_bar()) as bar:
+        result = run_ingest(options, body, extra_fields)
+        if bar is not None:
+            bar.close(all_read=result.record.get("state") not in ("FAILED", None))
+    ran = progress.INPUT.total is not None and not result.interrupted and result.error is None
+    if ran and log.isEnabledFor(logging.INFO):  # a run that ended early keeps its one-line cause last
+        print_summary(result.record, progress.INPUT.files_by_source, sys.stderr)
     print_json(result.record)
     if debug and result.error is not None:
         raise result.error

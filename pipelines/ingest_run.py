@@ -192,6 +192,7 @@ def _run_task(
     except CHECK_ERRORS as error:
         log.error("%s", error)
         return IngestResult(task.finish(state="FAILED", counts=counters.summarize({}), error=str(error)))
+    progress.INPUT.plan(checked.files, request.source_type, live=task.runner.in_process)
 
     read_helper = use_read_helper(options.read_helper, task.runner)
     try:

@@ -18,6 +18,7 @@ def test_a_read_tally_counts_per_source_and_per_unmatched_field():
         "projected": 3,
         "invalid_vectors": 1,
         "unmatched.title": 2,
+        "read_bytes": 0,
     }
 
 
@@ -33,6 +34,8 @@ def test_a_dead_letter_of_a_joined_document_accounts_for_a_record_of_each_source
         "rejected_records": 2,
         "accounted.source[0]": 1,
         "accounted.source[2]": 1,
+        "rejected.source[0]": 1,
+        "rejected.source[2]": 1,
     }
 
 

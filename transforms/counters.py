@@ -2,7 +2,7 @@
 
 Beam counters live in the `mlbatch` namespace. Plain names count over the whole job;
 per-source and per-stage counters are a prefix plus the source or stage
-(`read.source[0]`, `accounted.source[1]`, `dlq.bulk`, `unmatched.title`).
+(`read.source[0]`, `accounted.source[1]`, `rejected.source[1]`, `dlq.bulk`, `unmatched.title`).
 Pure tallies say their counts as `{name: count}`; a DoFn adds them with a `CounterSet`.
 `job_counters` reads a finished pipeline's counters back into a `{name: value}` dict, or raises
 `CountsUnknown` when the runner cannot say them.
@@ -35,10 +35,12 @@ BULK_RETRIES = "bulk_retries"
 BULK_SPLITS = "bulk_splits"
 DLQ = "dlq"
 REJECTED_RECORDS = "rejected_records"
+READ_BYTES = "read_bytes"  # bytes of plain JSONL lines read: progress only, not in the task record
 
 READ_BY_SOURCE = "read."
 ACCOUNTED_BY_SOURCE = "accounted."
 DLQ_BY_STAGE = "dlq."
+REJECTED_BY_SOURCE = "rejected."
 UNMATCHED_BY_FIELD = "unmatched."
 
 # The counts a task record shows, in order, and the per-source / per-stage groups beside them.
@@ -67,6 +69,7 @@ SUMMARY_GROUPS = (
     (READ_BY_SOURCE, "read_by_source"),
     (ACCOUNTED_BY_SOURCE, "accounted_by_source"),
     (DLQ_BY_STAGE, "rejected_by_stage"),
+    (REJECTED_BY_SOURCE, "rejected_by_source"),
     (UNMATCHED_BY_FIELD, "unmatched_paths"),
 )
 
@@ -83,6 +86,11 @@ def read_by_source(source: int) -> str:
 def accounted_by_source(source: int) -> str:
     """Records of `source[N]` with a final fate: written, skipped, dropped by the join, or in the DLQ."""
     return ACCOUNTED_BY_SOURCE + source_name(source)
+
+
+def rejected_by_source(source: int) -> str:
+    """Records of `source[N]` in dead letters."""
+    return REJECTED_BY_SOURCE + source_name(source)
 
 
 def dlq_by_stage(stage: str) -> str:

@@ -61,8 +61,8 @@ def dead_letter_counts(dead: DeadLetter) -> dict[str, int]:
         counters.REJECTED_RECORDS: len(dead.origins),
     }
     for origin in dead.origins:
-        name = counters.accounted_by_source(origin.source)
-        counts[name] = counts.get(name, 0) + 1
+        for name in (counters.accounted_by_source(origin.source), counters.rejected_by_source(origin.source)):
+            counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -107,7 +107,8 @@ class _BroadcastJoinFn(beam.DoFn):
         self._counters = CounterSet()
 
     def process(self, part: FileRange) -> Iterator[Any]:
-        return emitted(run_job(self._job, self._helper), self._counters)
+        side_parts = tuple(side for _, parts in self._job.side for side in parts)
+        return emitted(run_job(self._job, self._helper), self._counters, (part, *side_parts))
 
 
 class BroadcastJoin(beam.PTransform):

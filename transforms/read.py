@@ -62,8 +62,10 @@ class SourceReader:
         A helper process starts at once, so it parses while the caller prepares.
         """
         if self._helper:
-            return self._counted(HelperRead.for_job(ProjectJob(self.source, part, self._access)).frames())
-        return self._records_here(part)
+            records = self._counted(HelperRead.for_job(ProjectJob(self.source, part, self._access)).frames())
+        else:
+            records = self._records_here(part)
+        return _finished(records, part)
 
     def documents(self, part: FileRange, action: BulkAction) -> Iterator[Frame]:
         """The frames of `part`'s documents, encoded for `action` (a single source's)."""
@@ -95,6 +97,13 @@ class SourceReader:
         """Counters in batches: a Beam counter update per record costs more than the record's parse."""
         self._counters.add(tally.counts(self.source.index))
         progress.READ.add(tally.read)
+        progress.INPUT.add(tally.read_bytes)
+
+
+def _finished(records: Iterator[Any], part: FileRange) -> Iterator[Any]:
+    """`records`, then `part` counted as read (`transforms.progress.InputBytes.finish`)."""
+    yield from records
+    progress.INPUT.finish(part)
 
 
 class _ReadFn(beam.DoFn):
@@ -105,13 +114,16 @@ class _ReadFn(beam.DoFn):
         self._action = action  # how documents are encoded (`index` or `create`)
 
 
-def emitted(frames: Iterator[Frame], counter_set: CounterSet) -> Iterator[Any]:
-    """The blocks of documents of `frames` (main output) and their dead letters, counted."""
+def emitted(frames: Iterator[Frame], counter_set: CounterSet, parts: tuple[FileRange, ...]) -> Iterator[Any]:
+    """The blocks of documents of `frames` (main output) and their dead letters, counted; then
+    the `parts` they were read from counted as read."""
     for items, counts in frames:
         counter_set.add(counts)  # read before written: a run stopped midway shows both
         progress.READ.add(counts.get(counters.READ, 0))
+        progress.INPUT.add(counts.get(counters.READ_BYTES, 0))
         for item in items:
             yield item if type(item) is EncodedBlock else TaggedOutput(DEAD_LETTERS, item)
+    progress.INPUT.finish(*parts)
 
 
 class _ReadDocumentsFn(_ReadFn):
@@ -122,7 +134,7 @@ class _ReadDocumentsFn(_ReadFn):
         self._counters = CounterSet()
 
     def process(self, part: FileRange) -> Iterator[Any]:
-        return emitted(self._reader.documents(part, self._action), self._counters)
+        return emitted(self._reader.documents(part, self._action), self._counters, (part,))
 
 
 class _ReadBucketsFn(_ReadFn):

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.byte_ranges import FileRange
+from connectors.byte_ranges import FileRange, can_split
 from connectors.sources import SourceAccess, SourceError, read_records
 from transforms import counters
 from transforms.document_ids import canonical_uri, derived_document_id
@@ -26,17 +26,19 @@ from transforms.types import DeadLetter, Locator, ProjectedRecord, SourcePlan, d
 
 @dataclass
 class Tally:
-    """Counts since the last `take`: records read, projected, with a bad vector, and unmatched
-    paths by field."""
+    """Counts since the last `take`: records read, projected, with a bad vector, unmatched
+    paths by field, and the bytes of the plain JSONL lines read (for the progress bar)."""
 
     read: int = 0
     projected: int = 0
     invalid_vectors: int = 0
     unmatched: Counter[str] = field(default_factory=Counter)
+    read_bytes: int = 0
 
     def take(self) -> Tally:
-        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched)
+        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched, self.read_bytes)
         self.read, self.projected, self.invalid_vectors, self.unmatched = 0, 0, 0, Counter()
+        self.read_bytes = 0
         return taken
 
     def counts(self, source: int) -> dict[str, int]:
@@ -46,6 +48,7 @@ class Tally:
             counters.read_by_source(source): self.read,
             counters.PROJECTED: self.projected,
             counters.INVALID_VECTORS: self.invalid_vectors,
+            counters.READ_BYTES: self.read_bytes,
         }
         for name, count in self.unmatched.items():
             counts[counters.unmatched_by_field(name)] = count
@@ -57,6 +60,10 @@ def projected_records(
 ) -> Iterator[ProjectedRecord | DeadLetter]:
     """Every record of `part`, projected for `source` (or dead-lettered with its position).
 
+    The bytes of a plain JSONL file's lines (one that could be split, `can_split`) are counted as
+    they are read; other files' bytes (compressed, Parquet) are counted whole once read
+    (`transforms.progress.InputBytes.finish`).
+
     Without an `_id` path, each record's id is derived from the file and its line
     (`transforms.document_ids`), unless the plan asks for cluster-assigned ids; such a source's
     files are never split (`pipelines.plan.split_reads`), so its positions are lines.
@@ -64,8 +71,11 @@ def projected_records(
     index, uri, by_offset = source.index, part.uri, part.by_offset
     derive_ids = source.id_path is None and not source.cluster_ids
     canonical = canonical_uri(uri, access.source_type)
+    plain = can_split(uri, access.source_type)
     for position, payload in read_records(part, access):
         tally.read += 1
+        if plain:
+            tally.read_bytes += len(payload) + 1
         try:
             line_text = payload if isinstance(payload, bytes) else None
             doc_id, fields, unmatched = project(source, parse_record(payload), line_text)
