@@ -268,3 +268,8 @@ def test_a_killed_run_resumed_reads_only_its_unfinished_files_and_makes_the_same
     expected = indexed_documents(whole.url, "incremental")
     assert len(expected) == sum(SIZES)
     assert indexed_documents(slow.url, "incremental") == expected
+
+
+def test_serve_api_refuses_resume(capsys):
+    assert main(["serve-api", "--resume", "sometask"]) == 2
+    assert "--resume names the task of one run" in capsys.readouterr().err
