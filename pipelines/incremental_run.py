@@ -117,19 +117,19 @@ def plan_incremental(
         for state in file_versions(index, list(dict.fromkeys(part.uri for part in parts)), access)
     ]
     units = units_of(checked.reads, files)
-    print_ = fingerprint(
+    request_print = fingerprint(
         request.source_type, request.field_map, request.ingest_fields, options.join, cluster.display_url
     )
     manifest = Manifest(manifest_path(request.index_name))
-    recorded = manifest.entries(print_)
+    recorded = manifest.entries(request_print)
     tasks = None
     if options.resume is not None and not options.incremental:
-        tasks = resume_chain(options.resume, lambda seen: store.get(seen).get("resumed_from"))
+        tasks = resume_chain(options.resume, lambda seen: _resumed_from(store, seen))
     skipped = tuple(unit for unit in units if is_done(unit, recorded, tasks))
     to_run = tuple(unit for unit in units if unit not in skipped)
     run = IncrementalRun(
         manifest,
-        print_,
+        request_print,
         task_id,
         to_run,
         skipped,
@@ -138,6 +138,14 @@ def plan_incremental(
     )
     _log_plan(run, manifest)
     return run
+
+
+def _resumed_from(store: TaskStore, task_id: str) -> str | None:
+    """The task `task_id` resumed, if any (a deleted task resumed none)."""
+    try:
+        return store.get(task_id).get("resumed_from")
+    except TaskNotFound:
+        return None
 
 
 def _log_plan(run: IncrementalRun, manifest: Manifest) -> None:
