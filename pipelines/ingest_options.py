@@ -62,6 +62,8 @@ class IngestOptions:
     max_error_ratio: float | None = None
     worker_secrets: str | None = None  # None: in the graph in process, else a file under $MLBATCH_HOME
     local_root: str | None = None  # serve-api's --local-root: local sources only expand to files under it
+    incremental: bool = False  # skip files the index's manifest records as ingested unchanged
+    resume: str | None = None  # a task id: skip the files that task (run incrementally) finished
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -102,6 +104,8 @@ def options_problem(options: IngestOptions) -> str | None:
         return "--max-retry-time, --max-retries, --initial-backoff and --max-backoff must not be negative"
     if options.bulk_tuning and options.aws_sigv4 == "aoss":
         return "--bulk-tuning: OpenSearch Serverless has no index replica or refresh settings to tune"
+    if options.cluster_ids and (options.incremental or options.resume):
+        return "--incremental and --resume re-write a file's documents by their ids: not with --cluster-ids"
     if options.worker_secrets is not None:
         try:
             parse_ref(options.worker_secrets)
@@ -227,6 +231,14 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         "--action",
         choices=get_args(BulkAction),
         help="index (default: a re-run overwrites) or create (skip ids that exist)",
+    )
+    flag(
+        "--incremental", "skip the files this index's manifest records as ingested unchanged; record the rest"
+    )
+    option(
+        "--resume",
+        metavar="TASK_ID",
+        help="run again the request of an --incremental task that did not finish: only its unfinished files",
     )
     flag("--bulk-tuning", "refresh_interval -1 and 0 replicas during the run, restored afterwards")
     option(

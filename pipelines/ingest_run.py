@@ -24,6 +24,7 @@ from connectors.sources import SourceAccess
 from connectors.task_store import TaskStore, mlbatch_home, this_process
 from pipelines import report, task_lifecycle
 from pipelines.cli_common import UsageError, log, paused_gc, read_json
+from pipelines.incremental_run import plan_incremental, task_fields
 from pipelines.ingest_checks import CHECK_ERRORS, WORKER_ERRORS, CheckedRun, check_run, check_workers
 from pipelines.ingest_options import IngestOptions
 from pipelines.plan import compile_plan
@@ -108,6 +109,7 @@ def run_ingest(
             "data_source": {"type": request.source_type, "source": list(request.sources)},
             "credential": redact_credential(request.credential),
             **(extra_fields or {}),
+            **task_fields(options, request, store),
         }
         if task_id is None:
             task_id = store.create("BATCH_INGEST", **fields)["task_id"]
@@ -195,11 +197,20 @@ def _run_task(
     progress.INPUT.plan(checked.files, request.source_type, live=task.runner.in_process)
 
     read_helper = use_read_helper(options.read_helper, task.runner)
+    by_unit = None
     try:
-        if read_helper and task.runner.in_process:  # parse now, while Beam loads
-            for job in early_reads(checked.plan, checked.reads, checked.strategy, access, options.action):
-                HelperRead.start_early(job)
-        job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
+        if options.incremental or options.resume:  # one pipeline per unit not yet ingested
+            by_unit = plan_incremental(options, request, checked, access, cluster, (task.store, task.task_id))
+            job_counters = by_unit.run(
+                lambda unit: _run_pipeline(
+                    options, replace(checked, reads=unit.reads), access, cluster, task, read_helper
+                )
+            )
+        else:
+            if read_helper and task.runner.in_process:  # parse now, while Beam loads
+                for job in early_reads(checked.plan, checked.reads, checked.strategy, access, options.action):
+                    HelperRead.start_early(job)
+            job_counters = _run_pipeline(options, checked, access, cluster, task, read_helper)
     except counters.CountsUnknown as unknown:  # the run ended, but the runner cannot say what it did
         fields = report.counts_unknown_fields(
             unknown, task.runner.runner, options.beam_args, task.runner.in_process, task.dlq_dir
@@ -216,6 +227,8 @@ def _run_task(
     fields = report.finished_fields(
         job_counters, len(plan.sources), checked.strategy, options.max_error_ratio, task.dlq_dir
     )
+    if by_unit is not None:
+        fields["counts"].update(by_unit.file_counts())
     return IngestResult(task.finish(**fields))
 
 

@@ -130,6 +130,8 @@ def serve_api(args: argparse.Namespace, options: IngestOptions) -> int:
     from pipelines.rest_api.service import MlService
 
     _checked(args)
+    if options.resume:
+        raise UsageError("serve-api: --resume names the task of one run: give it to mlbatch ingest")
     try:
         credentials = load_auth_file(Path(args.auth_file)) if args.auth_file else None
         box = SecretBox(load_master_key(mlbatch_home()))
