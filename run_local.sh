@@ -20,9 +20,9 @@ chunks=${MLBATCH_DEMO_CHUNKS:-}
 if [ "${1:-}" = "--chunks" ]; then chunks=1; shift; fi
 query=${1:-how do I parse command line options}
 if [ -n "$chunks" ]; then
-  sample=stdlib-chunks index_name=mlbatch-stdlib-chunks corpus_args=(--chunk-sentences 2)
+  sample=stdlib-chunks index_name=mlbatch-stdlib-chunks corpus_args=(--chunk-sentences 2) ingest_args=(--chunk-lists)
 else
-  sample=stdlib index_name=mlbatch-stdlib corpus_args=()
+  sample=stdlib index_name=mlbatch-stdlib corpus_args=() ingest_args=()
 fi
 scripts/ensure-venv.sh local
 py=.venv/bin/python
@@ -98,7 +98,7 @@ echo "batch prediction task $task_id, input $input_file_id" >&2
 
 step "waiting for the job, then ingesting its output into index $index_name"
 OPENAI_BASE_URL=$embed_url $mlbatch predict wait "$task_id" --interval 2 --max-interval 5 \
-  --then-ingest "samples/$sample-request.json" --opensearch "$index_url" \
+  --then-ingest "samples/$sample-request.json" --opensearch "$index_url" "${ingest_args[@]}" \
   --create-index "samples/$sample-index.json" > "$work/ingest.json"
 $py - "$work/ingest.json" >&2 <<'PY'
 import json

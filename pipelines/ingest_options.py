@@ -62,6 +62,7 @@ class IngestOptions:
     max_error_ratio: float | None = None
     worker_secrets: str | None = None  # None: in the graph in process, else a file under $MLBATCH_HOME
     local_root: str | None = None  # serve-api's --local-root: local sources only expand to files under it
+    chunk_lists: bool = False  # LIST[].MEMBER targets build nested chunk lists (transforms.chunks)
     incremental: bool = False  # skip files the index's manifest records as ingested unchanged
     resume: str | None = None  # a task id: skip the files that task (run incrementally) finished
     beam_args: tuple[str, ...] = ()
@@ -241,6 +242,11 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         help="run again the request of an --incremental task that did not finish: only its unfinished files",
     )
     flag("--bulk-tuning", "refresh_interval -1 and 0 replicas during the run, restored afterwards")
+    flag(
+        "--chunk-lists",
+        "read field_map targets LIST[].MEMBER as one member of a nested list of chunk objects "
+        "(mlbatch's extension; without it they are refused)",
+    )
     option(
         "--max-error-ratio",
         type=float,

@@ -89,7 +89,7 @@ def run_ingest(
     remote runner whose workers cannot get mlbatch (`pipelines.worker_packaging`)."""
     try:
         request = parse_request(body)
-        plan = compile_plan(request, join=options.join)
+        plan = compile_plan(request, join=options.join, chunk_lists=options.chunk_lists)
     except RequestError as error:
         raise UsageError(str(error)) from None
     create_body = read_json(options.create_index, "--create-index") if options.create_index else None

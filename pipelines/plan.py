@@ -125,6 +125,12 @@ def _id_paths(value: Any, source_count: int) -> dict[int, CompiledPath]:
     return named
 
 
+NO_CHUNK_LISTS = (
+    "a LIST[].MEMBER target is a chunk list only with --chunk-lists (mlbatch's extension; ML Commons "
+    "would write a field literally named LIST[])"
+)
+
+
 def _check_chunk_lists(produced_by: dict[str, str]) -> None:
     """Refuse a plain field named as a chunk list (`chunks` beside `chunks[].text`)."""
     for name in produced_by:
@@ -136,8 +142,10 @@ def _check_chunk_lists(produced_by: dict[str, str]) -> None:
             )
 
 
-def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPlan:
-    """Compile `request` into an IngestPlan; raise RequestError naming the field on any mistake."""
+def compile_plan(request: IngestRequest, join: JoinPolicy = "outer", chunk_lists: bool = False) -> IngestPlan:
+    """Compile `request` into an IngestPlan; raise RequestError naming the field on any mistake.
+    `LIST[].MEMBER` targets are chunk lists only with `chunk_lists` (`--chunk-lists`): without it
+    such a target is refused, since ML Commons would write a field literally named `LIST[]`."""
     source_count = len(request.sources)
     id_paths = _id_paths(request.field_map.get("_id"), source_count)
     if source_count > 1:
@@ -175,6 +183,8 @@ def compile_plan(request: IngestRequest, join: JoinPolicy = "outer") -> IngestPl
         problem = chunk_name_problem(name)
         if problem:
             raise RequestError(f"field_map.{label(name)}: {problem}")
+        if not chunk_lists and chunk_member(name) is not None:
+            raise RequestError(f"field_map.{label(name)}: {NO_CHUNK_LISTS}")
         add(name, raw, f"field_map.{label(name)}")
     for position, raw in enumerate(request.ingest_fields):
         _, expression = _split_source(raw, f"ingest_fields[{position}]", source_count)

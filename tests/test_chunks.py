@@ -90,10 +90,10 @@ def test_plain_names_with_brackets_keep_their_meaning_and_bad_chunk_names_are_re
     ):
         body = {**CHUNKED, "field_map": {**CHUNKED["field_map"], name: "source[1].$.x"}}
         with pytest.raises(RequestError, match=message):
-            compile_plan(parse_request(body))
+            compile_plan(parse_request(body), chunk_lists=True)
     clash = {**CHUNKED, "field_map": {**CHUNKED["field_map"], "chunks": "source[1].$.x"}}
     with pytest.raises(RequestError, match="also the chunk list"):
-        compile_plan(parse_request(clash))
+        compile_plan(parse_request(clash), chunk_lists=True)
 
 
 def nested_mapping(dimension: int) -> dict:
@@ -102,7 +102,9 @@ def nested_mapping(dimension: int) -> dict:
 
 
 def test_each_chunk_vector_is_checked_against_the_nested_mapping_dimension():
-    plan = with_vector_checks(compile_plan(parse_request(CHUNKED)), knn_vector_fields(nested_mapping(2)))
+    plan = with_vector_checks(
+        compile_plan(parse_request(CHUNKED), chunk_lists=True), knn_vector_fields(nested_mapping(2))
+    )
     assert knn_vector_fields(nested_mapping(2)) == {"chunks.embedding": KnnField(2)}
     output = plan.sources[0]
     (spec,) = output.fields
@@ -118,11 +120,24 @@ def test_each_chunk_vector_is_checked_against_the_nested_mapping_dimension():
 
 
 def test_a_single_vector_given_to_a_chunk_member_is_refused_not_taken_as_a_list_of_vectors():
-    plan = with_vector_checks(compile_plan(parse_request(CHUNKED)), knn_vector_fields(nested_mapping(2)))
+    plan = with_vector_checks(
+        compile_plan(parse_request(CHUNKED), chunk_lists=True), knn_vector_fields(nested_mapping(2))
+    )
     line = b'{"custom_id": "a", "response": {"body": {"data": [{"embedding": [1.0, 2.0]}]}}}'
     single = {**CHUNKED, "field_map": {**CHUNKED["field_map"]}}
     single["field_map"]["chunks[].embedding"] = "source[0].$.response.body.data[0].embedding"
-    output = with_vector_checks(compile_plan(parse_request(single)), knn_vector_fields(nested_mapping(2)))
+    output = with_vector_checks(
+        compile_plan(parse_request(single), chunk_lists=True), knn_vector_fields(nested_mapping(2))
+    )
     with pytest.raises(VectorError, match="chunk 0: is not a list of numbers but float"):
         project(output.sources[0], orjson.loads(line), line)
     assert project(plan.sources[0], orjson.loads(line), line)[1] == {"chunks[].embedding": b"[[1.0,2.0]]"}
+
+
+def test_without_chunk_lists_a_list_target_is_refused_not_read_another_way():
+    """ML Commons would write `chunks[].text` as a field of an object literally named `chunks[]`:
+    mlbatch reads such targets as chunk lists only when asked (`--chunk-lists`), else refuses them."""
+    with pytest.raises(
+        RequestError, match=r"a LIST\[\]\.MEMBER target is a chunk list only with --chunk-lists"
+    ):
+        compile_plan(parse_request(CHUNKED))

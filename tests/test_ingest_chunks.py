@@ -80,7 +80,14 @@ def test_chunked_passages_are_nested_documents_found_by_their_best_chunk(
 ):
     request = batch_files(tmp_path)
     code, record = run_ingest(
-        capsys, tmp_path, request, index_server.url, "--join-strategy", strategy, index_body=MAPPING
+        capsys,
+        tmp_path,
+        request,
+        index_server.url,
+        "--chunk-lists",
+        "--join-strategy",
+        strategy,
+        index_body=MAPPING,
     )
 
     assert code == 3 and record["state"] == "COMPLETED_WITH_ERROR", record
@@ -114,7 +121,9 @@ def test_chunked_passages_are_nested_documents_found_by_their_best_chunk(
 
 
 def test_mlbatch_search_shows_the_matching_chunk(index_server, capsys, tmp_path):
-    code, record = run_ingest(capsys, tmp_path, batch_files(tmp_path), index_server.url, index_body=MAPPING)
+    code, record = run_ingest(
+        capsys, tmp_path, batch_files(tmp_path), index_server.url, "--chunk-lists", index_body=MAPPING
+    )
     assert record["counts"]["indexed"] == 3, record
 
     args = ["search", "--vector", "[0, 0.2, 1]", "--index", "passages", "--opensearch", index_server.url]
@@ -135,7 +144,9 @@ def test_a_single_source_zips_its_own_parallel_lists(index_server, capsys, tmp_p
         "field_map": {"_id": "$.id", "chunks[].text": "$.content", "chunks[].embedding": "$.SageMakerOutput"},
         "data_source": {"type": "local", "source": [str(tmp_path / "out.jsonl")]},
     }
-    code, record = run_ingest(capsys, tmp_path, request, index_server.url, index_body=MAPPING)
+    code, record = run_ingest(
+        capsys, tmp_path, request, index_server.url, "--chunk-lists", index_body=MAPPING
+    )
     assert code == 0, record
     assert indexed_documents(index_server.url, "passages")["1"]["chunks"][1] == {
         "text": "beta",
@@ -170,7 +181,13 @@ def test_the_chunked_sample_request_finds_the_command_line_parsers_by_their_best
         assert main([*submit, "--parameters", json.dumps({"input_file_id": uploaded.id})]) == 0
         task_id = json.loads(capsys.readouterr().out)["task_id"]
         wait = ["predict", "wait", task_id, "--interval", "0.2", "--max-interval", "1"]
-        ingest = ["--then-ingest", "samples/stdlib-chunks-request.json", "--opensearch", index_server.url]
+        ingest = [
+            "--then-ingest",
+            "samples/stdlib-chunks-request.json",
+            "--opensearch",
+            index_server.url,
+            "--chunk-lists",
+        ]
         assert main([*wait, *ingest, "--create-index", "samples/stdlib-chunks-index.json"]) == 0
         assert json.loads(capsys.readouterr().out)["counts"]["indexed"] == len(lines[:120])
 

@@ -79,7 +79,8 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
     body = with_connector_credential(body, lambda name: _connector_credential(service, name))
     try:
         request = parse_request(body)
-        compile_plan(request, join=service.settings.options.join)
+        options = service.settings.options
+        compile_plan(request, join=options.join, chunk_lists=options.chunk_lists)
     except RequestError as error:
         raise request_refusal(error) from None
     if request.source_type == "local":
