@@ -215,6 +215,10 @@ def _run_task(
     fields = report.finished_fields(
         job_counters, len(plan.sources), checked.strategy, options.max_error_ratio, task.dlq_dir
     )
+    quantization = options.quantization()
+    if quantization is not None:
+        fields["quantize"] = quantization.stated(counters.clamped_total(job_counters))
+        log.info("--quantize: %d value(s) clamped to [-128, 127]", fields["quantize"]["clamped"])
     return IngestResult(task.finish(**fields))
 
 
@@ -255,7 +259,9 @@ def _run_pipeline(
             read_helper=read_helper,
         )
         counts = report.counts_so_far(task.runner.in_process)
-        task.update(state="RUNNING", dlq=task.dlq_dir, counts=counts, **handover.record_fields())
+        quantization = options.quantization()
+        stated = {"quantize": quantization.stated()} if quantization is not None else {}
+        task.update(state="RUNNING", dlq=task.dlq_dir, counts=counts, **stated, **handover.record_fields())
         with (
             task.checkpoint(),
             bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),

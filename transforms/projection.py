@@ -7,12 +7,14 @@ record can have (not JSON, not an object, no usable `_id`, a value that is not J
 `knn_vector` field that is not a vector of the index mapping's dimension; list and object values
 leave as their JSON bytes (see `to_wire`), vectors as their text in the raw line when that is
 unambiguous (`transforms.vectors.raw_vector`, found by the path's last key, or by the key before
-a last `[0]`); paths that match nothing are reported back so they can be counted, but do not
-reject the record.
+a last `[0]`), and the vectors of a field `--quantize` marks quantised first
+(`transforms.quantize`); paths that match nothing are reported back so they can be counted, but
+do not reject the record.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +22,7 @@ import orjson
 
 from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
+from transforms.quantize import quantize_vector
 from transforms.types import FieldSpec, SourcePlan
 from transforms.vectors import key_needle, numbers_only, raw_vector, vector_problem
 
@@ -51,11 +54,12 @@ def parse_record(payload: bytes | dict[str, Any]) -> dict[str, Any]:
 
 
 def project(
-    source: SourcePlan, record: dict[str, Any], line: bytes | None = None
+    source: SourcePlan, record: dict[str, Any], line: bytes | None = None, clamped: Counter[str] | None = None
 ) -> tuple[str | None, dict[str, Any], list[str]]:
     """(document id or None, fields this source contributes, names of fields whose path matched nothing).
 
     `line` is the record's raw JSON when it has one: vectors are taken from it as written.
+    `clamped`, when given, counts by field the values quantisation clamped.
     """
     doc_id = (
         None
@@ -68,6 +72,9 @@ def project(
         value = spec.path.evaluate(record)
         if value is MISSING:
             unmatched.append(spec.name)
+            continue
+        if spec.quantize_scale is not None and value is not None:
+            fields[spec.name] = quantized(spec, value, clamped)
             continue
         raw = _raw_vector_of(line, spec) if line is not None and _is_vector(value) else None
         fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
@@ -113,6 +120,18 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
     problem = vector_problem(value, spec.dimension, spec.data_type)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
+
+
+def quantized(spec: FieldSpec, value: Any, clamped: Counter[str] | None = None) -> bytes:
+    """A float vector of a field `--quantize` marks, quantised (`transforms.quantize`) as JSON
+    text; VectorError when it is not a vector of the mapping's dimension to quantise."""
+    result = quantize_vector(value, spec.quantize_scale or 0.0)
+    if result is None or (spec.dimension is not None and len(value) != spec.dimension):
+        problem = vector_problem(value, spec.dimension) or "is not a vector of finite numbers"
+        raise VectorError("validate", f"vector field {spec.name!r} {problem}")
+    if result.clamped and clamped is not None:
+        clamped[spec.name] += result.clamped
+    return result.wire
 
 
 def _is_vector(value: Any) -> bool:

@@ -26,17 +26,19 @@ from transforms.types import DeadLetter, Locator, ProjectedRecord, SourcePlan, d
 
 @dataclass
 class Tally:
-    """Counts since the last `take`: records read, projected, with a bad vector, and unmatched
-    paths by field."""
+    """Counts since the last `take`: records read, projected, with a bad vector, unmatched
+    paths by field, and values `--quantize` clamped by field."""
 
     read: int = 0
     projected: int = 0
     invalid_vectors: int = 0
     unmatched: Counter[str] = field(default_factory=Counter)
+    clamped: Counter[str] = field(default_factory=Counter)
 
     def take(self) -> Tally:
-        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched)
-        self.read, self.projected, self.invalid_vectors, self.unmatched = 0, 0, 0, Counter()
+        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched, self.clamped)
+        self.read, self.projected, self.invalid_vectors = 0, 0, 0
+        self.unmatched, self.clamped = Counter(), Counter()
         return taken
 
     def counts(self, source: int) -> dict[str, int]:
@@ -49,6 +51,8 @@ class Tally:
         }
         for name, count in self.unmatched.items():
             counts[counters.unmatched_by_field(name)] = count
+        for name, count in self.clamped.items():
+            counts[counters.clamped_by_field(name)] = count
         return counts
 
 
@@ -68,7 +72,7 @@ def projected_records(
         tally.read += 1
         try:
             line_text = payload if isinstance(payload, bytes) else None
-            doc_id, fields, unmatched = project(source, parse_record(payload), line_text)
+            doc_id, fields, unmatched = project(source, parse_record(payload), line_text, tally.clamped)
         except RecordError as error:
             if isinstance(error, VectorError):
                 tally.invalid_vectors += 1
