@@ -181,3 +181,13 @@ def test_a_vector_that_cannot_be_quantised_is_a_dead_letter_with_its_reason(embe
 
 def test_a_null_vector_is_left_as_it_is():
     assert project_line({"id": "a", "out": {"embedding": None}})[1]["v"] is None
+
+
+def test_a_record_rejected_for_another_field_counts_no_clamped_values():
+    plan = with_quantization(plan_for({"v": "$.a", "f": "$.b"}), Quantization())
+    clamped: Counter[str] = Counter()
+    with pytest.raises(VectorError, match="vector field 'f' is not a list of numbers but str"):
+        project(plan.sources[0], {"id": "x", "a": [2.0, 0.0, 0.0, 0.0], "b": "oops"}, None, clamped)
+    assert clamped == {}
+    project(plan.sources[0], {"id": "y", "a": [2.0, 0.0, 0.0, 0.0], "b": [0.0] * 4}, None, clamped)
+    assert clamped == {"v": 1}

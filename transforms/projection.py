@@ -22,7 +22,7 @@ import orjson
 
 from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
-from transforms.quantize import quantize_vector
+from transforms.quantize import Quantized, quantize_vector
 from transforms.types import FieldSpec, SourcePlan
 from transforms.vectors import key_needle, numbers_only, raw_vector, vector_problem
 
@@ -59,7 +59,7 @@ def project(
     """(document id or None, fields this source contributes, names of fields whose path matched nothing).
 
     `line` is the record's raw JSON when it has one: vectors are taken from it as written.
-    `clamped`, when given, counts by field the values quantisation clamped.
+    `clamped`, when given, counts by field the values quantisation clamped in a record projected.
     """
     doc_id = (
         None
@@ -68,18 +68,23 @@ def project(
     )
     fields: dict[str, Any] = {}
     unmatched: list[str] = []
+    clamps: list[tuple[str, int]] = []
     for spec in source.fields:
         value = spec.path.evaluate(record)
         if value is MISSING:
             unmatched.append(spec.name)
             continue
         if spec.quantize_scale is not None and value is not None:
-            fields[spec.name] = quantized(spec, value, clamped)
+            fields[spec.name], count = quantized(spec, spec.quantize_scale, value)
+            clamps.append((spec.name, count))
             continue
         raw = _raw_vector_of(line, spec) if line is not None and _is_vector(value) else None
         fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
         if spec.knn_vector and value is not None:
             check_vector(spec, value, wire, flat_numbers=raw is not None)
+    if clamped is not None:
+        for name, count in clamps:
+            clamped[name] += count
     return doc_id, fields, unmatched
 
 
@@ -122,16 +127,15 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
 
 
-def quantized(spec: FieldSpec, value: Any, clamped: Counter[str] | None = None) -> bytes:
-    """A float vector of a field `--quantize` marks, quantised (`transforms.quantize`) as JSON
-    text; VectorError when it is not a vector of the mapping's dimension to quantise."""
-    result = quantize_vector(value, spec.quantize_scale or 0.0)
+def quantized(spec: FieldSpec, scale: float, value: Any) -> Quantized:
+    """A float vector of a field `--quantize` marks, quantised with `scale` (`transforms.quantize`),
+    as JSON text and how many of its values were clamped; VectorError when it is not a vector of
+    the mapping's dimension to quantise."""
+    result = quantize_vector(value, scale)
     if result is None or (spec.dimension is not None and len(value) != spec.dimension):
         problem = vector_problem(value, spec.dimension) or "is not a vector of finite numbers"
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
-    if result.clamped and clamped is not None:
-        clamped[spec.name] += result.clamped
-    return result.wire
+    return result
 
 
 def _is_vector(value: Any) -> bool:
