@@ -2,11 +2,11 @@
 
 `check_run` lists each source's files, chooses the join strategy from their sizes
 (`pipelines.join_strategy`), checks (or creates) the index, completes the plan with the
-index's vector fields (`pipelines.plan.with_vector_checks`) and, with `--cluster-ids`, ids the
-cluster assigns, and says what each file is read as: whole, or in byte ranges
-(`pipelines.plan.split_reads`). What it finds is logged; numeric fields the mapping does not declare
-`knn_vector` are warned of. It raises one of `CHECK_ERRORS` when a source or the cluster is
-not usable.
+index's vector fields (`pipelines.plan.with_vector_checks`), with `--quantize` the byte fields it
+fills (`transforms.quantize`) and, with `--cluster-ids`, ids the cluster assigns, and says what
+each file is read as: whole, or in byte ranges (`pipelines.plan.split_reads`). What it finds is
+logged; numeric fields the mapping does not declare `knn_vector` are warned of. It raises one of
+`CHECK_ERRORS` when a source or the cluster is not usable, or `--quantize` has no field to fill.
 
 `check_workers` runs earlier, before the task is created: it refuses what the runner's workers
 could not reach (local paths for a runner whose workers are elsewhere, `pipelines.worker_reach`)
@@ -34,9 +34,10 @@ from pipelines.runner_choice import RunnerChoice
 from pipelines.worker_reach import WorkerReachError, environment_type, reach_problem, workers_see_local_files
 from pipelines.worker_secrets import WorkerSecrets, WorkerSecretsError
 from transforms.document_ids import with_cluster_assigned_ids
+from transforms.quantize import QuantizeError, quantized_fields, with_quantization
 from transforms.types import IngestPlan
 
-CHECK_ERRORS = (SourceError, ClusterError, JoinStrategyError)
+CHECK_ERRORS = (SourceError, ClusterError, JoinStrategyError, QuantizeError)
 WORKER_ERRORS = (WorkerReachError, WorkerSecretsError)
 _NUMERIC_TYPES = ("float", "double", "half_float")
 log = logging.getLogger("mlbatch")
@@ -79,6 +80,13 @@ def check_run(
         log.warning("field %r is mapped as %s, not knn_vector", name, mapped_type)
 
     checked_plan = with_vector_checks(plan, index.knn_fields)
+    quantization = options.quantization()
+    if quantization is not None:
+        checked_plan = with_quantization(checked_plan, quantization)
+        names = ", ".join(repr(name) for name in quantized_fields(checked_plan, quantization.data_type))
+        log.info(
+            "--quantize: float vectors of %s to %s: %s", names, quantization.data_type, quantization.rule()
+        )
     if options.cluster_ids and any(source.id_path is None for source in plan.sources):
         log.warning(
             "--cluster-ids: the cluster assigns document ids; a retried _bulk request or a re-run "

@@ -23,6 +23,7 @@ from connectors.secret_refs import REF_FORMS, SecretRefError, parse_ref
 from pipelines.join_strategy import DEFAULT_BROADCAST_MAX_BYTES, JoinStrategyName
 from pipelines.runner_choice import ReadHelperChoice, RunnerChoice, unknown_beam_args
 from transforms.bulk_body import DEFAULT_BULK_BYTES, DEFAULT_BULK_SIZE, BulkAction
+from transforms.quantize import Quantization, QuantizeError, parse_quantize
 from transforms.types import JoinPolicy
 
 
@@ -65,6 +66,7 @@ class IngestOptions:
     chunk_lists: bool = False  # LIST[].MEMBER targets build nested chunk lists (transforms.chunks)
     incremental: bool = False  # skip files the index's manifest records as ingested unchanged
     resume: str | None = None  # a task id: skip the files that task (run incrementally) finished
+    quantize: str | None = None  # `byte` or `byte:MAX_ABS` (transforms.quantize)
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -75,6 +77,9 @@ class IngestOptions:
     def cluster(self) -> OpenSearchConfig:
         """The cluster to write to, completed from the environment."""
         return cluster_config(self, compress=self.compress, timeout=self.request_timeout)
+
+    def quantization(self) -> Quantization | None:
+        return parse_quantize(self.quantize) if self.quantize is not None else None
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.initial_backoff, self.max_backoff, self.max_retry_time)
@@ -111,6 +116,11 @@ def options_problem(options: IngestOptions) -> str | None:
         try:
             parse_ref(options.worker_secrets)
         except SecretRefError as error:
+            return str(error)
+    if options.quantize is not None:
+        try:
+            parse_quantize(options.quantize)
+        except QuantizeError as error:
             return str(error)
     unknown = unknown_beam_args(options.beam_args) if options.beam_args else []
     if unknown:
@@ -252,6 +262,12 @@ def add_ingest_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="R",
         help="FAILED instead of COMPLETED_WITH_ERROR when more than this share of records is rejected",
+    )
+    option(
+        "--quantize",
+        metavar="byte[:MAX_ABS]",
+        help="quantise float vectors into the index's byte knn_vector fields: q = round(clamp(x * 127 / "
+        "MAX_ABS, -128, 127)), MAX_ABS 1.0 by default (normalised embeddings); see docs/vectors.md",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of failed runs")

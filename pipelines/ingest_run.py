@@ -229,6 +229,10 @@ def _run_task(
     )
     if by_unit is not None:
         fields["counts"].update(by_unit.file_counts())
+    quantization = options.quantization()
+    if quantization is not None:
+        fields["quantize"] = quantization.stated(counters.clamped_total(job_counters))
+        log.info("--quantize: %d value(s) clamped to [-128, 127]", fields["quantize"]["clamped"])
     return IngestResult(task.finish(**fields))
 
 
@@ -269,7 +273,9 @@ def _run_pipeline(
             read_helper=read_helper,
         )
         counts = report.counts_so_far(task.runner.in_process)
-        task.update(state="RUNNING", dlq=task.dlq_dir, counts=counts, **handover.record_fields())
+        quantization = options.quantization()
+        stated = {"quantize": quantization.stated()} if quantization is not None else {}
+        task.update(state="RUNNING", dlq=task.dlq_dir, counts=counts, **stated, **handover.record_fields())
         with (
             task.checkpoint(),
             bulk_tuning(cluster, plan.index_name) if options.bulk_tuning else contextlib.nullcontext(),

@@ -42,6 +42,7 @@ ACCOUNTED_BY_SOURCE = "accounted."
 DLQ_BY_STAGE = "dlq."
 REJECTED_BY_SOURCE = "rejected."
 UNMATCHED_BY_FIELD = "unmatched."
+CLAMPED_BY_FIELD = "clamped."  # values `--quantize` clamped to the byte range, by field
 
 # The counts a task record shows, in order, and the per-source / per-stage groups beside them.
 SUMMARY = (
@@ -99,6 +100,15 @@ def dlq_by_stage(stage: str) -> str:
 
 def unmatched_by_field(field: str) -> str:
     return UNMATCHED_BY_FIELD + field
+
+
+def clamped_by_field(field: str) -> str:
+    return CLAMPED_BY_FIELD + field
+
+
+def clamped_total(counters: Mapping[str, int]) -> int:
+    """The values `--quantize` clamped, over every field."""
+    return sum(value for name, value in counters.items() if name.startswith(CLAMPED_BY_FIELD))
 
 
 def counter(name: str) -> Any:

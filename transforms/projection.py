@@ -7,12 +7,14 @@ record can have (not JSON, not an object, no usable `_id`, a value that is not J
 `knn_vector` field that is not a vector of the index mapping's dimension; list and object values
 leave as their JSON bytes (see `to_wire`), vectors as their text in the raw line when that is
 unambiguous (`transforms.vectors.raw_vector`, found by the path's last key, or by the key before
-a last `[0]`); paths that match nothing are reported back so they can be counted, but do not
-reject the record.
+a last `[0]`), and the vectors of a field `--quantize` marks quantised first
+(`transforms.quantize`); paths that match nothing are reported back so they can be counted, but
+do not reject the record.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +23,7 @@ import orjson
 from transforms.chunks import chunk_member, vector_list_problem
 from transforms.document_ids import DocumentIdError, document_id
 from transforms.jsonpath import MISSING
+from transforms.quantize import Quantized, quantize_vector
 from transforms.types import FieldSpec, SourcePlan
 from transforms.vectors import key_needle, numbers_only, raw_vector, vector_problem
 
@@ -52,11 +55,12 @@ def parse_record(payload: bytes | dict[str, Any]) -> dict[str, Any]:
 
 
 def project(
-    source: SourcePlan, record: dict[str, Any], line: bytes | None = None
+    source: SourcePlan, record: dict[str, Any], line: bytes | None = None, clamped: Counter[str] | None = None
 ) -> tuple[str | None, dict[str, Any], list[str]]:
     """(document id or None, fields this source contributes, names of fields whose path matched nothing).
 
     `line` is the record's raw JSON when it has one: vectors are taken from it as written.
+    `clamped`, when given, counts by field the values quantisation clamped in a record projected.
     """
     doc_id = (
         None
@@ -65,15 +69,23 @@ def project(
     )
     fields: dict[str, Any] = {}
     unmatched: list[str] = []
+    clamps: list[tuple[str, int]] = []
     for spec in source.fields:
         value = spec.path.evaluate(record)
         if value is MISSING:
             unmatched.append(spec.name)
             continue
+        if spec.quantize_scale is not None and value is not None:
+            fields[spec.name], count = quantized(spec, spec.quantize_scale, value)
+            clamps.append((spec.name, count))
+            continue
         raw = _raw_vector_of(line, spec) if line is not None and _is_vector(value) else None
         fields[spec.name] = wire = raw if raw is not None else to_wire(value, spec.name)
         if spec.knn_vector and value is not None:
             check_vector(spec, value, wire, flat_numbers=raw is not None)
+    if clamped is not None:
+        for name, count in clamps:
+            clamped[name] += count
     return doc_id, fields, unmatched
 
 
@@ -120,6 +132,17 @@ def check_vector(spec: FieldSpec, value: Any, wire: Any, flat_numbers: bool = Fa
         problem = vector_problem(value, spec.dimension, spec.data_type)
     if problem:
         raise VectorError("validate", f"vector field {spec.name!r} {problem}")
+
+
+def quantized(spec: FieldSpec, scale: float, value: Any) -> Quantized:
+    """A float vector of a field `--quantize` marks, quantised with `scale` (`transforms.quantize`),
+    as JSON text and how many of its values were clamped; VectorError when it is not a vector of
+    the mapping's dimension to quantise."""
+    result = quantize_vector(value, scale)
+    if result is None or (spec.dimension is not None and len(value) != spec.dimension):
+        problem = vector_problem(value, spec.dimension) or "is not a vector of finite numbers"
+        raise VectorError("validate", f"vector field {spec.name!r} {problem}")
+    return result
 
 
 def _is_vector(value: Any) -> bool:

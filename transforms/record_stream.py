@@ -27,18 +27,22 @@ from transforms.types import DeadLetter, Locator, ProjectedRecord, SourcePlan, d
 @dataclass
 class Tally:
     """Counts since the last `take`: records read, projected, with a bad vector, unmatched
-    paths by field, and the bytes of the plain JSONL lines read (for the progress bar)."""
+    paths by field, values `--quantize` clamped by field, and the bytes of the plain JSONL lines read
+    (for the progress bar)."""
 
     read: int = 0
     projected: int = 0
     invalid_vectors: int = 0
     unmatched: Counter[str] = field(default_factory=Counter)
     read_bytes: int = 0
+    clamped: Counter[str] = field(default_factory=Counter)
 
     def take(self) -> Tally:
-        taken = Tally(self.read, self.projected, self.invalid_vectors, self.unmatched, self.read_bytes)
-        self.read, self.projected, self.invalid_vectors, self.unmatched = 0, 0, 0, Counter()
-        self.read_bytes = 0
+        taken = Tally(
+            self.read, self.projected, self.invalid_vectors, self.unmatched, self.read_bytes, self.clamped
+        )
+        self.read, self.projected, self.invalid_vectors = 0, 0, 0
+        self.unmatched, self.clamped, self.read_bytes = Counter(), Counter(), 0
         return taken
 
     def counts(self, source: int) -> dict[str, int]:
@@ -52,6 +56,8 @@ class Tally:
         }
         for name, count in self.unmatched.items():
             counts[counters.unmatched_by_field(name)] = count
+        for name, count in self.clamped.items():
+            counts[counters.clamped_by_field(name)] = count
         return counts
 
 
@@ -78,7 +84,7 @@ def projected_records(
             tally.read_bytes += len(payload) + 1
         try:
             line_text = payload if isinstance(payload, bytes) else None
-            doc_id, fields, unmatched = project(source, parse_record(payload), line_text)
+            doc_id, fields, unmatched = project(source, parse_record(payload), line_text, tally.clamped)
         except RecordError as error:
             if isinstance(error, VectorError):
                 tally.invalid_vectors += 1

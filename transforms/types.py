@@ -26,6 +26,7 @@ class FieldSpec:
     dimension: int | None = None  # its mapping's dimension (None: any)
     data_type: str = "float"  # its mapping's data_type: float, byte or binary (dimension in bits)
     needle: bytes | None = None  # the path's last key as JSON text: vectors are taken from the raw line
+    quantize_scale: float | None = None  # --quantize byte: S of `transforms.quantize` (a byte field)
 
 
 @dataclass(frozen=True)
