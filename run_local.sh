@@ -98,7 +98,7 @@ echo "batch prediction task $task_id, input $input_file_id" >&2
 
 step "waiting for the job, then ingesting its output into index $index_name"
 OPENAI_BASE_URL=$embed_url $mlbatch predict wait "$task_id" --interval 2 --max-interval 5 \
-  --then-ingest "samples/$sample-request.json" --opensearch "$index_url" "${ingest_args[@]}" \
+  --then-ingest "samples/$sample-request.json" --opensearch "$index_url" ${ingest_args[@]+"${ingest_args[@]}"} \
   --create-index "samples/$sample-index.json" > "$work/ingest.json"
 $py - "$work/ingest.json" >&2 <<'PY'
 import json

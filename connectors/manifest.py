@@ -10,11 +10,11 @@ content never changes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from connectors.manifest_rules import FileKey, FileState, Recorded
 from connectors.source_access import SourceAccess
 from connectors.sources import SourceError
+from connectors.sqlite_file import committed
 from connectors.task_store import mlbatch_home, now_millis
 
 _MAX_NAME_BYTES = 200
@@ -52,14 +53,8 @@ class Manifest:
                 "PRIMARY KEY (fingerprint, source, uri))"
             )
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return committed(self.path)
 
     def entries(self, fingerprint: str) -> dict[FileKey, Recorded]:
         """Every file recorded under `fingerprint`, by (source, uri)."""

@@ -66,15 +66,18 @@ def fingerprint(
     ingest_fields: Sequence[str],
     join: str,
     cluster_url: str,
+    quantize_scale: float | None = None,
 ) -> str:
     """What makes two runs write the same documents from the same files: the request's meaning
-    (not its credential, not its source patterns) and the cluster it writes to."""
+    (not its credential, not its source patterns), the cluster it writes to, and how its vectors
+    are quantised (`--quantize`: another scale writes other bytes)."""
     meaning = {
         "source_type": source_type,
         "field_map": field_map,
         "ingest_fields": list(ingest_fields),
         "join": join,
         "cluster": cluster_url,
+        "quantize_scale": quantize_scale,
     }
     return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -13,9 +13,9 @@ Each call opens its own connection, so threads of one process share a store free
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from connectors.secret_box import SecretBox
+from connectors.sqlite_file import committed
 from connectors.task_store import mlbatch_home, new_task_id, now_millis
 
 KINDS = frozenset({"connector", "model"})
@@ -92,18 +93,8 @@ class MlStore:
                 "record BLOB, sealed TEXT, PRIMARY KEY (kind, object_id))"
             )
 
-    @contextmanager
-    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection whose changes are committed on success, closed in every case. To `write`,
-        it takes the write lock at once, so what it reads stays true until it writes."""
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                if write:
-                    db.execute("BEGIN IMMEDIATE")
-                yield db
-        finally:
-            db.close()
+    def _connect(self, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return committed(self.path, write)
 
     def create(
         self, kind: str, record: Mapping[str, Any], credential: Mapping[str, str] | None = None

@@ -14,18 +14,20 @@ queued, "the mlbatch serve-api process …"), keeping the counts it had. A task 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import sqlite3
 import string
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from connectors.sqlite_file import committed
 
 _ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 OWNED_STATES = frozenset({"CREATED", "RUNNING"})
@@ -122,15 +124,8 @@ class TaskStore:
                 "CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, created INTEGER, record BLOB)"
             )
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection whose changes are committed on success, closed in every case."""
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return committed(self.path, write)
 
     def create(self, task_type: str, **fields: Any) -> dict[str, Any]:
         """A CREATED task owned by this process (`update(..., drop=("owner",))` lets go of it)."""
@@ -160,8 +155,7 @@ class TaskStore:
         is returned as it is); read and write are one transaction, so no change is lost.
 
         A task that leaves CREATED and RUNNING has no owner any more."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._connect(write=True) as db:
             row = db.execute("SELECT record FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(f"task {task_id!r} not found in {self.path}")

@@ -14,7 +14,7 @@ written leaves the index as one uninterrupted run would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,16 @@ class IncrementalRun:
             log.info("ingested %s (%d of %d)", _names(unit), position, len(self.to_run))
         return total
 
+    def files_to_read(
+        self, files: Sequence[Sequence[tuple[str, int]]]
+    ) -> tuple[tuple[tuple[str, int], ...], ...]:
+        """Of each source's `(uri, size)` files, those this run reads (for the progress bar)."""
+        reading = {state.key for unit in self.to_run for state in unit.files}
+        return tuple(
+            tuple(file for file in listed if (source, file[0]) in reading)
+            for source, listed in enumerate(files)
+        )
+
     def file_counts(self) -> dict[str, int]:
         """The task record's count of files skipped and files read."""
         return {
@@ -117,8 +127,14 @@ def plan_incremental(
         for state in file_versions(index, list(dict.fromkeys(part.uri for part in parts)), access)
     ]
     units = units_of(checked.reads, files)
+    quantization = options.quantization()
     request_print = fingerprint(
-        request.source_type, request.field_map, request.ingest_fields, options.join, cluster.display_url
+        request.source_type,
+        request.field_map,
+        request.ingest_fields,
+        options.join,
+        cluster.display_url,
+        quantization.scale if quantization else None,
     )
     manifest = Manifest(manifest_path(request.index_name))
     recorded = manifest.entries(request_print)

@@ -25,7 +25,6 @@ from connectors.sources import SourceAccess
 from pipelines.cli_common import paused_gc
 from pipelines.join_strategy import JoinStrategy
 from pipelines.runner_choice import beam_options, pipeline_runner, runner_choice
-from transforms import progress
 from transforms.buckets import BUCKETS
 from transforms.bulk import OpenSearchWriteConfig, WriteToOpenSearch
 from transforms.counters import job_counters
@@ -143,7 +142,6 @@ def run_pipeline(job: IngestJob, beam_args: Sequence[str]) -> dict[str, int]:
         runner = pipeline_runner(runner_choice(beam_args))
         pipeline = beam.Pipeline(runner=runner, options=beam_options(beam_args))
         build_pipeline(pipeline, job)
-    progress.restart_all()
     try:
         result = pipeline.run()
         result.wait_until_finish()

@@ -194,19 +194,21 @@ def _run_task(
     except CHECK_ERRORS as error:
         log.error("%s", error)
         return IngestResult(task.finish(state="FAILED", counts=counters.summarize({}), error=str(error)))
-    progress.INPUT.plan(checked.files, request.source_type, live=task.runner.in_process)
-
     read_helper = use_read_helper(options.read_helper, task.runner)
     by_unit = None
     try:
         if options.incremental or options.resume:  # one pipeline per unit not yet ingested
             by_unit = plan_incremental(options, request, checked, access, cluster, (task.store, task.task_id))
+            progress.INPUT.plan(
+                by_unit.files_to_read(checked.files), request.source_type, task.runner.in_process
+            )
             job_counters = by_unit.run(
                 lambda unit: _run_pipeline(
                     options, replace(checked, reads=unit.reads), access, cluster, task, read_helper
                 )
             )
         else:
+            progress.INPUT.plan(checked.files, request.source_type, live=task.runner.in_process)
             if read_helper and task.runner.in_process:  # parse now, while Beam loads
                 for job in early_reads(checked.plan, checked.reads, checked.strategy, access, options.action):
                     HelperRead.start_early(job)

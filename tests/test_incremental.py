@@ -15,6 +15,7 @@ from connectors.byte_ranges import FileRange
 from connectors.manifest import Manifest, manifest_path
 from connectors.manifest_rules import FileState, Recorded, Unit, fingerprint, is_done, resume_chain, units_of
 from pipelines.cli import main
+from pipelines.incremental_run import IncrementalRun
 from pipelines.ingest_options import IngestOptions, IngestOptionsError
 from tests.data import jsonl, knn_index_body
 from tests.ingest_helpers import indexed_documents, run_mlbatch, write_request
@@ -74,11 +75,19 @@ def test_resume_chain_follows_the_resumed_tasks_once():
     assert resume_chain("x", resumed.get) == ["x", "y"]
 
 
-def test_the_fingerprint_changes_with_the_field_map_and_the_cluster_only():
+def test_the_fingerprint_changes_with_the_field_map_the_cluster_and_the_quantisation_only():
     base = fingerprint("local", {"v": "$.v"}, [], "outer", "http://a:9200")
     assert base == fingerprint("local", {"v": "$.v"}, [], "outer", "http://a:9200")
     assert base != fingerprint("local", {"w": "$.v"}, [], "outer", "http://a:9200")
     assert base != fingerprint("local", {"v": "$.v"}, [], "outer", "http://b:9200")
+    quantised = fingerprint("local", {"v": "$.v"}, [], "outer", "http://a:9200", 127.0)
+    assert base != quantised != fingerprint("local", {"v": "$.v"}, [], "outer", "http://a:9200", 254.0)
+
+
+def test_the_progress_bar_plans_only_the_files_a_run_reads():
+    first, second = (FileState(0, name, 10, "v") for name in ("a", "b"))
+    run = IncrementalRun(None, "print", "task", (Unit((second,), ()),), (Unit((first,), ()),), False, None)
+    assert run.files_to_read([[("a", 10), ("b", 10)]]) == ((("b", 10),),)
 
 
 def test_the_manifest_keeps_one_entry_per_file_the_latest(mlbatch_home):
@@ -123,6 +132,7 @@ def one_source_request(directory: Path) -> dict:
     }
 
 
+@pytest.mark.integration
 def test_an_incremental_rerun_reads_nothing_and_says_so(capsys, tmp_path, fault_servers, logged):
     sink = fault_servers()
     write_files(tmp_path / "in", [5, 7, 3])
@@ -145,6 +155,7 @@ def test_an_incremental_rerun_reads_nothing_and_says_so(capsys, tmp_path, fault_
     assert len(indexed_documents(sink.url, "incremental")) == 15
 
 
+@pytest.mark.integration
 def test_a_rewritten_file_is_read_again_and_the_others_are_skipped(capsys, tmp_path, fault_servers, logged):
     sink = fault_servers()
     paths = write_files(tmp_path / "in", [5, 7, 3])
@@ -162,6 +173,7 @@ def test_a_rewritten_file_is_read_again_and_the_others_are_skipped(capsys, tmp_p
     assert {tag for doc_id, tag in tags.items() if not doc_id.startswith("f1-")} == {""}
 
 
+@pytest.mark.integration
 def test_a_changed_field_map_reads_every_file_again(capsys, tmp_path, fault_servers):
     sink = fault_servers()
     write_files(tmp_path / "in", [2, 2])
@@ -172,6 +184,7 @@ def test_a_changed_field_map_reads_every_file_again(capsys, tmp_path, fault_serv
     assert (code, record["counts"]["read"], record["counts"]["skipped_files"]) == (0, 4, 0)
 
 
+@pytest.mark.integration
 def test_several_sources_rerun_whole_or_not_at_all(capsys, tmp_path, fault_servers):
     sink = fault_servers()
     left, right = write_files(tmp_path / "left", [4]), write_files(tmp_path / "right", [4])
@@ -190,6 +203,7 @@ def test_several_sources_rerun_whole_or_not_at_all(capsys, tmp_path, fault_serve
     assert {doc["tag"] for doc in indexed_documents(sink.url, "incremental").values()} == {"new"}
 
 
+@pytest.mark.integration
 def test_resume_refuses_a_task_it_cannot_resume(capsys, tmp_path, fault_servers):
     sink = fault_servers()
     write_files(tmp_path / "in", [2])

@@ -191,3 +191,23 @@ def test_a_record_rejected_for_another_field_counts_no_clamped_values():
     assert clamped == {}
     project(plan.sources[0], {"id": "y", "a": [2.0, 0.0, 0.0, 0.0], "b": [0.0] * 4}, None, clamped)
     assert clamped == {"v": 1}
+
+
+def test_chunk_list_vectors_are_never_quantised():
+    """A chunk member's values are lists of vectors, written as the job wrote them (docs/vectors.md)."""
+    request = {
+        "index_name": "i",
+        "field_map": {"_id": "$.id", "v": "$.emb", "chunks[].embedding": "$.parts[*]"},
+        "data_source": {"type": "local", "source": ["/x.jsonl"]},
+    }
+    knn = {"v": KnnField(2, "byte"), "chunks.embedding": KnnField(2, "byte")}
+    plan = with_quantization(
+        with_vector_checks(compile_plan(parse_request(request), chunk_lists=True), knn), Quantization()
+    )
+    assert quantized_fields(plan) == ["v"]
+    line = b'{"id": "a", "emb": [0.5, -0.5], "parts": [[3, -4], [5, 6]]}'
+    _, fields, _ = project(plan.sources[0], orjson.loads(line), line, Counter())
+    written = {
+        name: orjson.loads(value) if isinstance(value, bytes) else value for name, value in fields.items()
+    }
+    assert written["chunks[].embedding"] == [[3, -4], [5, 6]] and written["v"] == [64, -64]

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from transforms.chunks import chunk_member
 from transforms.types import FieldSpec, IngestPlan
 
 BYTE_MIN, BYTE_MAX = -128, 127
@@ -105,7 +106,7 @@ def with_quantization(plan: IngestPlan, quantization: Quantization) -> IngestPla
         raise QuantizeError(_no_target(plan, quantization.data_type))
 
     def marked(spec: FieldSpec) -> FieldSpec:
-        if spec.knn_vector and spec.data_type == quantization.data_type:
+        if spec.knn_vector and spec.data_type == quantization.data_type and chunk_member(spec.name) is None:
             return replace(spec, quantize_scale=quantization.scale)
         return spec
 
@@ -116,12 +117,13 @@ def with_quantization(plan: IngestPlan, quantization: Quantization) -> IngestPla
 
 
 def quantized_fields(plan: IngestPlan, data_type: str = "byte") -> list[str]:
-    """The names of the plan's `knn_vector` fields of `data_type`."""
+    """The names of the plan's `knn_vector` fields of `data_type` (chunk-list members are written
+    as the job wrote them: never quantised)."""
     return [
         spec.name
         for source in plan.sources
         for spec in source.fields
-        if spec.knn_vector and spec.data_type == data_type
+        if spec.knn_vector and spec.data_type == data_type and chunk_member(spec.name) is None
     ]
 
 
