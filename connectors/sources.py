@@ -120,6 +120,12 @@ def _expand_local(path: str) -> list[str]:
     return [path]
 
 
+def resolved_under(path: str | os.PathLike[str], root: str) -> str | None:
+    """`path` with `..` and symbolic links resolved, if that lies under `root` (resolved too); else None."""
+    base, resolved = os.path.realpath(root), os.path.realpath(path)
+    return resolved if os.path.commonpath([base, resolved]) == base else None
+
+
 def _sized_local(path: str, root: str | None) -> list[SourceFile]:
     """The files `path` stands for, with their sizes; with a `root`, every one of them (symbolic
     links resolved, those a glob or a directory reaches included) must be under it."""
@@ -128,10 +134,9 @@ def _sized_local(path: str, root: str | None) -> list[SourceFile]:
     except OSError as error:
         raise SourceError(f"{path}: cannot read its size ({error})") from None
     if root is not None:
-        base = os.path.realpath(root)
         for file in files:
-            if os.path.commonpath([base, os.path.realpath(file.uri)]) != base:
-                raise SourceError(f"{path}: {file.uri} is outside --local-root {base}")
+            if resolved_under(file.uri, root) is None:
+                raise SourceError(f"{path}: {file.uri} is outside --local-root {os.path.realpath(root)}")
     return files
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from connectors.batch_predict.batch_actions import job_action
 from connectors.batch_predict.connector import Connector, ConnectorAction, ConnectorError
 from connectors.batch_predict.templating import fill_known, merge_parameters
+from connectors.sources import resolved_under
 from transforms.echo import cut
 
 # ML Commons' defaults, with its `.*` inside host names narrowed to host characters: `.*` also
@@ -75,11 +76,11 @@ def confined_sources(sources: Iterable[str], root: str | None) -> list[str]:
     naming the first one outside it (`..` and symbolic links resolved), or when there is no root."""
     if root is None:
         raise ValueError(NO_LOCAL_ROOT)
-    base = Path(os.path.realpath(root))
+    base = os.path.realpath(root)
     confined = []
     for source in sources:
-        resolved = Path(os.path.realpath(base / source))
-        if not resolved.is_relative_to(base):
+        resolved = resolved_under(Path(base) / source, base)
+        if resolved is None:
             raise ValueError(f"data_source.source: {cut(source, 200)} is outside --local-root {base}")
-        confined.append(str(resolved))
+        confined.append(resolved)
     return confined
