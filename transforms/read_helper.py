@@ -19,18 +19,17 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from connectors.parent_watch import wait_until_orphaned
 from connectors.sources import SourceError
 from transforms.read_jobs import BroadcastJob, DocumentsJob, ProjectJob
 
 ReadJob = ProjectJob | DocumentsJob | BroadcastJob
 READ_AHEAD_BYTES = 256 * 1024 * 1024
-ORPHAN_CHECK_SECONDS = 0.5
 _HEADER = struct.Struct("<Q")
 
 
@@ -194,11 +193,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
                 stream.close()
 
 
-def _exit_when_orphaned(parent: int, every: float = ORPHAN_CHECK_SECONDS) -> None:
+def _exit_when_orphaned(parent: int) -> None:
     """Exit as soon as the pipeline's process is gone (killed with SIGKILL, say), even while the
     job writes nothing (reading the small sources of a broadcast join)."""
-    while os.getppid() == parent:
-        time.sleep(every)
+    wait_until_orphaned(parent)
     os._exit(1)
 
 

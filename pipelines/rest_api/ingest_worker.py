@@ -20,17 +20,15 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import orjson
 
+from connectors.parent_watch import wait_until_orphaned
 from connectors.task_store import SERVICE_DIED, TaskStore
 from pipelines import task_lifecycle
 from pipelines.cli_common import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, configure_logging, log
 from pipelines.ingest_options import IngestOptions
-
-ORPHAN_CHECK_SECONDS = 0.5
 
 
 def worker_payload(task_id: str, body: Any, options: IngestOptions) -> bytes:
@@ -44,8 +42,7 @@ def options_from(fields: dict[str, Any]) -> IngestOptions:
 
 
 def _interrupt_when_orphaned(service_pid: int, gone: threading.Event) -> None:
-    while os.getppid() == service_pid:
-        time.sleep(ORPHAN_CHECK_SECONDS)
+    wait_until_orphaned(service_pid)
     gone.set()
     os.kill(os.getpid(), signal.SIGTERM)
 
