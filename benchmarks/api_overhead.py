@@ -24,7 +24,7 @@ from pathlib import Path
 
 from opensearchpy import OpenSearch
 
-from benchmarks.ingest_benchmark import KNN_PROPERTIES, generate, timed
+from benchmarks.ingest_benchmark import KNN_PROPERTIES, generate, ingest_command, timed
 from benchmarks.null_sink import NullSink
 from tests.servers import serve_command
 
@@ -71,15 +71,7 @@ def main() -> None:
         body = json.loads(paths["join_request"].read_text())
         sink = NullSink(properties=KNN_PROPERTIES).start()
         env = {**os.environ, "MLBATCH_HOME": str(directory / "home")}
-        cli = [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "ingest",
-            str(paths["join_request"]),
-            "--opensearch",
-            sink.url,
-        ]
+        cli = ingest_command(paths["join_request"], sink.url)
         api_process, url = serve_command(
             "serve-api", ["--opensearch", sink.url, "--local-root", str(directory), "--quiet"], env
         )
@@ -95,7 +87,7 @@ def main() -> None:
                         wall, answered = through_api(client, body, polls)
                         answers.append(answered)
                     else:
-                        wall = timed([*cli, "--quiet"], env)[0]
+                        wall = timed(cli, env)[0]
                     if sink.documents - before != args.docs:
                         raise RuntimeError(f"{name} wrote {sink.documents - before} of {args.docs} documents")
                     walls[name].append(wall)

@@ -101,6 +101,21 @@ def generate(directory: Path, docs: int, seed: int = 11, dim: int = DIM) -> dict
     return paths
 
 
+def ingest_command(request: Path, sink_url: str, *options: str) -> list[str]:
+    """`mlbatch ingest REQUEST` against the sink, quiet, in this interpreter, with more `options`."""
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "ingest",
+        str(request),
+        "--opensearch",
+        sink_url,
+        "--quiet",
+        *options,
+    ]
+
+
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MiB of the process tree, epoch start), measured by `benchmarks.measure`."""
     measured = [sys.executable, "-m", "benchmarks.measure", *command]

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from itertools import islice
 from pathlib import Path
 
-from benchmarks.ingest_benchmark import KNN_PROPERTIES, generate, timed
+from benchmarks.ingest_benchmark import KNN_PROPERTIES, generate, ingest_command, timed
 from benchmarks.null_sink import NullSink
 
 
@@ -35,17 +34,7 @@ def main() -> None:
         sink = NullSink(properties=KNN_PROPERTIES).start()
         try:
             env = {**os.environ, "MLBATCH_HOME": str(directory / "home")}
-            command = [
-                sys.executable,
-                "-m",
-                "pipelines.cli",
-                "ingest",
-                str(paths["join_request"]),
-                "--opensearch",
-                sink.url,
-                "--quiet",
-                *beam_args,
-            ]
+            command = ingest_command(paths["join_request"], sink.url, *beam_args)
             seconds, peak, _ = timed(command, env)
         finally:
             sink.close()

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.ingest_benchmark import generate
+from benchmarks.ingest_benchmark import generate, ingest_command
 from benchmarks.null_sink import NullSink
 
 
@@ -28,18 +28,9 @@ def run_mlbatch(request: Path, mode: str, workers: int, home: Path) -> dict:
     started = time.monotonic()
     try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipelines.cli",
-                "ingest",
-                str(request),
-                "--opensearch",
-                sink.url,
-                "--quiet",
-                f"--direct_running_mode={mode}",
-                f"--direct_num_workers={workers}",
-            ],
+            ingest_command(
+                request, sink.url, f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"
+            ),
             capture_output=True,
             text=True,
             env={"MLBATCH_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
