@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.ml_store import MlStore, ObjectNotFound
-from connectors.secret_box import SecretBoxError
+from connectors.ml_store import MlStore
 from connectors.task_store import TaskStore
 from pipelines.ingest_options import IngestOptions
-from pipelines.rest_api.api_errors import internal_error, not_found
 from pipelines.rest_api.confinement import ML_COMMONS_TRUSTED_ENDPOINTS
 from pipelines.rest_api.ingest_queue import IngestQueue
 from pipelines.rest_api.predictions import Predictions
@@ -42,13 +40,3 @@ class ApiContext:
     objects: MlStore
     ingestions: IngestQueue
     predictions: Predictions
-
-    def connector_credential(self, connector_id: str) -> dict[str, str]:
-        """The stored connector's credential (a `_batch_ingestion` body's `connector_id`): 404 when
-        there is no such connector, 500 when the master key cannot open it."""
-        try:
-            return self.objects.credential("connector", connector_id)
-        except ObjectNotFound as missing:
-            raise not_found(str(missing)) from None
-        except SecretBoxError as error:
-            raise internal_error(str(error)) from None

@@ -8,7 +8,7 @@
 
 A `_batch_ingestion` body is checked as `mlbatch ingest` checks it (ML Commons' messages, 400)
 before a task exists; its `connector_id` is resolved to the stored connector's credential
-(`ApiContext.connector_credential`). The task is then queued
+(`_connector_credential`). The task is then queued
 (`pipelines.rest_api.ingest_queue`) and the answer returns at once.
 """
 
@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from connectors.ml_store import ObjectNotFound
 from connectors.redact import redact_credential
+from connectors.secret_box import SecretBoxError
 from connectors.task_store import OWNED_STATES, SERVICE_ROLE, TaskNotFound, this_process
 from pipelines.plan import compile_plan
 from pipelines.request import (
@@ -29,7 +31,15 @@ from pipelines.request import (
     decode_body,
     parse_request,
 )
-from pipelines.rest_api.api_errors import STATUS, ApiError, as_object, bad_request, json_object, not_found
+from pipelines.rest_api.api_errors import (
+    STATUS,
+    ApiError,
+    as_object,
+    bad_request,
+    internal_error,
+    json_object,
+    not_found,
+)
 from pipelines.rest_api.confinement import confined_sources
 from pipelines.rest_api.context import ApiContext
 from pipelines.rest_api.ingest_queue import QueueFull
@@ -108,11 +118,13 @@ def batch_ingest(service: ApiContext, raw: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def _connector_credential(service: ApiContext, connector_id: str) -> dict[str, str]:
+    """The stored connector's credential: ML Commons' 400 when there is no such connector, a 500
+    naming the problem when the master key cannot open it."""
     try:
-        return service.connector_credential(connector_id)
-    except ApiError as error:
-        if error.status != 404:
-            raise
+        return service.objects.credential("connector", connector_id)
+    except SecretBoxError as error:
+        raise internal_error(str(error)) from None
+    except ObjectNotFound:
         raise ApiError(
             400,
             STATUS,
